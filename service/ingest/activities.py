@@ -1,0 +1,97 @@
+"""Activity rows: upserts keyed by Strava's id, so repeating an effect changes nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+
+from service.db import session_scope, upsert_insert
+from service.models import Activity, HydrationStatus
+from service.strava.schemas import DetailedActivity, SummaryActivity
+
+
+def summary_columns(activity: SummaryActivity) -> dict[str, Any]:
+    """The queryable columns of an activity, from a summary or a detailed representation."""
+    return {
+        "athlete_id": activity.athlete.id,
+        "name": activity.name,
+        "sport_type": activity.sport_type,
+        "type": activity.type,
+        "start_date": activity.start_date,
+        "start_date_local": activity.start_date_local,
+        "timezone": activity.timezone,
+        "utc_offset": activity.utc_offset,
+        "distance": activity.distance,
+        "moving_time": activity.moving_time,
+        "elapsed_time": activity.elapsed_time,
+        "total_elevation_gain": activity.total_elevation_gain,
+        "average_speed": activity.average_speed,
+        "max_speed": activity.max_speed,
+        "average_heartrate": activity.average_heartrate,
+        "max_heartrate": activity.max_heartrate,
+        "workout_type": activity.workout_type,
+        "visibility": activity.visibility,
+        "private": activity.private,
+        "trainer": activity.trainer,
+        "commute": activity.commute,
+        "manual": activity.manual,
+        "gear_id": activity.gear_id,
+        "summary_polyline": activity.map.summary_polyline if activity.map else None,
+    }
+
+
+def _upsert(engine: Engine, activity_id: int, values: dict[str, Any]) -> None:
+    statement = upsert_insert(engine, Activity).values(id=activity_id, **values)
+    changed = {k: statement.excluded[k] for k in values if k != "created_at"}
+    with session_scope(engine) as session:
+        session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
+
+
+def save_detail(
+    engine: Engine, detail: DetailedActivity, raw: dict[str, Any], now: datetime
+) -> None:
+    """Store a fetched detail: the activity is then hydrated (`complete`)."""
+    _upsert(
+        engine,
+        detail.id,
+        {
+            **summary_columns(detail),
+            "raw_detail": raw,
+            "hydration_status": HydrationStatus.COMPLETE.value,
+            "hydration_missing": None,
+            "hydrated_at": now,
+            # Attempts count failures since the last success; a success starts afresh.
+            "hydrate_attempts": 0,
+            "last_hydrate_error": None,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+def mark_not_available(engine: Engine, activity_id: int, error: str, now: datetime) -> None:
+    """Strava will not show us this activity (404/401): keep what we have, say why."""
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(Activity)
+            .where(col(Activity.id) == activity_id)
+            .values(
+                hydration_status=HydrationStatus.NOT_AVAILABLE.value,
+                last_hydrate_error=error,
+                updated_at=now,
+            )
+        )
+
+
+def delete_activity(engine: Engine, athlete_id: int, activity_id: int) -> int:
+    with session_scope(engine) as session:
+        result = session.execute(
+            sa.delete(Activity)
+            .where(col(Activity.id) == activity_id)
+            .where(col(Activity.athlete_id) == athlete_id)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]

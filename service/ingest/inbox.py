@@ -1,0 +1,123 @@
+"""The webhook inbox: durable storage of events before they are acknowledged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from service.db import session_scope, upsert_insert
+from service.ingest.events import WebhookEvent
+from service.models import InboxEvent, InboxStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def dedupe_key(event: WebhookEvent) -> str:
+    """A hash over every field, so Strava's retries of one event collapse onto one row."""
+    canonical = json.dumps(
+        [
+            event.subscription_id,
+            event.object_type,
+            event.object_id,
+            event.aspect_type,
+            event.owner_id,
+            event.event_time,
+            event.updates,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    created: bool
+    status: str
+
+
+def store_event(engine: Engine, event: WebhookEvent) -> StoredEvent:
+    """Insert the event unless an identical one is stored; commit before returning."""
+    key = dedupe_key(event)
+    now = utcnow()
+    values = {
+        **event.model_dump(),
+        "dedupe_key": key,
+        "status": InboxStatus.RECEIVED.value,
+        "attempts": 0,
+        "received_at": now,
+        "updated_at": now,
+    }
+    statement = (
+        upsert_insert(engine, InboxEvent)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(sa.column("id"))
+    )
+    with session_scope(engine) as session:
+        inserted = session.execute(statement).scalar_one_or_none()
+        if inserted is not None:
+            return StoredEvent(id=inserted, created=True, status=InboxStatus.RECEIVED.value)
+        existing = session.exec(select(InboxEvent).where(InboxEvent.dedupe_key == key)).one()
+        assert existing.id is not None
+        return StoredEvent(id=existing.id, created=False, status=existing.status)
+
+
+def mark_enqueued(engine: Engine, inbox_ids: list[int]) -> None:
+    """Record the hand-off, unless a fast worker already moved the row past `received`."""
+    if not inbox_ids:
+        return
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(InboxEvent)
+            .where(col(InboxEvent.id).in_(inbox_ids))
+            .where(col(InboxEvent.status) == InboxStatus.RECEIVED.value)
+            .values(status=InboxStatus.ENQUEUED.value, updated_at=utcnow())
+        )
+
+
+def stranded_events(engine: Engine, received_before: datetime, limit: int = 500) -> list[int]:
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(InboxEvent.id)
+            .where(col(InboxEvent.status) == InboxStatus.RECEIVED.value)
+            .where(col(InboxEvent.received_at) < received_before)
+            .order_by(col(InboxEvent.id))
+            .limit(limit)
+        ).all()
+    return [row for row in rows if row is not None]
+
+
+def relay(
+    engine: Engine,
+    send: Callable[[int], None],
+    *,
+    older_than: timedelta,
+    now: Callable[[], datetime] = utcnow,
+) -> int:
+    """Re-send events that were stored but never handed to the broker (it was down).
+
+    Rows younger than `older_than` are left alone: the web request that stored them may
+    still be about to enqueue them. Returns how many were handed over.
+    """
+    sent: list[int] = []
+    for inbox_id in stranded_events(engine, now() - older_than):
+        try:
+            send(inbox_id)
+        except Exception:
+            log.exception("relay: broker refused event inbox_id=%s; will retry", inbox_id)
+            break
+        sent.append(inbox_id)
+    mark_enqueued(engine, sent)
+    if sent:
+        log.info("relay: re-sent %d stranded events", len(sent))
+    return len(sent)

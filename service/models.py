@@ -1,0 +1,190 @@
+"""SQLModel tables: athletes, activities and the webhook inbox.
+
+Strava ids are int64 (activity ids already exceed 2^32, strava-api.md §1.4), so every Strava
+id is a BIGINT. Timestamps are stored timezone-aware and always come back as UTC, also from
+SQLite, which keeps no zone of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is stored with its zone and always read back as aware UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=sa.Column(JSONType, nullable=nullable))
+
+
+def _check_in(table: str, column: str, values: type[StrEnum]) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=f"ck_{table}_{column}")
+
+
+class AthleteStatus(StrEnum):
+    CONNECTED = "connected"
+    NEEDS_REAUTH = "needs_reauth"
+    DEAUTHORIZED = "deauthorized"
+
+
+class HydrationStatus(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    PARTIAL = "partial"
+    COMPLETE = "complete"
+    NOT_AVAILABLE = "not_available"
+    FAILED = "failed"
+
+
+class InboxStatus(StrEnum):
+    RECEIVED = "received"
+    ENQUEUED = "enqueued"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class Athlete(SQLModel, table=True):
+    """A Strava athlete who connected the app. After deauthorization the row stays as a
+    tombstone (no tokens, `deauthorized_at` set) so late events for them are recognised."""
+
+    __tablename__ = "athletes"
+    __table_args__ = (_check_in("athletes", "status", AthleteStatus),)
+
+    id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    username: str | None = None
+    firstname: str | None = None
+    lastname: str | None = None
+    # Comma-separated, exactly as Strava's redirect reported what the athlete accepted.
+    scopes: str = ""
+    status: str = Field(default=AthleteStatus.CONNECTED.value, max_length=16)
+    status_reason: str | None = None
+    # Fernet tokens (service/ingest/tokens.py); never stored or logged in clear.
+    access_token_enc: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    refresh_token_enc: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    expires_at: datetime | None = _timestamp()
+    raw: dict[str, Any] | None = _json()
+    connected_at: datetime = _created()
+    deauthorized_at: datetime | None = _timestamp()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Activity(SQLModel, table=True):
+    """One Strava activity: the summary columns a product queries, plus Strava's raw JSON."""
+
+    __tablename__ = "activities"
+    __table_args__ = (
+        _check_in("activities", "hydration_status", HydrationStatus),
+        sa.Index("ix_activities_athlete_start", "athlete_id", "start_date"),
+    )
+
+    id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    athlete_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("athletes.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    name: str | None = None
+    sport_type: str | None = None
+    type: str | None = None
+    start_date: datetime | None = _timestamp()
+    # Strava writes the local wall clock with a "Z" suffix (strava-api.md §4.4): kept naive.
+    start_date_local: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime()))
+    timezone: str | None = None
+    utc_offset: float | None = None
+    distance: float | None = None
+    moving_time: int | None = None
+    elapsed_time: int | None = None
+    total_elevation_gain: float | None = None
+    average_speed: float | None = None
+    max_speed: float | None = None
+    average_heartrate: float | None = None
+    max_heartrate: float | None = None
+    workout_type: int | None = None
+    visibility: str | None = None
+    private: bool | None = None
+    trainer: bool | None = None
+    commute: bool | None = None
+    manual: bool | None = None
+    gear_id: str | None = None
+    summary_polyline: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    raw_summary: dict[str, Any] | None = _json()
+    raw_detail: dict[str, Any] | None = _json()
+    hydration_status: str = Field(default=HydrationStatus.NONE.value, max_length=16)
+    hydration_missing: list[str] | None = _json()
+    hydrated_at: datetime | None = _timestamp()
+    hydrate_attempts: int = 0
+    last_hydrate_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class InboxEvent(SQLModel, table=True):
+    """One distinct webhook event as Strava pushed it. Strava's retries of the same event
+    collapse onto one row through `dedupe_key` (a hash over every field)."""
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (
+        _check_in("webhook_inbox", "status", InboxStatus),
+        sa.Index("ix_webhook_inbox_status_received", "status", "received_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntKey, primary_key=True))
+    subscription_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    object_type: str = Field(max_length=32)
+    object_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    aspect_type: str = Field(max_length=32)
+    owner_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+    # Unix seconds, exactly as Strava sent it.
+    event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    updates: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    dedupe_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    status: str = Field(default=InboxStatus.RECEIVED.value, max_length=16)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    received_at: datetime = _created()
+    updated_at: datetime = _created()
+    processed_at: datetime | None = _timestamp()

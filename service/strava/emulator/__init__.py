@@ -1,0 +1,30 @@
+"""A faithful, seeded Strava API emulator for tests, demos and benchmarks.
+
+Shapes follow the real recordings in /work/shared/strava-fixtures/; behaviours follow
+/work/shared/strava-api.md (cited by section in the modules).
+
+    from service.strava.emulator import Emulator, EmulatorConfig, EmulatorServer
+
+    emulator = Emulator(EmulatorConfig(seed=7))
+    with EmulatorServer(emulator) as server:
+        ...  # STRAVA_API_URL=server.api_url, STRAVA_OAUTH_URL=server.oauth_url
+"""
+
+from service.strava.emulator.config import Clock, EmulatorConfig, RateLimits
+from service.strava.emulator.delivery import DeliveryAttempt
+from service.strava.emulator.emulator import Emulator, Fault
+from service.strava.emulator.ratelimits import Usage
+from service.strava.emulator.server import BackgroundServer, EmulatorServer, run
+
+__all__ = [
+    "BackgroundServer",
+    "Clock",
+    "DeliveryAttempt",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "Fault",
+    "RateLimits",
+    "Usage",
+    "run",
+]

@@ -1,0 +1,85 @@
+"""The web app, assembled in one place from settings, routes and error handlers.
+
+Resources (database engine, broker, Strava client, token cipher) live on ``app.state``. Those
+passed to ``create_app`` belong to the caller; the others are opened in the lifespan and
+closed at shutdown. Worker threads and the relay are composed by the CLI, not here: the web
+layer never imports ``workers``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import dramatiq
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+
+from service.config import Settings
+from service.db import check_schema as require_current_schema
+from service.db import create_db_engine
+from service.ingest.crypto import TokenCipher
+from service.messaging import Dispatcher, build_broker
+from service.strava.client import AsyncStravaClient
+from service.web import health, oauth, webhooks
+from service.web.errors import exception_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    broker: dramatiq.Broker | None = None,
+    strava: AsyncStravaClient | None = None,
+    check_schema: bool = True,
+) -> Starlette:
+    """Build the app. With ``check_schema`` (the default) start-up fails with SchemaBehind
+    when the database is not migrated to the code's head revision."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as owned:
+            db = engine
+            if db is None:
+                db = create_db_engine(settings.database_url)
+                owned.callback(db.dispose)
+            if check_schema:
+                await run_in_threadpool(require_current_schema, db)
+            queue = broker
+            if queue is None:
+                queue = build_broker(settings.broker_url)
+                owned.callback(queue.close)
+            client = strava
+            if client is None:
+                client = strava_client(settings)
+                owned.push_async_callback(client.aclose)
+
+            app.state.settings = settings
+            app.state.engine = db
+            app.state.broker = queue
+            app.state.dispatcher = Dispatcher(queue)
+            app.state.strava = client
+            app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
+            log.info("web app started mode=%s", settings.mode)
+            yield
+        log.info("web app stopped")
+
+    return Starlette(
+        routes=[*webhooks.routes(settings), *oauth.routes(), *health.routes()],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def strava_client(settings: Settings) -> AsyncStravaClient:
+    return AsyncStravaClient(
+        api_url=settings.strava_api_url,
+        oauth_url=settings.strava_oauth_url,
+        client_id=settings.strava_client_id,
+        client_secret=settings.strava_client_secret.get_secret_value(),
+        timeout=settings.strava_timeout_seconds,
+    )

@@ -1,0 +1,118 @@
+"""Fixtures that build real things: a PostgreSQL schema from the migrations, a Redis db.
+
+TEST_DATABASE_URL and TEST_REDIS_URL point the suite at other servers or databases.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+
+from service.config import Settings
+from service.db import create_db_engine, upgrade_schema
+from service.models import SQLModel
+from service.strava.emulator import Emulator, EmulatorConfig
+from service.strava.emulator.server import EmulatorServer
+
+DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/strava_ingest_test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _recreate_database(url: str) -> None:
+    parsed = make_url(url)
+    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
+    admin = admin.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A fresh PostgreSQL database, migrated to head by the real migrations."""
+    _recreate_database(DATABASE_URL)
+    upgrade_schema(DATABASE_URL)
+    return DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def _session_engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(_session_engine: Engine) -> Engine:
+    """The PostgreSQL engine, with every table emptied before the test."""
+    tables = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
+    with _session_engine.begin() as connection:
+        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return _session_engine
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    url = f"sqlite:///{tmp_path / 'test.db'}"
+    upgrade_schema(url)
+    engine = create_db_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database emptied before the test."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    """Settings for a test; keyword arguments override (e.g. broker_url=redis_url)."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "broker_url": "memory://",
+            "strava_client_id": CLIENT_ID,
+            "strava_client_secret": CLIENT_SECRET,
+            "strava_verify_token": VERIFY_TOKEN,
+            "token_key": TOKEN_KEY,
+            "strava_api_url": "https://www.strava.com/api/v3",
+            "strava_oauth_url": "https://www.strava.com/oauth",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+@pytest.fixture
+def strava() -> Iterator[FakeStrava]:
+    """A Strava emulator with one seeded athlete, served on a real loopback port."""
+    emulator = Emulator(
+        EmulatorConfig(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            athletes=1,
+            activities_per_athlete=5,
+            delivery_retry_delay=0.2,
+        )
+    )
+    with EmulatorServer(emulator) as server:
+        yield FakeStrava(emulator, server)
+    emulator.close()

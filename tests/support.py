@@ -1,0 +1,27 @@
+"""Constants and small types shared by the tests (importable: tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.strava.emulator import Emulator
+from service.strava.emulator.server import EmulatorServer
+
+CLIENT_ID = 4242
+CLIENT_SECRET = "test-client-secret"
+VERIFY_TOKEN = "test-verify-token"
+# A fixed Fernet key for tests only; real deployments generate theirs (`strava-ingest keygen`).
+TOKEN_KEY = "LoTyDJlU3Ef1EE_taUf_kY2fFpS0qCTKRGNmVQu7o-o="
+
+
+@dataclass
+class FakeStrava:
+    """The emulator and the loopback server it is reachable on."""
+
+    emulator: Emulator
+    server: EmulatorServer
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Settings overrides that point the service at this emulator."""
+        return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
