@@ -75,7 +75,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[Any]:
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
-    context = build_context(settings)
+    context = build_context(settings)  # one quota scheduler for the web app and the workers
     check_schema(context.engine)
     declare_actors(broker, context)
     worker = start_embedded_worker(broker, settings.worker_threads)
@@ -88,7 +88,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[Any]:
     )
     relay.start()
     try:
-        yield broker
+        yield broker, context.quota
     finally:
         stop.set()
         worker.stop()
@@ -111,6 +111,23 @@ def _relay_forever(settings: Settings, send: Callable[[int], None], stop: thread
         engine.dispose()
 
 
+def _require_schema(settings: Settings) -> None:
+    """Fail with a plain message, not a traceback, when the database is not usable."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.db import SchemaBehind, check_schema, create_db_engine
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        check_schema(engine)
+    except SchemaBehind as error:
+        raise click.ClickException(str(error)) from None
+    except OperationalError as error:
+        raise click.ClickException(f"database unreachable: {error.orig}") from None
+    finally:
+        engine.dispose()
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -122,10 +139,12 @@ def serve(host: str, port: int) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level)
+    _require_schema(settings)
     log.info("starting mode=%s host=%s port=%s", settings.mode.value, host, port)
     if settings.mode is Mode.EMBEDDED:
-        with _embedded_runtime(settings) as broker:
-            uvicorn.run(create_app(settings, broker=broker), host=host, port=port, log_config=None)
+        with _embedded_runtime(settings) as (broker, quota):
+            app = create_app(settings, broker=broker, quota=quota)
+            uvicorn.run(app, host=host, port=port, log_config=None)
     else:
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
@@ -142,6 +161,7 @@ def worker(dramatiq_args: tuple[str, ...]) -> None:
         raise click.ClickException(
             "BROKER_URL is memory://: workers run inside `strava-ingest serve` in embedded mode"
         )
+    _require_schema(settings)
     arguments = make_argument_parser().parse_args(["workers.main:broker", *dramatiq_args])  # type: ignore[no-untyped-call]
     sys.exit(dramatiq_main(arguments))  # type: ignore[no-untyped-call]
 
@@ -183,17 +203,17 @@ def subscription() -> None:
 
 @contextmanager
 def _strava_client() -> Iterator[Any]:
-    from service.strava.client import StravaClient
+    """A client for an operator's command: calls go through the quota at on-demand tier."""
+    from service.strava.clients import sync_client
+    from service.strava.quota import Tier, build_scheduler, using_tier
 
     settings = _settings()
-    with StravaClient(
-        api_url=settings.strava_api_url,
-        oauth_url=settings.strava_oauth_url,
-        client_id=settings.strava_client_id,
-        client_secret=settings.strava_client_secret.get_secret_value(),
-        timeout=settings.strava_timeout_seconds,
-    ) as client:
-        yield client, settings
+    quota = build_scheduler(settings)
+    try:
+        with sync_client(settings, quota) as client, using_tier(Tier.ON_DEMAND):
+            yield client, settings
+    finally:
+        quota.close()
 
 
 def _strava_call(call: Callable[[], Any]) -> Any:
@@ -270,6 +290,32 @@ def emulator(
         host=host,
         port=port,
     )
+
+
+@main.command("quota")
+@click.option("--json", "as_json", is_flag=True, help="Print what GET /quota returns.")
+def quota_command(as_json: bool) -> None:
+    """Show the Strava quota windows: used/limit per bucket and tier, time to reset."""
+    from redis.exceptions import RedisError
+
+    from service.strava.quota import build_scheduler
+    from service.strava.quota.report import format_status
+
+    settings = _settings()
+    if settings.broker_url == "memory://":
+        click.echo(
+            "note: BROKER_URL is memory://, so the counters live inside `strava-ingest serve`; "
+            "this shows limits only (GET /quota shows usage)",
+            err=True,
+        )
+    quota = build_scheduler(settings)
+    try:
+        status = quota.status()
+    except RedisError as error:
+        raise click.ClickException(f"quota backend unreachable: {error}") from None
+    finally:
+        quota.close()
+    click.echo(json.dumps(status.as_json(), indent=2) if as_json else format_status(status))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,27 @@ class Settings(DatabaseSettings):
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"
 
+    # The quota scheduler (strava-api.md §2). Window lengths are settings so that simulations
+    # can run sped up; Strava's are 900 s (aligned to :00/:15/:30/:45) and the UTC day.
+    quota_window_seconds: Annotated[int, Field(gt=0)] = 900
+    quota_day_seconds: Annotated[int, Field(gt=0)] = 86400
+    # Strava's default limits until a response's headers say otherwise (per app, §2.1).
+    quota_limit_short: Annotated[int, Field(gt=0)] = 200
+    quota_limit_daily: Annotated[int, Field(gt=0)] = 2000
+    quota_read_limit_short: Annotated[int, Field(gt=0)] = 100
+    quota_read_limit_daily: Annotated[int, Field(gt=0)] = 1000
+    # Never spent, whatever the tier: room for other clients of the app and for clock skew.
+    quota_safety_margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    # Share of each window (short, daily) a tier may fill, highest tier first; a tier stops
+    # once the window's usage, all tiers together, reaches its share.
+    quota_shares: dict[str, tuple[float, float]] = {
+        "on_demand": (1.0, 1.0),
+        "webhook": (1.0, 1.0),
+        "recent": (0.85, 0.8),
+        "backfill": (0.7, 0.6),
+        "reconcile": (0.5, 0.4),
+    }
+
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
@@ -106,6 +127,26 @@ class Settings(DatabaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("quota_shares")
+    @classmethod
+    def _shares_per_tier(
+        cls, value: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        from service.strava.quota.tiers import TIERS_BY_PRIORITY
+
+        names = [tier.value for tier in TIERS_BY_PRIORITY]
+        if sorted(value) != sorted(names):
+            raise ValueError(f"must give (short, daily) shares for exactly {', '.join(names)}")
+        previous = (1.0, 1.0)
+        for name in names:
+            short, daily = value[name]
+            if not (0 < short <= 1 and 0 < daily <= 1):
+                raise ValueError(f"{name}: shares must be in (0, 1]")
+            if short > previous[0] or daily > previous[1]:
+                raise ValueError(f"{name}: a lower tier cannot have a larger share")
+            previous = (short, daily)
+        return value
 
     @cached_property
     def mode(self) -> Mode:

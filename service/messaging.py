@@ -15,6 +15,8 @@ from redis.retry import Retry
 
 EVENTS_QUEUE = "events"
 PROCESS_EVENT = "process_event"
+HYDRATE_QUEUE = "hydrations"
+HYDRATE_ACTIVITY = "hydrate_activity"
 
 
 def build_broker(broker_url: str) -> dramatiq.Broker:
@@ -30,6 +32,7 @@ def build_broker(broker_url: str) -> dramatiq.Broker:
         )
         broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
     broker.declare_queue(EVENTS_QUEUE)
+    broker.declare_queue(HYDRATE_QUEUE)
     return broker
 
 
@@ -61,4 +64,16 @@ class Dispatcher:
                 kwargs={},
                 options={},
             )
+        )
+
+    def send_hydration(self, activity_id: int, tier: str, delay_ms: int | None = None) -> None:
+        self.broker.enqueue(
+            dramatiq.Message(
+                queue_name=HYDRATE_QUEUE,
+                actor_name=HYDRATE_ACTIVITY,
+                args=(activity_id, tier),
+                kwargs={},
+                options={},
+            ),
+            delay=delay_ms,
         )

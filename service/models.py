@@ -79,6 +79,8 @@ class HydrationStatus(StrEnum):
 class InboxStatus(StrEnum):
     RECEIVED = "received"
     ENQUEUED = "enqueued"
+    # Waiting for Strava quota; `retry_after` says until when (the message is delayed).
+    RATE_LIMITED = "rate_limited"
     PROCESSED = "processed"
     IGNORED = "ignored"
     FAILED = "failed"
@@ -156,6 +158,8 @@ class Activity(SQLModel, table=True):
     hydrated_at: datetime | None = _timestamp()
     hydrate_attempts: int = 0
     last_hydrate_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # Set while a hydration waits for Strava quota or backs off after an error.
+    retry_after: datetime | None = _timestamp()
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -185,6 +189,7 @@ class InboxEvent(SQLModel, table=True):
     status: str = Field(default=InboxStatus.RECEIVED.value, max_length=16)
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    retry_after: datetime | None = _timestamp()
     received_at: datetime = _created()
     updated_at: datetime = _created()
     processed_at: datetime | None = _timestamp()

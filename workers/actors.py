@@ -1,38 +1,84 @@
-"""Thin actors: decode the message, call the domain, decide about retries."""
+"""Thin actors: decode the message, call the domain, decide about retries.
+
+Dramatiq's own retries are off: a unit of work that waits for quota or backs off is sent
+again with a delay and its row says why (`rate_limited` / `retry_after`), so a worker never
+sleeps and a long rate limit never dead-letters anything.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Callable
 
 import dramatiq
 
-from service.ingest import process
+from service.ingest import hydrate, process
 from service.ingest.context import IngestContext
-from service.messaging import EVENTS_QUEUE, PROCESS_EVENT
+from service.ingest.retry import Backoff, GiveUp, next_step
+from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
+from service.messaging import EVENTS_QUEUE, HYDRATE_ACTIVITY, HYDRATE_QUEUE, PROCESS_EVENT
+from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
 
-MAX_EVENT_ATTEMPTS = 5
 
-
-def declare_actors(broker: dramatiq.Broker, ctx: IngestContext) -> None:
+def declare_actors(
+    broker: dramatiq.Broker, ctx: IngestContext, backoff: Backoff | None = None
+) -> None:
     """Register the actors on `broker`, with their dependencies closed over."""
+    policy = backoff or Backoff()
+    rng = random.Random()
 
-    def process_event(inbox_id: int) -> None:
+    def attempt(
+        items: WorkItems,
+        item_id: int,
+        tier: Tier,
+        work: Callable[[], object],
+        resend: Callable[[int], object],
+    ) -> None:
         try:
-            process.process_event(ctx, inbox_id)
+            with using_tier(tier):
+                work()
         except Exception as error:
-            if process.record_failure(ctx, inbox_id, error, max_attempts=MAX_EVENT_ATTEMPTS):
-                log.error("event failed for good inbox_id=%s error=%r", inbox_id, error)
+            now = ctx.clock()
+            step = next_step(
+                error,
+                attempts=items.failed_attempts(ctx.engine, item_id) + 1,
+                now=now,
+                window_reset=ctx.quota.retry_at,
+                backoff=policy,
+                rng=rng,
+            )
+            # The exception's type and message only: Strava's fault, never request data.
+            items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)
+            if isinstance(step, GiveUp):
+                log.error("work failed for good item_id=%s reason=%s", item_id, step.reason)
                 return
-            raise  # dramatiq's Retries middleware backs off and tries again
+            delay = max(0, int((step.at - now).total_seconds() * 1000))
+            log.info(
+                "work deferred item_id=%s step=%s delay_ms=%s", item_id, type(step).__name__, delay
+            )
+            resend(delay)
 
-    dramatiq.actor(
-        broker=broker,
-        actor_name=PROCESS_EVENT,
-        queue_name=EVENTS_QUEUE,
-        # The inbox row counts attempts and decides when to give up; dramatiq must not first.
-        max_retries=MAX_EVENT_ATTEMPTS,
-        min_backoff=1_000,
-        max_backoff=60_000,
-    )(process_event)
+    @dramatiq.actor(broker=broker, actor_name=PROCESS_EVENT, queue_name=EVENTS_QUEUE, max_retries=0)
+    def process_event(inbox_id: int) -> None:
+        attempt(
+            EVENTS,
+            inbox_id,
+            Tier.WEBHOOK,
+            lambda: process.process_event(ctx, inbox_id),
+            lambda delay: process_event.send_with_options(args=(inbox_id,), delay=delay),
+        )
+
+    @dramatiq.actor(
+        broker=broker, actor_name=HYDRATE_ACTIVITY, queue_name=HYDRATE_QUEUE, max_retries=0
+    )
+    def hydrate_activity(activity_id: int, tier: str) -> None:
+        attempt(
+            HYDRATIONS,
+            activity_id,
+            Tier(tier),
+            lambda: hydrate.hydrate_stored(ctx, activity_id),
+            lambda delay: hydrate_activity.send_with_options(args=(activity_id, tier), delay=delay),
+        )

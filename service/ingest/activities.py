@@ -67,6 +67,7 @@ def save_detail(
             # Attempts count failures since the last success; a success starts afresh.
             "hydrate_attempts": 0,
             "last_hydrate_error": None,
+            "retry_after": None,
             "created_at": now,
             "updated_at": now,
         },

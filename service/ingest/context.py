@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +14,8 @@ from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
 from service.models import utcnow
 from service.strava.client import StravaClient
+from service.strava.clients import sync_client
+from service.strava.quota import QuotaScheduler, build_scheduler
 
 
 @dataclass
@@ -21,33 +24,37 @@ class IngestContext:
 
     Parameters:
       engine: the database.
-      strava: the (synchronous) Strava client.
+      strava: the (synchronous) Strava client; its calls pass through `quota`.
+      quota: the app-wide quota scheduler.
       cipher: encrypts and decrypts tokens at rest.
       refresh_margin: refresh an access token that expires sooner than this.
       clock: the current time; injected so tests can move it.
+      refresh_locks: one lock per athlete, making token refresh single-flight here.
     """
 
     engine: Engine
     strava: StravaClient
+    quota: QuotaScheduler
     cipher: TokenCipher
     refresh_margin: timedelta = timedelta(minutes=5)
     clock: Callable[[], datetime] = field(default=utcnow)
+    # Single-flight refresh within this process; the row lock covers other processes.
+    refresh_locks: dict[int, threading.Lock] = field(default_factory=dict)
 
     def close(self) -> None:
         self.strava.close()
+        self.quota.close()
         self.engine.dispose()
 
 
-def build_context(settings: Settings, engine: Engine | None = None) -> IngestContext:
+def build_context(
+    settings: Settings, engine: Engine | None = None, quota: QuotaScheduler | None = None
+) -> IngestContext:
+    quota = quota or build_scheduler(settings)
     return IngestContext(
         engine=engine or create_db_engine(settings.database_url),
-        strava=StravaClient(
-            api_url=settings.strava_api_url,
-            oauth_url=settings.strava_oauth_url,
-            client_id=settings.strava_client_id,
-            client_secret=settings.strava_client_secret.get_secret_value(),
-            timeout=settings.strava_timeout_seconds,
-        ),
+        quota=quota,
+        strava=sync_client(settings, quota),
         cipher=TokenCipher(settings.token_key.get_secret_value()),
         refresh_margin=timedelta(seconds=settings.token_refresh_margin_seconds),
     )

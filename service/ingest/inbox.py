@@ -85,12 +85,36 @@ def mark_enqueued(engine: Engine, inbox_ids: list[int]) -> None:
         )
 
 
-def stranded_events(engine: Engine, received_before: datetime, limit: int = 500) -> list[int]:
+def _mark_resent(engine: Engine, inbox_ids: list[int]) -> None:
+    if not inbox_ids:
+        return
+    waiting = [
+        InboxStatus.RECEIVED.value,
+        InboxStatus.RATE_LIMITED.value,
+        InboxStatus.ENQUEUED.value,
+    ]
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(InboxEvent)
+            .where(col(InboxEvent.id).in_(inbox_ids))
+            .where(col(InboxEvent.status).in_(waiting))
+            .values(status=InboxStatus.ENQUEUED.value, retry_after=None, updated_at=utcnow())
+        )
+
+
+def stranded_events(engine: Engine, before: datetime, limit: int = 500) -> list[int]:
+    """Events stored before `before` that never reached the broker, and events whose delayed
+    retry was due before `before` but never came (a broker that lost its delayed messages)."""
+    never_sent = (col(InboxEvent.status) == InboxStatus.RECEIVED.value) & (
+        col(InboxEvent.received_at) < before
+    )
+    retry_lost = col(InboxEvent.status).in_(
+        [InboxStatus.RATE_LIMITED.value, InboxStatus.ENQUEUED.value]
+    ) & (col(InboxEvent.retry_after) < before)
     with session_scope(engine) as session:
         rows = session.exec(
             select(InboxEvent.id)
-            .where(col(InboxEvent.status) == InboxStatus.RECEIVED.value)
-            .where(col(InboxEvent.received_at) < received_before)
+            .where(never_sent | retry_lost)
             .order_by(col(InboxEvent.id))
             .limit(limit)
         ).all()
@@ -104,7 +128,8 @@ def relay(
     older_than: timedelta,
     now: Callable[[], datetime] = utcnow,
 ) -> int:
-    """Re-send events that were stored but never handed to the broker (it was down).
+    """Re-send events that were stored but never handed to the broker (it was down), or
+    whose delayed retry is overdue by more than `older_than`.
 
     Rows younger than `older_than` are left alone: the web request that stored them may
     still be about to enqueue them. Returns how many were handed over.
@@ -117,7 +142,7 @@ def relay(
             log.exception("relay: broker refused event inbox_id=%s; will retry", inbox_id)
             break
         sent.append(inbox_id)
-    mark_enqueued(engine, sent)
+    _mark_resent(engine, sent)
     if sent:
         log.info("relay: re-sent %d stranded events", len(sent))
     return len(sent)

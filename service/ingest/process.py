@@ -8,32 +8,18 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from service.db import session_scope
-from service.ingest.activities import delete_activity, mark_not_available, save_detail
+from service.ingest.activities import delete_activity
 from service.ingest.context import IngestContext
 from service.ingest.events import Action, Deauthorize, DeleteActivity, Hydrate, Ignore, plan_event
+from service.ingest.hydrate import hydrate
 from service.ingest.purge import purge_athlete
-from service.ingest.tokens import AthleteNotConnected, access_token_for
+from service.ingest.tokens import AthleteNotConnected
 from service.models import Athlete, AthleteStatus, InboxEvent, InboxStatus
-from service.strava.errors import NotFound, Unauthorized
 
 log = logging.getLogger(__name__)
 
 # Finished rows are not processed again: a redelivered message is a no-op.
 _FINISHED = (InboxStatus.PROCESSED.value, InboxStatus.IGNORED.value)
-
-
-def hydrate(ctx: IngestContext, athlete_id: int, activity_id: int) -> None:
-    """Fetch an activity's detail with its owner's token and store it."""
-    token = access_token_for(ctx, athlete_id)
-    try:
-        result = ctx.strava.get_activity(token, activity_id)
-    except (NotFound, Unauthorized) as error:
-        # Deleted since, or hidden from our scope (strava-api.md §4.2): nothing to fetch.
-        mark_not_available(ctx.engine, activity_id, type(error).__name__, ctx.clock())
-        log.info("activity not available activity_id=%s reason=%s", activity_id, error)
-        return
-    save_detail(ctx.engine, result.data, result.raw, ctx.clock())
-    log.info("activity hydrated athlete_id=%s activity_id=%s", athlete_id, activity_id)
 
 
 def _execute(ctx: IngestContext, action: Action, owner_id: int) -> InboxStatus:
@@ -96,27 +82,8 @@ def _finish(ctx: IngestContext, inbox_id: int, status: InboxStatus) -> None:
                 status=status.value,
                 attempts=InboxEvent.attempts + 1,
                 last_error=None,
+                retry_after=None,
                 updated_at=now,
                 processed_at=now,
             )
         )
-
-
-def record_failure(
-    ctx: IngestContext, inbox_id: int, error: BaseException, *, max_attempts: int
-) -> bool:
-    """Count a failed attempt; after `max_attempts` the row is `failed` (dead).
-    Returns whether it is dead."""
-    with session_scope(ctx.engine) as session:
-        event = session.get(InboxEvent, inbox_id)
-        if event is None:
-            return True
-        event.attempts += 1
-        # The exception's type and message only: Strava's fault, never request data.
-        event.last_error = f"{type(error).__name__}: {error}"[:2000]
-        dead = event.attempts >= max_attempts
-        if dead:
-            event.status = InboxStatus.FAILED.value
-        event.updated_at = ctx.clock()
-        session.add(event)
-        return dead

@@ -23,7 +23,9 @@ from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
-from service.web import health, oauth, webhooks
+from service.strava.clients import async_client
+from service.strava.quota import QuotaScheduler, build_scheduler
+from service.web import health, oauth, status, webhooks
 from service.web.errors import exception_handlers
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ def create_app(
     engine: Engine | None = None,
     broker: dramatiq.Broker | None = None,
     strava: AsyncStravaClient | None = None,
+    quota: QuotaScheduler | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. With ``check_schema`` (the default) start-up fails with SchemaBehind
@@ -53,9 +56,13 @@ def create_app(
             if queue is None:
                 queue = build_broker(settings.broker_url)
                 owned.callback(queue.close)
+            scheduler = quota
+            if scheduler is None:
+                scheduler = build_scheduler(settings)
+                owned.callback(scheduler.close)
             client = strava
             if client is None:
-                client = strava_client(settings)
+                client = async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
 
             app.state.settings = settings
@@ -63,23 +70,14 @@ def create_app(
             app.state.broker = queue
             app.state.dispatcher = Dispatcher(queue)
             app.state.strava = client
+            app.state.quota = scheduler
             app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
             log.info("web app started mode=%s", settings.mode)
             yield
         log.info("web app stopped")
 
     return Starlette(
-        routes=[*webhooks.routes(settings), *oauth.routes(), *health.routes()],
+        routes=[*webhooks.routes(settings), *oauth.routes(), *health.routes(), *status.routes()],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
-    )
-
-
-def strava_client(settings: Settings) -> AsyncStravaClient:
-    return AsyncStravaClient(
-        api_url=settings.strava_api_url,
-        oauth_url=settings.strava_oauth_url,
-        client_id=settings.strava_client_id,
-        client_secret=settings.strava_client_secret.get_secret_value(),
-        timeout=settings.strava_timeout_seconds,
     )

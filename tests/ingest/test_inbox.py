@@ -6,7 +6,7 @@ from sqlmodel import Session, select
 
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import relay, store_event
-from service.models import InboxEvent, InboxStatus
+from service.models import InboxEvent, InboxStatus, utcnow
 
 EVENT = WebhookEvent(
     object_type="activity",
@@ -66,3 +66,36 @@ def test_relay_keeps_events_when_the_broker_is_still_down(engine: Engine) -> Non
     assert relay(engine, broker_down, older_than=timedelta(0)) == 0
     with Session(engine) as session:
         assert session.get_one(InboxEvent, stored.id).status == InboxStatus.RECEIVED
+
+
+def test_relay_resends_a_retry_whose_delayed_message_never_came(engine: Engine) -> None:
+    stored = store_event(engine, EVENT)
+    with Session(engine) as session:
+        row = session.get_one(InboxEvent, stored.id)
+        row.status = InboxStatus.RATE_LIMITED.value
+        row.retry_after = utcnow() - timedelta(minutes=5)
+        session.add(row)
+        session.commit()
+    sent: list[int] = []
+
+    relay(engine, sent.append, older_than=timedelta(minutes=1))
+    relay(engine, sent.append, older_than=timedelta(minutes=1))
+
+    assert sent == [stored.id]
+    with Session(engine) as session:
+        assert session.get_one(InboxEvent, stored.id).retry_after is None
+
+
+def test_relay_leaves_a_retry_that_is_not_yet_due(engine: Engine) -> None:
+    stored = store_event(engine, EVENT)
+    with Session(engine) as session:
+        row = session.get_one(InboxEvent, stored.id)
+        row.status = InboxStatus.RATE_LIMITED.value
+        row.retry_after = utcnow() + timedelta(minutes=5)
+        session.add(row)
+        session.commit()
+    sent: list[int] = []
+
+    relay(engine, sent.append, older_than=timedelta(0))
+
+    assert sent == []

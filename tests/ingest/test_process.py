@@ -4,43 +4,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava
+from support import FakeStrava
 
-from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
-from service.ingest.crypto import TokenCipher
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
-from service.ingest.process import process_event, record_failure
+from service.ingest.process import process_event
 from service.models import Activity, Athlete, AthleteStatus, HydrationStatus, InboxEvent, utcnow
-from service.strava.client import StravaClient
 from service.strava.errors import Transient
-from service.strava.schemas import TokenResponse
+from service.strava.quota import Tier, using_tier
 
 SUBSCRIPTION = 1
 
 
-@pytest.fixture
-def ctx(engine: Engine, strava: FakeStrava) -> Iterator[IngestContext]:
-    client = StravaClient(
-        api_url=strava.server.api_url,
-        oauth_url=strava.server.oauth_url,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-    )
-    yield IngestContext(engine=engine, strava=client, cipher=TokenCipher(TOKEN_KEY))
-    client.close()
-
-
-@pytest.fixture
-def athlete_id(ctx: IngestContext, strava: FakeStrava) -> int:
-    """The emulator's athlete, connected: its tokens are in our database."""
-    athlete_id = strava.emulator.athlete_ids[0]
-    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
-    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
-    return athlete_id
+@pytest.fixture(autouse=True)
+def webhook_tier() -> Iterator[None]:
+    with using_tier(Tier.WEBHOOK):
+        yield
 
 
 def stored(ctx: IngestContext, object_id: int, owner_id: int, aspect: str, **kw: Any) -> int:
@@ -201,32 +182,14 @@ def test_deauthorization_purges_tokens_and_activities_and_keeps_a_tombstone(
     assert activity_row(ctx, created["id"]) is None
 
 
-def test_a_strava_outage_raises_transient_and_the_attempt_is_counted(
+def test_a_strava_outage_raises_transient(
     ctx: IngestContext, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
     strava.emulator.fail_next(1, status=503)
 
-    with pytest.raises(Transient) as error:
+    with pytest.raises(Transient):
         process_event(ctx, inbox_id)
-    dead = record_failure(ctx, inbox_id, error.value, max_attempts=3)
 
-    with Session(ctx.engine) as session:
-        event = session.get_one(InboxEvent, inbox_id)
-    assert not dead
-    assert (event.status, event.attempts) == ("received", 1)
-    assert event.last_error is not None
-    assert event.last_error.startswith("Transient")
-
-
-def test_the_last_allowed_failure_leaves_the_event_failed(
-    ctx: IngestContext, athlete_id: int
-) -> None:
-    inbox_id = stored(ctx, 1, athlete_id, "create")
-
-    dead = [record_failure(ctx, inbox_id, Transient("down"), max_attempts=2) for _ in range(2)]
-
-    with Session(ctx.engine) as session:
-        assert session.get_one(InboxEvent, inbox_id).status == "failed"
-    assert dead == [False, True]
+    assert activity_row(ctx, created["id"]) is None

@@ -99,7 +99,7 @@ class Strava:
         data = {"client_id": CLIENT_ID, "client_secret": SECRET, **data}
         return self.http.post(f"{self.server.oauth_url}/token", data=data)
 
-    def subscribe(self, callback_url: str, verify_token: str = "vt") -> httpx.Response:
+    def subscribe(self, callback_url: str, verify_token: str = "vt") -> httpx.Response:  # noqa: S107
         return self.http.post(
             f"{self.server.api_url}/push_subscriptions",
             data={
@@ -202,7 +202,9 @@ def test_authorization_codes_are_single_use_and_name_the_logged_in_athlete(
     again = strava.post_token(grant_type="authorization_code", code=code)
     assert first_use.json()["athlete"]["id"] == second
     assert again.status_code == 400
-    assert again.json()["errors"] == [{"resource": "RequestToken", "field": "code", "code": "invalid"}]
+    assert again.json()["errors"] == [
+        {"resource": "RequestToken", "field": "code", "code": "invalid"}
+    ]
 
 
 def test_refresh_rotates_the_refresh_token_and_the_old_one_dies_at_once(strava: Strava) -> None:
@@ -278,7 +280,9 @@ def test_pages_continue_where_the_previous_ended_and_end_with_an_empty_page(
     strava: Strava,
 ) -> None:
     token = strava.token()
-    pages = [strava.get("/athlete/activities", token, page=p, per_page=5).json() for p in (1, 2, 3, 4)]
+    pages = [
+        strava.get("/athlete/activities", token, page=p, per_page=5).json() for p in (1, 2, 3, 4)
+    ]
     assert [len(p) for p in pages] == [5, 5, 2, 0]
     ids = [a["id"] for p in pages for a in p]
     expected = [a["id"] for a in strava.emulator.activities_of(strava.emulator.athlete_ids[0])]
@@ -377,7 +381,9 @@ def test_private_is_true_exactly_for_only_me_visibility(
 
 def test_the_summary_polyline_runs_from_start_to_end_latlng(strava: Strava) -> None:
     with_gps = [
-        a for a in strava.emulator.activities_of(strava.emulator.athlete_ids[0]) if a["start_latlng"]
+        a
+        for a in strava.emulator.activities_of(strava.emulator.athlete_ids[0])
+        if a["start_latlng"]
     ]
     assert with_gps
     for activity in with_gps:
@@ -390,7 +396,9 @@ def test_streams_without_keys_hold_distance_only(strava: Strava) -> None:
     activity = next(
         a for a in strava.emulator.activities_of(strava.emulator.athlete_ids[0]) if a["distance"]
     )
-    response = strava.get(f"/activities/{activity['id']}/streams", strava.token(), key_by_type="true")
+    response = strava.get(
+        f"/activities/{activity['id']}/streams", strava.token(), key_by_type="true"
+    )
     assert list(response.json()) == ["distance"]
     assert response.json()["distance"]["data"][-1] == activity["distance"]
 
@@ -577,7 +585,7 @@ def test_subscription_view_lists_zero_or_one_and_delete_answers_204(
     strava: Strava, hook: tuple[Hook, str]
 ) -> None:
     _, url = hook
-    credentials = {"client_id": CLIENT_ID, "client_secret": SECRET}
+    credentials: dict[str, str | int] = {"client_id": CLIENT_ID, "client_secret": SECRET}
     base = f"{strava.server.api_url}/push_subscriptions"
     assert strava.http.get(base, params=credentials).json() == []
     subscription_id = strava.subscribe(url).json()["id"]
@@ -652,7 +660,9 @@ def test_a_deleted_activity_pushes_a_delete_event_and_is_gone(
     activity_id = strava.emulator.activities_of(athlete_id)[0]["id"]
     strava.emulator.delete_activity(activity_id)
     assert strava.emulator.wait_for_deliveries(5)
-    assert [(e["aspect_type"], e["object_id"]) for e in receiver.events] == [("delete", activity_id)]
+    assert [(e["aspect_type"], e["object_id"]) for e in receiver.events] == [
+        ("delete", activity_id)
+    ]
     assert strava.get(f"/activities/{activity_id}", strava.token(athlete_id)).status_code == 404
 
 
@@ -736,7 +746,7 @@ def test_pushing_an_event_does_not_wait_for_the_callback(
 def test_the_control_api_drives_activities_and_reports_calls_and_deliveries(
     subscribed: tuple[Strava, Hook, int],
 ) -> None:
-    strava, receiver, athlete_id = subscribed
+    strava, _, athlete_id = subscribed
     control = f"{strava.server.url}/_emulator"
     created = strava.http.post(
         f"{control}/athletes/{athlete_id}/activities", json={"sport_type": "Swim"}

@@ -256,7 +256,8 @@ def test_some_detailed_run_has_best_efforts_splits_and_gear(
             if summary["sport_type"] != "Run" or summary["manual"]:
                 continue
             activity = _get(server, http, token, f"/activities/{summary['id']}")
-            assert activity["best_efforts"] and activity["splits_metric"]
+            assert activity["best_efforts"]
+            assert activity["splits_metric"]
             assert set(activity["gear"]) == set(detail["gear"])
             assert_compatible(activity["gear"], profile([detail["gear"]]), "$.gear")
             found = True
@@ -321,7 +322,9 @@ def test_every_stream_type_has_the_envelope_and_typed_samples(
         for key, stream in _get(server, http, token, path).items():
             assert set(stream) == envelope
             if key == "latlng":
-                assert all(len(p) == 2 and all(isinstance(c, float) for c in p) for p in stream["data"])
+                assert all(
+                    len(p) == 2 and all(isinstance(c, float) for c in p) for p in stream["data"]
+                )
             else:
                 assert all(type(v) is sample_types[key] for v in stream["data"]), key
 

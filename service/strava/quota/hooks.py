@@ -1,0 +1,111 @@
+"""Puts the quota scheduler in front of the Strava clients, through their ``hooks=`` seam.
+
+The tier of a call is not a client argument: it is set by whoever starts the work (an actor,
+a web handler) with ``using_tier`` and travels in a context variable, so domain code that
+calls Strava does not need to pass it along. Each thread starts without a tier and each
+asyncio task gets a copy of its creator's, so concurrent work never borrows another's tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from service.strava.client import AsyncRequestHooks, RequestHooks, RequestInfo
+from service.strava.quota.scheduler import QuotaScheduler, TierNotSet
+from service.strava.quota.tiers import Tier
+from service.strava.ratelimit import RateLimitSnapshot
+
+log = logging.getLogger(__name__)
+
+_tier: ContextVar[Tier | None] = ContextVar("strava_quota_tier", default=None)
+
+
+@contextmanager
+def using_tier(tier: Tier) -> Iterator[None]:
+    """Strava calls made inside are charged to ``tier``; the previous tier is restored after."""
+    token = _tier.set(tier)
+    try:
+        yield
+    finally:
+        _tier.reset(token)
+
+
+def current_tier() -> Tier:
+    """The tier set by the innermost ``using_tier``; raises TierNotSet outside of one.
+
+    There is deliberately no default: silently charging unmarked work to the highest tier
+    would let a backfill starve webhooks.
+    """
+    tier = _tier.get()
+    if tier is None:
+        raise TierNotSet(
+            "a Strava call was made outside `using_tier(...)`; "
+            "wrap the work in `with using_tier(Tier.X):` to say who it is for"
+        )
+    return tier
+
+
+def _tier_for(request: RequestInfo) -> Tier:
+    # Token calls are not counted (strava-api.md §2.2), so they need not say who they are for:
+    # an OAuth callback or a token refresh must never fail for want of a tier.
+    if request.kind == "oauth":
+        return _tier.get() or Tier.ON_DEMAND
+    return current_tier()
+
+
+class QuotaHooks(RequestHooks):
+    """``RequestHooks`` for ``StravaClient``: reserve before sending, reconcile after.
+
+    A failure to reconcile is logged, not raised: the response has arrived and spent its
+    quota either way, and the caller should still get it.
+
+    Parameters:
+        scheduler: the shared ``QuotaScheduler``.
+    """
+
+    def __init__(self, scheduler: QuotaScheduler) -> None:
+        self.scheduler = scheduler
+
+    def before_request(self, request: RequestInfo) -> None:
+        self.scheduler.reserve(_tier_for(request), request.kind)
+
+    def after_response(
+        self, request: RequestInfo, status_code: int | None, rate_limit: RateLimitSnapshot
+    ) -> None:
+        try:
+            self.scheduler.observe(request.kind, status_code, rate_limit)
+        except Exception:
+            log.exception(
+                "quota reconcile failed operation=%s status=%s", request.operation, status_code
+            )
+
+
+class AsyncQuotaHooks(AsyncRequestHooks):
+    """``AsyncRequestHooks`` for ``AsyncStravaClient``.
+
+    The scheduler is synchronous (a Redis round trip), so it runs in a worker thread rather
+    than blocking the event loop; the tier is read here first, in the caller's context.
+
+    Parameters:
+        scheduler: the shared ``QuotaScheduler``.
+    """
+
+    def __init__(self, scheduler: QuotaScheduler) -> None:
+        self.scheduler = scheduler
+
+    async def before_request(self, request: RequestInfo) -> None:
+        await asyncio.to_thread(self.scheduler.reserve, _tier_for(request), request.kind)
+
+    async def after_response(
+        self, request: RequestInfo, status_code: int | None, rate_limit: RateLimitSnapshot
+    ) -> None:
+        try:
+            await asyncio.to_thread(self.scheduler.observe, request.kind, status_code, rate_limit)
+        except Exception:
+            log.exception(
+                "quota reconcile failed operation=%s status=%s", request.operation, status_code
+            )

@@ -1,0 +1,56 @@
+"""The quota status as a table for people (`strava-ingest quota`); GET /quota serves JSON."""
+
+from __future__ import annotations
+
+from service.strava.quota.scheduler import QuotaStatus, WindowStatus
+from service.strava.quota.tiers import TIERS_BY_PRIORITY
+
+
+def format_status(status: QuotaStatus) -> str:
+    """One row per bucket and window: used/limit, time to reset, then used/allowed per tier
+    (highest tier first) and the usage that is not ours (other clients of the app)."""
+    header = ["bucket", "window", "used/limit", "resets in", *TIERS_BY_PRIORITY, "other"]
+    rows = [_row(window) for window in status.windows]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        f"quota ({status.backend}) at {status.at.isoformat(timespec='seconds')}, "
+        f"safety margin {status.safety_margin:.0%}; tiers show used/allowed",
+        _line(header, widths),
+        *(_line(row, widths) for row in rows),
+        f"429s: {status.throttled}",
+        "denied: "
+        + ", ".join(f"{tier} {status.denials.get(tier, 0)}" for tier in TIERS_BY_PRIORITY),
+    ]
+    return "\n".join(lines)
+
+
+def _row(window: WindowStatus) -> list[str]:
+    ours = sum(window.used_by_tier.values())
+    return [
+        window.bucket,
+        window.window,
+        f"{window.used}/{window.limit}",
+        _duration(window.seconds_to_reset),
+        *(f"{window.used_by_tier[tier]}/{window.allowed[tier]}" for tier in TIERS_BY_PRIORITY),
+        str(max(0, window.used - ours)),
+    ]
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    # Names left-aligned, numbers right-aligned, like most CLI tables.
+    first, second, *rest = cells
+    return "  ".join(
+        [first.ljust(widths[0]), second.ljust(widths[1])]
+        + [cell.rjust(width) for cell, width in zip(rest, widths[2:], strict=True)]
+    ).rstrip()
+
+
+def _duration(seconds: float) -> str:
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

@@ -1,0 +1,25 @@
+"""GET /quota: the quota scheduler's current windows as JSON (strava-api.md §2).
+
+The same view as `strava-ingest quota`: per bucket and window the usage, the limit, what each
+tier may use and has used, and when the window resets; plus 429s seen and denials per tier.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.strava.quota import QuotaScheduler
+
+
+async def quota(request: Request) -> JSONResponse:
+    scheduler: QuotaScheduler = request.app.state.quota
+    # The Redis backend does network I/O; keep it off the event loop.
+    status = await run_in_threadpool(scheduler.status)
+    return JSONResponse(status.as_json())
+
+
+def routes() -> list[Route]:
+    return [Route("/quota", quota, methods=["GET"])]

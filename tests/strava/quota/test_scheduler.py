@@ -1,0 +1,494 @@
+"""The quota scheduler's rules, on both backends, with an injected clock (no sleeps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from service.config import Settings
+from service.strava.client import RequestKind
+from service.strava.quota import (
+    QuotaConfig,
+    QuotaExceeded,
+    QuotaScheduler,
+    Tier,
+    build_scheduler,
+)
+from service.strava.quota.memory import MemoryQuotaScheduler
+from service.strava.quota.redis import DEFAULT_PREFIX, EXPIRY_GRACE_SECONDS, RedisQuotaScheduler
+from service.strava.quota.scheduler import allowance, window_index
+from service.strava.ratelimit import EMPTY_SNAPSHOT, RateLimitSnapshot, WindowPair
+
+MIDNIGHT = 1780272000  # 2026-06-01T00:00:00Z
+NOON = MIDNIGHT + 12 * 3600
+QUARTER = 900
+
+# Round numbers so that shares are easy to check: 100 per window and bucket, 1000 a day.
+CONFIG = QuotaConfig(
+    limit=WindowPair(short=100, daily=1000),
+    read_limit=WindowPair(short=100, daily=1000),
+    shares={
+        Tier.ON_DEMAND: (1.0, 1.0),
+        Tier.WEBHOOK: (1.0, 1.0),
+        Tier.RECENT: (0.85, 0.8),
+        Tier.BACKFILL: (0.7, 0.6),
+        Tier.RECONCILE: (0.5, 0.4),
+    },
+)
+
+
+@dataclass
+class FakeClock:
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MakeScheduler = Callable[..., QuotaScheduler]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_scheduler(request: pytest.FixtureRequest) -> Iterator[MakeScheduler]:
+    """Builds schedulers on one backend; with Redis, all of them share one flushed db."""
+    made: list[QuotaScheduler] = []
+
+    def build(clock: FakeClock, config: QuotaConfig = CONFIG) -> QuotaScheduler:
+        scheduler: QuotaScheduler
+        if request.param == "memory":
+            scheduler = MemoryQuotaScheduler(config, clock)
+        else:
+            url = request.getfixturevalue("redis_url")
+            scheduler = RedisQuotaScheduler.from_url(url, config, clock)
+        made.append(scheduler)
+        return scheduler
+
+    yield build
+    for scheduler in made:
+        scheduler.close()
+
+
+def snapshot(
+    *,
+    usage: tuple[int, int] | None = None,
+    read_usage: tuple[int, int] | None = None,
+    limit: tuple[int, int] | None = None,
+    read_limit: tuple[int, int] | None = None,
+) -> RateLimitSnapshot:
+    def pair(values: tuple[int, int] | None) -> WindowPair | None:
+        return None if values is None else WindowPair(*values)
+
+    return RateLimitSnapshot(
+        limit=pair(limit),
+        usage=pair(usage),
+        read_limit=pair(read_limit),
+        read_usage=pair(read_usage),
+    )
+
+
+def used(scheduler: QuotaScheduler) -> dict[str, int]:
+    status = scheduler.status()
+    return {f"{w.bucket}.{w.window}": w.used for w in status.windows}
+
+
+def reserve_until_denied(scheduler: QuotaScheduler, tier: Tier, kind: RequestKind = "read") -> int:
+    """How many reservations succeed before the first denial."""
+    for granted in range(10_000):
+        try:
+            scheduler.reserve(tier, kind)
+        except QuotaExceeded:
+            return granted
+    raise AssertionError("the budget never ran out")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# The arithmetic
+
+
+def test_epoch_multiples_of_the_window_lengths_are_quarter_hours_and_utc_midnights() -> None:
+    assert window_index(NOON + 15 * 60 - 0.001, QUARTER) + 1 == window_index(
+        NOON + 15 * 60, QUARTER
+    )
+    assert datetime.fromtimestamp(window_index(NOON, 86400) * 86400, UTC) == at("2026-06-01")
+
+
+def test_allowance_is_not_lost_to_floating_point_error() -> None:
+    # 200 x 0.95 x 0.7 is 132.99999999999997 in binary floating point.
+    assert allowance(200, (1 - 0.05) * 0.7) == 133
+
+
+def test_config_from_settings_takes_every_quota_setting(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(quota_window_seconds=9, quota_read_limit_short=42)
+
+    config = QuotaConfig.from_settings(settings)
+
+    assert config.window_seconds == 9
+    assert config.read_limit == WindowPair(42, 1000)
+    assert config.shares[Tier.BACKFILL] == (0.7, 0.6)
+
+
+def test_build_scheduler_uses_memory_for_memory_broker_and_redis_otherwise(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    memory = build_scheduler(make_settings())
+    shared = build_scheduler(make_settings(broker_url=redis_url))
+
+    assert isinstance(memory, MemoryQuotaScheduler)
+    assert isinstance(shared, RedisQuotaScheduler)
+    shared.close()
+
+
+# Reserving
+
+
+def test_a_read_counts_in_both_buckets_and_both_windows(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    assert used(scheduler) == {
+        "overall.short": 1,
+        "overall.daily": 1,
+        "read.short": 1,
+        "read.daily": 1,
+    }
+    assert scheduler.status().window("read", "short").used_by_tier[Tier.WEBHOOK] == 1
+
+
+def test_a_write_spends_both_buckets_as_a_non_upload_call(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    scheduler.reserve(Tier.ON_DEMAND, "write")
+
+    assert used(scheduler) == {
+        "overall.short": 1,
+        "overall.daily": 1,
+        "read.short": 1,
+        "read.daily": 1,
+    }
+
+
+def test_an_oauth_call_passes_without_being_counted(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    scheduler.reserve(Tier.ON_DEMAND, "oauth")
+
+    assert set(used(scheduler).values()) == {0}
+
+
+def test_the_short_window_rolls_at_the_quarter_hour(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(NOON + QUARTER - 0.001)
+    scheduler = make_scheduler(clock)
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    clock.now = NOON + QUARTER
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    assert used(scheduler)["read.short"] == 1
+    assert used(scheduler)["read.daily"] == 2
+
+
+def test_the_daily_window_rolls_at_utc_midnight(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(MIDNIGHT + 86400 - 1)
+    scheduler = make_scheduler(clock)
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    clock.now = MIDNIGHT + 86400
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    assert used(scheduler)["read.daily"] == 1
+
+
+def test_sped_up_windows_roll_at_their_configured_length(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock, replace(CONFIG, window_seconds=9, day_seconds=9 * 96))
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    clock.now = NOON + 9
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    assert used(scheduler)["read.short"] == 1
+    assert used(scheduler)["read.daily"] == 2
+
+
+# Tiers, shares and the safety margin
+
+
+@pytest.mark.parametrize(
+    ("tier", "expected"),
+    [
+        (Tier.ON_DEMAND, 95),  # 100 x 0.95: the 5 % margin is never spent
+        (Tier.WEBHOOK, 95),
+        (Tier.RECENT, 80),  # floor(100 x 0.95 x 0.85)
+        (Tier.BACKFILL, 66),  # floor(100 x 0.95 x 0.7)
+        (Tier.RECONCILE, 47),  # floor(100 x 0.95 x 0.5)
+    ],
+)
+def test_each_tier_stops_at_its_share_of_the_short_window(
+    make_scheduler: MakeScheduler, tier: Tier, expected: int
+) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    assert reserve_until_denied(scheduler, tier) == expected
+
+
+def test_a_higher_tier_still_fits_where_a_lower_tier_stopped(
+    make_scheduler: MakeScheduler,
+) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    reserve_until_denied(scheduler, Tier.BACKFILL)
+
+    granted_to_webhooks = reserve_until_denied(scheduler, Tier.WEBHOOK)
+
+    assert granted_to_webhooks == 95 - 66
+
+
+def test_the_safety_margin_is_never_spent_even_on_demand(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    reserve_until_denied(scheduler, Tier.ON_DEMAND)
+
+    assert used(scheduler)["read.short"] == 95
+
+
+def test_a_tier_stops_at_its_daily_share_across_short_windows(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(MIDNIGHT)
+    scheduler = make_scheduler(clock)
+    granted = 0
+    for quarter in range(10):  # 66 a quarter would be 660
+        clock.now = MIDNIGHT + quarter * QUARTER
+        granted += reserve_until_denied(scheduler, Tier.BACKFILL)
+
+    assert granted == 570  # floor(1000 x 0.95 x 0.6)
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.BACKFILL, "read")
+    assert denied.value.window == "daily"
+
+
+# Denials
+
+
+def test_a_denial_in_the_short_window_says_the_next_quarter_hour(
+    make_scheduler: MakeScheduler,
+) -> None:
+    scheduler = make_scheduler(FakeClock(NOON + 7 * 60))
+    reserve_until_denied(scheduler, Tier.BACKFILL)
+
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.BACKFILL, "read")
+
+    assert denied.value.window == "short"
+    assert denied.value.tier is Tier.BACKFILL
+    assert denied.value.retry_at == at("2026-06-01T12:15:00")
+
+
+def test_a_denial_in_the_daily_window_says_the_next_utc_midnight(
+    make_scheduler: MakeScheduler,
+) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    scheduler.observe("read", 200, snapshot(read_usage=(0, 950)))
+
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.WEBHOOK, "read")
+
+    assert denied.value.window == "daily"
+    assert denied.value.retry_at == at("2026-06-02T00:00:00")
+
+
+def test_a_denial_when_both_windows_block_waits_for_the_later_one(
+    make_scheduler: MakeScheduler,
+) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    scheduler.observe("read", 200, snapshot(read_usage=(99, 999)))
+
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.WEBHOOK, "read")
+
+    assert denied.value.retry_at == at("2026-06-02T00:00:00")
+
+
+def test_a_denied_reservation_counts_only_the_denial(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    reserve_until_denied(scheduler, Tier.RECONCILE)
+
+    status = scheduler.status()
+
+    assert status.window("overall", "short").used == 47
+    assert status.window("overall", "daily").used == 47
+    assert status.denials[Tier.RECONCILE] == 1
+
+
+def test_retry_at_is_the_start_of_the_next_window(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON + 60))
+
+    assert scheduler.retry_at("short") == at("2026-06-01T12:15:00")
+    assert scheduler.retry_at("daily") == at("2026-06-02T00:00:00")
+
+
+# Reconciling with Strava's headers
+
+
+def test_reported_usage_raises_the_counters(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    scheduler.observe("read", 200, snapshot(usage=(30, 400), read_usage=(20, 300)))
+
+    assert used(scheduler) == {
+        "overall.short": 30,
+        "overall.daily": 400,
+        "read.short": 20,
+        "read.daily": 300,
+    }
+
+
+def test_reported_usage_never_lowers_the_counters(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    for _ in range(5):
+        scheduler.reserve(Tier.WEBHOOK, "read")
+
+    # An answer sent before our other requests reached Strava reports less than we spent.
+    scheduler.observe("read", 200, snapshot(usage=(2, 2), read_usage=(2, 2)))
+
+    assert set(used(scheduler).values()) == {5}
+
+
+def test_reported_usage_by_other_clients_leaves_less_for_us(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    scheduler.observe("read", 200, snapshot(read_usage=(60, 60)))
+
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66 - 60
+    assert scheduler.status().as_json()["buckets"]["read"]["short"]["other"] == 60
+
+
+def test_reported_limits_replace_the_configured_ones(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    scheduler.observe("read", 200, snapshot(limit=(400, 4000), read_limit=(200, 2000)))
+
+    assert reserve_until_denied(scheduler, Tier.ON_DEMAND) == 190
+    assert scheduler.status().window("overall", "daily").limit == 4000
+
+
+def test_reported_limits_are_shared_by_schedulers_on_the_same_backend(redis_url: str) -> None:
+    clock = FakeClock(NOON)
+    web = RedisQuotaScheduler.from_url(redis_url, CONFIG, clock)
+    worker = RedisQuotaScheduler.from_url(redis_url, CONFIG, clock)
+
+    web.observe("read", 200, snapshot(read_limit=(200, 2000)))
+
+    assert worker.status().window("read", "short").limit == 200
+    web.close()
+    worker.close()
+
+
+def test_a_response_without_headers_changes_nothing(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+    scheduler.reserve(Tier.WEBHOOK, "read")
+
+    scheduler.observe("oauth", 200, EMPTY_SNAPSHOT)
+    scheduler.observe("read", None, EMPTY_SNAPSHOT)
+
+    assert set(used(scheduler).values()) == {1}
+
+
+# 429s
+
+
+def test_a_429_marks_the_short_window_full_until_it_rolls(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+
+    scheduler.observe("read", 429, EMPTY_SNAPSHOT)
+
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.ON_DEMAND, "read")
+    assert denied.value.window == "short"
+    assert denied.value.retry_at == at("2026-06-01T12:15:00")
+    clock.now = NOON + QUARTER
+    scheduler.reserve(Tier.ON_DEMAND, "read")
+
+
+def test_a_429_with_the_daily_usage_at_its_limit_marks_the_day_full(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+
+    scheduler.observe(
+        "read", 429, snapshot(limit=(100, 1000), usage=(40, 1000), read_usage=(40, 1000))
+    )
+
+    clock.now = NOON + QUARTER
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.ON_DEMAND, "read")
+    assert denied.value.window == "daily"
+    assert denied.value.retry_at == at("2026-06-02T00:00:00")
+
+
+def test_a_429_on_a_write_shuts_both_buckets(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    scheduler.observe("write", 429, EMPTY_SNAPSHOT)
+
+    assert used(scheduler)["overall.short"] == CONFIG.limit.short
+    assert used(scheduler)["read.short"] == CONFIG.read_limit.short
+
+
+def test_429s_are_counted(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON))
+
+    scheduler.observe("read", 429, EMPTY_SNAPSHOT)
+    scheduler.observe("read", 429, EMPTY_SNAPSHOT)
+
+    assert scheduler.status().throttled == 2
+
+
+# Status
+
+
+def test_status_as_json_has_every_bucket_window_and_tier(make_scheduler: MakeScheduler) -> None:
+    scheduler = make_scheduler(FakeClock(NOON + 60))
+    scheduler.reserve(Tier.BACKFILL, "read")
+
+    body = scheduler.status().as_json()
+
+    assert body["at"] == "2026-06-01T12:01:00Z"
+    short = body["buckets"]["read"]["short"]
+    assert short["used"] == 1
+    assert short["limit"] == 100
+    assert short["resets_at"] == "2026-06-01T12:15:00Z"
+    assert short["seconds_to_reset"] == 840
+    assert short["tiers"]["backfill"] == {"used": 1, "allowed": 66}
+    assert body["buckets"]["overall"]["daily"]["tiers"]["reconcile"] == {"used": 0, "allowed": 380}
+    assert body["throttled"] == 0
+    assert body["denials"] == {tier.value: 0 for tier in Tier}
+
+
+# Redis specifics
+
+
+def test_redis_window_keys_expire_soon_after_their_window(redis_url: str) -> None:
+    scheduler = RedisQuotaScheduler.from_url(redis_url, CONFIG, FakeClock(NOON + 60))
+    scheduler.reserve(Tier.WEBHOOK, "read")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    ttls = sorted(client.ttl(key) for key in client.keys(f"{DEFAULT_PREFIX}*:*:*"))
+
+    # 14 minutes left in the quarter and 11h59m in the day, each plus the grace period.
+    short, daily = ttls
+    assert 840 - 5 <= short - EXPIRY_GRACE_SECONDS <= 840
+    assert 43140 - 5 <= daily - EXPIRY_GRACE_SECONDS <= 43140
+    client.close()
+    scheduler.close()

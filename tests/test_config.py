@@ -1,0 +1,107 @@
+import subprocess
+
+import pytest
+from support import TOKEN_KEY
+
+from service.config import ConfigError, Mode, Settings, load_settings
+from service.launch import command
+
+REQUIRED = {
+    "STRAVA_CLIENT_ID": "4242",
+    "STRAVA_CLIENT_SECRET": "secret",
+    "STRAVA_VERIFY_TOKEN": "verify",
+    "TOKEN_KEY": TOKEN_KEY,
+}
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> pytest.MonkeyPatch:
+    for name in (*REQUIRED, "DATABASE_URL", "BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return monkeypatch
+
+
+def test_the_defaults_are_the_embedded_mode(environment: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        environment.setenv(name, value)
+
+    settings = load_settings(Settings)
+
+    assert settings.mode is Mode.EMBEDDED
+    assert settings.database_url == "sqlite:///./strava_ingest.db"
+    assert settings.broker_url == "memory://"
+
+
+def test_postgresql_and_redis_select_production_mode(environment: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        environment.setenv(name, value)
+    environment.setenv("DATABASE_URL", "postgresql+psycopg://u@db/x")
+    environment.setenv("BROKER_URL", "redis://redis:6379/0")
+
+    assert load_settings(Settings).mode is Mode.PRODUCTION
+
+
+def test_every_missing_setting_is_named(environment: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(Settings)
+
+    for name in REQUIRED:
+        assert f"{name}: is required" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOKEN_KEY", "not-a-fernet-key"),
+        ("DATABASE_URL", "mysql://x"),
+        ("BROKER_URL", "amqp://x"),
+        ("STRAVA_CLIENT_ID", "abc"),
+        ("STRAVA_API_URL", "ftp://strava"),
+        ("WEBHOOK_PATH", "webhooks"),
+    ],
+)
+def test_a_malformed_setting_is_named(
+    environment: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    for required, good in REQUIRED.items():
+        environment.setenv(required, good)
+    environment.setenv(name, value)
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(Settings)
+
+    assert str(error.value).splitlines()[1].strip().startswith(f"{name}:")
+
+
+def test_the_secret_values_are_not_echoed_in_errors(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("STRAVA_CLIENT_SECRET", "hunter2")
+    environment.setenv("TOKEN_KEY", "hunter3")
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(Settings)
+
+    assert "hunter" not in str(error.value)
+
+
+def test_the_command_refuses_to_start_with_a_message_naming_the_setting(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    result = subprocess.run(command("serve"), capture_output=True, text=True, check=False)
+
+    assert result.returncode != 0
+    assert "STRAVA_CLIENT_ID: is required" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_service_refuses_an_unmigrated_database_and_names_the_fix(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    for name, value in REQUIRED.items():
+        environment.setenv(name, value)
+
+    result = subprocess.run(command("serve"), capture_output=True, text=True, check=False)
+
+    assert result.returncode != 0
+    assert "run `strava-ingest db upgrade`" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,168 @@
+"""The actors on a real Redis broker, with a dramatiq worker running in this process."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dramatiq
+import pytest
+import redis
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from support import FakeStrava
+
+from service.config import Settings
+from service.ingest.athletes import connect_athlete
+from service.ingest.context import IngestContext, build_context
+from service.ingest.events import WebhookEvent
+from service.ingest.inbox import store_event
+from service.ingest.retry import Backoff
+from service.launch import wait_until
+from service.messaging import Dispatcher, build_broker
+from service.models import Activity, InboxEvent, InboxStatus, utcnow
+from service.strava.ratelimit import RateLimitSnapshot, WindowPair
+from service.strava.schemas import TokenResponse
+from workers.actors import declare_actors
+
+DEADLINE = 20.0
+# Sped-up windows, so that "wait for the next window" takes seconds.
+WINDOW_SECONDS = 2
+
+
+@dataclass
+class Workers:
+    ctx: IngestContext
+    dispatcher: Dispatcher
+    redis: redis.Redis
+    athlete_id: int
+
+
+@pytest.fixture
+def workers(
+    engine: Engine,
+    redis_url: str,
+    strava: FakeStrava,
+    make_settings: Callable[..., Settings],
+) -> Iterator[Workers]:
+    settings = make_settings(
+        broker_url=redis_url,
+        quota_window_seconds=WINDOW_SECONDS,
+        quota_day_seconds=96 * WINDOW_SECONDS,
+        **strava.urls,
+    )
+    broker = build_broker(redis_url)
+    ctx = build_context(settings, engine=engine)
+    declare_actors(
+        broker,
+        ctx,
+        Backoff(base=timedelta(milliseconds=100), max_attempts=2, spread=timedelta(0)),
+    )
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    athlete_id = strava.emulator.athlete_ids[0]
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
+    connect_athlete(engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+    client = redis.Redis.from_url(redis_url)
+    yield Workers(ctx, Dispatcher(broker), client, athlete_id)
+    worker.stop()
+    broker.close()
+    ctx.strava.close()
+    client.close()
+
+
+def push(workers: Workers, activity_id: int) -> int:
+    event = WebhookEvent(
+        object_type="activity",
+        object_id=activity_id,
+        aspect_type="create",
+        owner_id=workers.athlete_id,
+        subscription_id=1,
+        event_time=1_700_000_000,
+    )
+    inbox_id = store_event(workers.ctx.engine, event).id
+    workers.dispatcher.send_event(inbox_id)
+    return inbox_id
+
+
+def inbox_row(workers: Workers, inbox_id: int) -> InboxEvent:
+    with Session(workers.ctx.engine) as session:
+        return session.get_one(InboxEvent, inbox_id)
+
+
+def hydrated(workers: Workers, activity_id: int) -> bool:
+    with Session(workers.ctx.engine) as session:
+        row = session.get(Activity, activity_id)
+    return row is not None and row.hydration_status == "complete"
+
+
+def exhaust_quota(ctx: IngestContext) -> None:
+    """As if Strava had reported every bucket full for the current windows."""
+    ctx.quota.observe(
+        "read",
+        200,
+        RateLimitSnapshot(
+            limit=WindowPair(200, 2000),
+            usage=WindowPair(200, 200),
+            read_limit=WindowPair(100, 1000),
+            read_usage=WindowPair(100, 100),
+        ),
+    )
+
+
+def dead_letters(workers: Workers) -> int:
+    return int(workers.redis.zcard("dramatiq:events.XQ"))
+
+
+def test_an_event_denied_quota_waits_for_the_next_window_and_is_not_dead_lettered(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    exhaust_quota(workers.ctx)
+
+    inbox_id = push(workers, created["id"])
+
+    waiting = wait_until(
+        lambda: (row := inbox_row(workers, inbox_id)).status == "rate_limited" and row,
+        timeout=DEADLINE,
+        what="the event to wait for quota",
+    )
+    assert isinstance(waiting, InboxEvent)
+    assert waiting.retry_after is not None
+    assert waiting.retry_after > utcnow() - timedelta(seconds=WINDOW_SECONDS)
+    wait_until(lambda: hydrated(workers, created["id"]), timeout=DEADLINE, what="hydration")
+    assert strava.emulator.calls["GET /activities/{id}"] == 1
+    assert inbox_row(workers, inbox_id).status == InboxStatus.PROCESSED
+    assert dead_letters(workers) == 0
+
+
+def test_a_transient_fault_is_retried_after_a_backoff(workers: Workers, strava: FakeStrava) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    strava.emulator.fail_next(1, status=503)
+
+    inbox_id = push(workers, created["id"])
+
+    wait_until(lambda: hydrated(workers, created["id"]), timeout=DEADLINE, what="hydration")
+    row = inbox_row(workers, inbox_id)
+    assert row.status == InboxStatus.PROCESSED
+    assert strava.emulator.calls["GET /activities/{id}"] == 2
+    assert dead_letters(workers) == 0
+
+
+def test_an_event_that_keeps_failing_ends_failed_with_the_error_kept(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    strava.emulator.fail_next(10, status=503)
+
+    inbox_id = push(workers, created["id"])
+
+    failed = wait_until(
+        lambda: (row := inbox_row(workers, inbox_id)).status == "failed" and row,
+        timeout=DEADLINE,
+        what="the event to fail",
+    )
+    assert isinstance(failed, InboxEvent)
+    assert failed.attempts == 2
+    assert failed.last_error is not None
+    assert "Transient" in failed.last_error
+    assert strava.emulator.calls["GET /activities/{id}"] == 2
