@@ -1,0 +1,27 @@
+"""The `strava-ingest` command. Thin: each module parses, wires dependencies and calls
+domain code; this one assembles the command groups."""
+
+from __future__ import annotations
+
+import click
+
+from service.cli import db, emulator, quota, run, subscription
+
+
+@click.group()
+def main() -> None:
+    """Webhook-first ingestion of Strava activities."""
+
+
+for command in (
+    db.db,
+    db.keygen,
+    run.serve,
+    run.worker,
+    run.scheduler,
+    run.relay,
+    subscription.subscription,
+    quota.quota_command,
+    emulator.emulator,
+):
+    main.add_command(command)

@@ -1,0 +1,168 @@
+"""The Procfile's processes: `serve` (web), `worker`, `scheduler`; and `relay`.
+
+Embedded mode is assembled here (web app, worker threads and the periodic duties in one
+process), since only here may web and workers meet.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import click
+import dramatiq
+from sqlalchemy.engine import Engine
+
+from service.cli.common import require_schema
+from service.cli.common import settings as load_settings
+from service.config import Mode, Settings
+from service.logs import configure_logging
+from service.messaging import Dispatcher
+from service.periodic import Duty, run_duties
+from service.strava.quota import QuotaScheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DutyDeps:
+    """What the periodic duties work with."""
+
+    settings: Settings
+    engine: Engine
+    dispatcher: Dispatcher
+
+
+def periodic_duties(deps: DutyDeps) -> list[Duty]:
+    """Every periodic duty of the service, in one list: the scheduler process and embedded
+    mode run exactly these."""
+    from service.ingest.inbox import relay
+
+    settings = deps.settings
+    return [
+        Duty(
+            "relay",
+            settings.relay_interval_seconds,
+            lambda: relay(
+                deps.engine,
+                deps.dispatcher.send_event,
+                older_than=timedelta(seconds=settings.relay_after_seconds),
+            ),
+        ),
+    ]
+
+
+@contextmanager
+def _duties_thread(deps: DutyDeps) -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_duties, args=(periodic_duties(deps), stop), name="duties", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler]]:
+    """Worker threads and the periodic duties beside the web app, in this process."""
+    from service.ingest.context import build_context
+    from workers.actors import declare_actors
+    from workers.broker import setup_broker, start_embedded_worker
+
+    broker = setup_broker(settings.broker_url)
+    context = build_context(settings)  # one quota scheduler for the web app and the workers
+    declare_actors(broker, context)
+    worker = start_embedded_worker(broker, settings.worker_threads)
+    try:
+        with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):
+            yield broker, context.quota
+    finally:
+        worker.stop()
+        context.close()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the web app (Procfile `web`); in embedded mode also the workers and duties."""
+    import uvicorn
+
+    from service.web.app import create_app
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    require_schema(settings)
+    log.info("starting mode=%s host=%s port=%s", settings.mode.value, host, port)
+    if settings.mode is Mode.EMBEDDED:
+        with _embedded_runtime(settings) as (broker, quota):
+            app = create_app(settings, broker=broker, quota=quota)
+            uvicorn.run(app, host=host, port=port, log_config=None)
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
+def worker(dramatiq_args: tuple[str, ...]) -> None:
+    """Run the worker processes (Procfile `worker`); extra arguments go to dramatiq."""
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    settings = load_settings()
+    if settings.broker_url == "memory://":
+        raise click.ClickException(
+            "BROKER_URL is memory://: workers run inside `strava-ingest serve` in embedded mode"
+        )
+    require_schema(settings)
+    parser = make_argument_parser()  # type: ignore[no-untyped-call]
+    arguments = parser.parse_args(["workers.main:broker", *dramatiq_args])
+    sys.exit(dramatiq_main(arguments))  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def _shared_deps() -> Iterator[DutyDeps]:
+    from service.db import create_db_engine
+    from service.messaging import build_broker
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if settings.broker_url == "memory://":
+        raise click.ClickException(
+            "BROKER_URL is memory://: in embedded mode `strava-ingest serve` runs the duties"
+        )
+    require_schema(settings)
+    engine = create_db_engine(settings.database_url)
+    broker = build_broker(settings.broker_url)
+    try:
+        yield DutyDeps(settings, engine, Dispatcher(broker))
+    finally:
+        broker.close()
+        engine.dispose()
+
+
+@click.command()
+def scheduler() -> None:
+    """Run the periodic duties (Procfile `scheduler`): the relay, …"""
+    with _shared_deps() as deps:
+        run_duties(periodic_duties(deps), threading.Event())
+
+
+@click.command()
+def relay() -> None:
+    """Re-send webhook events that were stored but never reached the broker, once."""
+    from service.ingest.inbox import relay as relay_events
+
+    with _shared_deps() as deps:
+        older_than = timedelta(seconds=deps.settings.relay_after_seconds)
+        sent = relay_events(deps.engine, deps.dispatcher.send_event, older_than=older_than)
+    click.echo(f"re-sent {sent} events")
