@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
+from service.strava.quota import Tier
 
 CLIENT_ID = 4242
 CLIENT_SECRET = "test-client-secret"
@@ -25,3 +26,23 @@ class FakeStrava:
     def urls(self) -> dict[str, str]:
         """Settings overrides that point the service at this emulator."""
         return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
+
+
+@dataclass
+class FakeClock:
+    """An injected clock: epoch seconds that move only when the test moves them."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Round shares that make allowances easy to check by hand.
+TIER_SHARES = {
+    Tier.ON_DEMAND: (1.0, 1.0),
+    Tier.WEBHOOK: (1.0, 1.0),
+    Tier.RECENT: (0.85, 0.8),
+    Tier.BACKFILL: (0.7, 0.6),
+    Tier.RECONCILE: (0.5, 0.4),
+}

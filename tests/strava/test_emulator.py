@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from support import FakeClock
 
 from service.strava.emulator import (
     BackgroundServer,
@@ -32,16 +33,6 @@ RATE_LIMITED = {
     "message": "Rate Limit Exceeded",
     "errors": [{"resource": "Application", "field": "rate limit", "code": "exceeded"}],
 }
-
-
-class FakeClock:
-    """An injected clock: epoch seconds that only move when the test moves them."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Hook:

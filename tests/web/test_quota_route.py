@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.testclient import TestClient
+from support import FakeClock
 
 from service.config import Settings
 from service.strava.quota import QuotaConfig, Tier
@@ -13,14 +13,6 @@ from service.strava.quota.memory import MemoryQuotaScheduler
 from service.web.app import create_app
 
 NOON = 1780272000 + 12 * 3600  # 2026-06-01T12:00:00Z
-
-
-@dataclass
-class FakeClock:
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_get_quota_returns_the_windows_of_the_scheduler_passed_in(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
 
 import httpx
 import pytest
+from support import FakeClock
 
 from service.strava.client import AsyncStravaClient, RequestInfo, StravaClient
 from service.strava.errors import RateLimited
@@ -40,17 +40,9 @@ RATE_LIMIT_EXCEEDED = {
 }
 
 
-@dataclass
-class FakeClock:
-    now: float = NOON
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def scheduler() -> MemoryQuotaScheduler:
-    return MemoryQuotaScheduler(QuotaConfig(read_limit=WindowPair(10, 1000)), FakeClock())
+    return MemoryQuotaScheduler(QuotaConfig(read_limit=WindowPair(10, 1000)), FakeClock(NOON))
 
 
 def reads(scheduler: MemoryQuotaScheduler) -> int:

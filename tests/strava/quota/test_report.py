@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from click.testing import CliRunner
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN
+from support import CLIENT_ID, CLIENT_SECRET, TIER_SHARES, TOKEN_KEY, VERIFY_TOKEN, FakeClock
 
 from service.cli import main
 from service.strava.quota import QuotaConfig, Tier
@@ -16,21 +15,6 @@ from service.strava.quota.report import format_status
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 NOON = 1780272000 + 12 * 3600  # 2026-06-01T12:00:00Z
-SHARES = {
-    Tier.ON_DEMAND: (1.0, 1.0),
-    Tier.WEBHOOK: (1.0, 1.0),
-    Tier.RECENT: (0.85, 0.8),
-    Tier.BACKFILL: (0.7, 0.6),
-    Tier.RECONCILE: (0.5, 0.4),
-}
-
-
-@dataclass
-class FakeClock:
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def cli_env(broker_url: str) -> dict[str, str]:
@@ -44,7 +28,7 @@ def cli_env(broker_url: str) -> dict[str, str]:
 
 
 def test_the_table_shows_each_window_with_usage_per_tier_and_time_to_reset() -> None:
-    scheduler = MemoryQuotaScheduler(QuotaConfig(shares=SHARES), FakeClock(NOON + 450))
+    scheduler = MemoryQuotaScheduler(QuotaConfig(shares=TIER_SHARES), FakeClock(NOON + 450))
     scheduler.reserve(Tier.BACKFILL, "read")
     scheduler.reserve(Tier.WEBHOOK, "write")
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 import redis
+from support import TIER_SHARES, FakeClock
 
 from service.config import Settings
 from service.strava.client import RequestKind
@@ -31,22 +32,8 @@ QUARTER = 900
 CONFIG = QuotaConfig(
     limit=WindowPair(short=100, daily=1000),
     read_limit=WindowPair(short=100, daily=1000),
-    shares={
-        Tier.ON_DEMAND: (1.0, 1.0),
-        Tier.WEBHOOK: (1.0, 1.0),
-        Tier.RECENT: (0.85, 0.8),
-        Tier.BACKFILL: (0.7, 0.6),
-        Tier.RECONCILE: (0.5, 0.4),
-    },
+    shares=TIER_SHARES,
 )
-
-
-@dataclass
-class FakeClock:
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
 
 
 MakeScheduler = Callable[..., QuotaScheduler]
