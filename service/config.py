@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -53,6 +53,17 @@ class Settings(DatabaseSettings):
     strava_api_url: str = "https://www.strava.com/api/v3"
     strava_oauth_url: str = "https://www.strava.com/oauth"
     webhook_path: str = "/webhooks/strava"
+    # Webhook trust (issue 5; service/web/trust.py). A secret last path segment: Strava then
+    # calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}`, so give that as `--callback-url`.
+    webhook_secret: SecretStr | None = None
+    # Verify `X-Strava-Signature` only when set: Strava documents no signature (§1.8).
+    webhook_signing_secret: SecretStr | None = None
+    # Our push subscription's id; wins over the one `subscription create` stored.
+    strava_subscription_id: Annotated[int, Field(gt=0)] | None = None
+    # How long the web app trusts its cached copy of the stored subscription id.
+    subscription_cache_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # Group commit of webhook events: at most this many per INSERT.
+    ingest_batch_max: Annotated[int, Field(gt=0, le=1000)] = 256
     # One or more Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
     token_key: SecretStr
 
@@ -65,8 +76,37 @@ class Settings(DatabaseSettings):
     # The relay re-sends inbox rows that stayed `received` longer than this.
     relay_after_seconds: Annotated[float, Field(ge=0)] = 10.0
     relay_interval_seconds: Annotated[float, Field(gt=0)] = 15.0
+    # Webhook events (issue 5; docs/events.md). Events for one activity within this window
+    # share one fetch: Strava may send several events for one save (strava-api.md §1.4).
+    event_coalesce_seconds: Annotated[float, Field(ge=0)] = 3.0
+    # Attempts in all for an event or a hydration that keeps failing before it is `failed`.
+    retry_max_attempts: Annotated[int, Field(gt=0)] = 8
+    # Processed and ignored inbox rows (and activity tombstones) are pruned after this.
+    inbox_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    inbox_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"
+
+    # OAuth connect (issue 4, service/web/oauth.py): how long a signed `state` is valid, and
+    # the return URLs (comma-separated prefixes) `/auth/strava/connect?return_to=` accepts.
+    oauth_state_seconds: Annotated[int, Field(gt=0)] = 600
+    oauth_return_urls: str = ""
+    # Sync jobs (issue 4, service/ingest/sync.py). Strava's largest page is 200 (§4.1).
+    sync_page_size: Annotated[int, Field(ge=2, le=200)] = 200
+    sync_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
+    sync_sweep_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Hydration policy for listed activities (service/ingest/policy.py): the recent window,
+    # the sport types hydrated eagerly (comma-separated; empty means all), and whether older
+    # ones hydrate at backfill priority ("backfill") or only when asked for ("on_demand").
+    hydrate_recent_weeks: Annotated[int, Field(ge=0)] = 12
+    hydrate_sport_types: str = ""
+    hydrate_older: Literal["backfill", "on_demand"] = "backfill"
+    # Reconciliation (service/ingest/reconcile.py): list after (newest known start - overlap);
+    # each athlete once per period, at a slot spread over it. Its share of the daily quota
+    # is the `reconcile` tier's daily share in QUOTA_SHARES.
+    reconcile_overlap_days: Annotated[int, Field(ge=0)] = 7
+    reconcile_period_seconds: Annotated[int, Field(gt=0)] = 86400
+    reconcile_check_seconds: Annotated[float, Field(gt=0)] = 300.0
 
     # The quota scheduler (strava-api.md §2). Window lengths are settings so that simulations
     # can run sped up; Strava's are 900 s (aligned to :00/:15/:30/:45) and the UTC day.
@@ -102,6 +142,17 @@ class Settings(DatabaseSettings):
         if not value.startswith("/"):
             raise ValueError("must start with '/'")
         return value.rstrip("/") or "/"
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _one_path_segment(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if len(secret) < 16 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in secret):
+            # Never echo the value: it is a credential.
+            raise ValueError("must be at least 16 characters of A-Z, a-z, 0-9, '-' and '_'")
+        return value
 
     @field_validator("token_key")
     @classmethod

@@ -17,6 +17,8 @@ EVENTS_QUEUE = "events"
 PROCESS_EVENT = "process_event"
 HYDRATE_QUEUE = "hydrations"
 HYDRATE_ACTIVITY = "hydrate_activity"
+SYNC_QUEUE = "sync"
+RUN_SYNC_JOB = "run_sync_job"
 
 
 def build_broker(broker_url: str) -> dramatiq.Broker:
@@ -33,6 +35,7 @@ def build_broker(broker_url: str) -> dramatiq.Broker:
         broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
     broker.declare_queue(EVENTS_QUEUE)
     broker.declare_queue(HYDRATE_QUEUE)
+    broker.declare_queue(SYNC_QUEUE)
     return broker
 
 
@@ -72,6 +75,18 @@ class Dispatcher:
                 queue_name=HYDRATE_QUEUE,
                 actor_name=HYDRATE_ACTIVITY,
                 args=(activity_id, tier),
+                kwargs={},
+                options={},
+            ),
+            delay=delay_ms,
+        )
+
+    def send_sync(self, job_id: int, delay_ms: int | None = None) -> None:
+        self.broker.enqueue(
+            dramatiq.Message(
+                queue_name=SYNC_QUEUE,
+                actor_name=RUN_SYNC_JOB,
+                args=(job_id,),
                 kwargs={},
                 options={},
             ),

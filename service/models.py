@@ -160,8 +160,149 @@ class Activity(SQLModel, table=True):
     last_hydrate_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     # Set while a hydration waits for Strava quota or backs off after an error.
     retry_after: datetime | None = _timestamp()
+    # Webhook event ordering (service/ingest/events.py, docs/events.md), in Strava's
+    # event_time (unix seconds): the newest event seen for this activity; the event time the
+    # last fetch covered; and per locally applied field ("title", "type", "private") the
+    # event that last set it. An older event never overwrites newer data.
+    event_time: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    synced_event_time: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    update_times: dict[str, int] | None = _json()
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class RemovalReason(StrEnum):
+    DELETED = "deleted"
+    # Only with the `activity:read` scope: deleted, or made "Only You" (strava-api.md §1.4).
+    HIDDEN = "hidden"
+
+
+class ActivityRemoval(SQLModel, table=True):
+    """A tombstone for an activity a delete event removed: events older than the removal
+    never bring it back, and a newer create (it left "Only You") restores it cleanly."""
+
+    __tablename__ = "activity_removals"
+    __table_args__ = (_check_in("activity_removals", "reason", RemovalReason),)
+
+    activity_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False)
+    )
+    athlete_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger,
+            sa.ForeignKey("athletes.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    reason: str = Field(max_length=16)
+    event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    removed_at: datetime = _created()
+
+
+class PendingHydration(SQLModel, table=True):
+    """One coalesced fetch of an activity that webhook events asked for (service/ingest/
+    coalesce.py). The inbox event `inbox_id` holds it and fetches once `due_at` has come;
+    events arriving meanwhile only raise `requested_event_time`."""
+
+    __tablename__ = "pending_hydrations"
+
+    activity_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False)
+    )
+    athlete_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger,
+            sa.ForeignKey("athletes.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    inbox_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    due_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    requested_event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    created_at: datetime = _created()
+
+
+class SyncKind(StrEnum):
+    BACKFILL = "backfill"
+    RECONCILE = "reconcile"
+    FULL_REFRESH = "full_refresh"
+
+
+class SyncStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    # Waiting for Strava quota; `retry_after` says until when (the message is delayed).
+    RATE_LIMITED = "rate_limited"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# A job in one of these holds the athlete's one active slot (service/ingest/sync.py).
+ACTIVE_SYNC_STATUSES = (SyncStatus.QUEUED, SyncStatus.RUNNING, SyncStatus.RATE_LIMITED)
+_ACTIVE_SYNC = "status IN ('queued', 'running', 'rate_limited')"
+
+
+class SyncJob(SQLModel, table=True):
+    """One listing pass over an athlete's activities (issue 4): a backfill, a reconciliation
+    or a full refresh. `cursor` is committed with each page it covers, so a job resumes
+    exactly where it stopped; a partial unique index allows one active job per athlete."""
+
+    __tablename__ = "sync_jobs"
+    __table_args__ = (
+        _check_in("sync_jobs", "kind", SyncKind),
+        _check_in("sync_jobs", "status", SyncStatus),
+        sa.Index(
+            "uq_sync_jobs_one_active",
+            "athlete_id",
+            unique=True,
+            postgresql_where=sa.text(_ACTIVE_SYNC),
+            sqlite_where=sa.text(_ACTIVE_SYNC),
+        ),
+        sa.Index("ix_sync_jobs_status", "status"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntKey, primary_key=True))
+    athlete_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("athletes.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    kind: str = Field(max_length=16)
+    status: str = Field(default=SyncStatus.QUEUED.value, max_length=16)
+    cursor: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    retry_after: datetime | None = _timestamp()
+    cancel_requested: bool = False
+    # Counters: list calls made, summaries listed, rows new / changed / removed, hydrations
+    # queued, failed attempts of the job itself.
+    pages: int = 0
+    listed: int = 0
+    new: int = 0
+    updated: int = 0
+    deleted: int = 0
+    hydrated: int = 0
+    failed: int = 0
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _timestamp()
+    started_at: datetime | None = _timestamp()
+    finished_at: datetime | None = _timestamp()
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class OAuthState(SQLModel, table=True):
+    """A spent OAuth `state` nonce (service/web/oauth.py): a replayed callback finds it here.
+    Rows outlive the state's own expiry only until the sync sweep removes them."""
+
+    __tablename__ = "oauth_states"
+
+    nonce: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 class InboxEvent(SQLModel, table=True):
@@ -172,6 +313,8 @@ class InboxEvent(SQLModel, table=True):
     __table_args__ = (
         _check_in("webhook_inbox", "status", InboxStatus),
         sa.Index("ix_webhook_inbox_status_received", "status", "received_at"),
+        # Retention pruning (service/ingest/lifecycle.py) finds finished rows by this.
+        sa.Index("ix_webhook_inbox_processed_at", "processed_at"),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigIntKey, primary_key=True))
@@ -193,3 +336,14 @@ class InboxEvent(SQLModel, table=True):
     received_at: datetime = _created()
     updated_at: datetime = _created()
     processed_at: datetime | None = _timestamp()
+
+
+class PushSubscription(SQLModel, table=True):
+    """The app's one Strava push subscription (strava-api.md §1.1), as `strava-ingest
+    subscription create | view` last saw it. Webhook events must name its id (§1.8)."""
+
+    __tablename__ = "push_subscription"
+
+    id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    callback_url: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    stored_at: datetime = _created()

@@ -9,25 +9,38 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import uuid
 from collections.abc import Callable
 
 import dramatiq
 
-from service.ingest import hydrate, process
+from service.ingest import hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.retry import Backoff, GiveUp, next_step
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
-from service.messaging import EVENTS_QUEUE, HYDRATE_ACTIVITY, HYDRATE_QUEUE, PROCESS_EVENT
+from service.messaging import (
+    EVENTS_QUEUE,
+    HYDRATE_ACTIVITY,
+    HYDRATE_QUEUE,
+    PROCESS_EVENT,
+    RUN_SYNC_JOB,
+    SYNC_QUEUE,
+    Dispatcher,
+)
 from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
 
 
 def declare_actors(
-    broker: dramatiq.Broker, ctx: IngestContext, backoff: Backoff | None = None
+    broker: dramatiq.Broker,
+    ctx: IngestContext,
+    backoff: Backoff | None = None,
+    sync_options: sync.SyncOptions | None = None,
 ) -> None:
     """Register the actors on `broker`, with their dependencies closed over."""
-    policy = backoff or Backoff()
+    policy = backoff or Backoff(max_attempts=ctx.retry_max_attempts)
     rng = random.Random()
 
     def attempt(
@@ -63,11 +76,18 @@ def declare_actors(
 
     @dramatiq.actor(broker=broker, actor_name=PROCESS_EVENT, queue_name=EVENTS_QUEUE, max_retries=0)
     def process_event(inbox_id: int) -> None:
+        def work() -> None:
+            outcome = process.process_event(ctx, inbox_id)
+            if isinstance(outcome, process.Deferred):
+                # Waiting out the activity's coalescing window (docs/events.md): not a retry.
+                delay = outcome.delay_ms(ctx.clock())
+                process_event.send_with_options(args=(inbox_id,), delay=delay)
+
         attempt(
             EVENTS,
             inbox_id,
             Tier.WEBHOOK,
-            lambda: process.process_event(ctx, inbox_id),
+            work,
             lambda delay: process_event.send_with_options(args=(inbox_id,), delay=delay),
         )
 
@@ -82,3 +102,21 @@ def declare_actors(
             lambda: hydrate.hydrate_stored(ctx, activity_id),
             lambda delay: hydrate_activity.send_with_options(args=(activity_id, tier), delay=delay),
         )
+
+    options = sync_options or sync.SyncOptions()
+    dispatcher = Dispatcher(broker)
+    # Who holds a job's lease: this process and thread (uuid4 keeps restarts apart).
+    worker_id = uuid.uuid4().hex[:12]
+
+    @dramatiq.actor(broker=broker, actor_name=RUN_SYNC_JOB, queue_name=SYNC_QUEUE, max_retries=0)
+    def run_sync_job(job_id: int) -> None:
+        owner = f"{worker_id}:{threading.get_ident()}"
+        outcome = sync.run_job(
+            ctx, job_id, owner=owner, options=options, send_hydration=dispatcher.send_hydration
+        )
+        match outcome:
+            case sync.Wait(at):
+                delay = max(0, int((at - ctx.clock()).total_seconds() * 1000))
+                run_sync_job.send_with_options(args=(job_id,), delay=delay)
+            case sync.Continue():
+                run_sync_job.send(job_id)

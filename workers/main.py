@@ -7,6 +7,7 @@ import sys
 from service.config import ConfigError, Settings, load_settings
 from service.db import check_schema
 from service.ingest.context import build_context
+from service.ingest.sync import SyncOptions
 from service.logs import configure_logging
 from workers.actors import declare_actors
 from workers.broker import setup_broker
@@ -20,4 +21,4 @@ configure_logging(settings.log_level)
 broker = setup_broker(settings.broker_url)
 context = build_context(settings)
 check_schema(context.engine)
-declare_actors(broker, context)
+declare_actors(broker, context, sync_options=SyncOptions.from_settings(settings))

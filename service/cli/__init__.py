@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli import db, emulator, quota, run, subscription
+from service.cli import db, emulator, events, quota, run, subscription, sync
 
 
 @click.group()
@@ -23,5 +23,7 @@ for command in (
     subscription.subscription,
     quota.quota_command,
     emulator.emulator,
+    events.events,
+    sync.sync_command,
 ):
     main.add_command(command)

@@ -42,6 +42,10 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
     """Every periodic duty of the service, in one list: the scheduler process and embedded
     mode run exactly these."""
     from service.ingest.inbox import relay
+    from service.ingest.lifecycle import prune
+    from service.ingest.reconcile import schedule_reconciliations
+    from service.ingest.sync import sweep
+    from service.models import utcnow
 
     settings = deps.settings
     return [
@@ -52,6 +56,29 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 deps.engine,
                 deps.dispatcher.send_event,
                 older_than=timedelta(seconds=settings.relay_after_seconds),
+            ),
+        ),
+        # Finished inbox rows past their retention (issue 5; service/ingest/lifecycle.py).
+        Duty(
+            "inbox-prune",
+            settings.inbox_prune_interval_seconds,
+            lambda: prune(
+                deps.engine,
+                older_than=timedelta(days=settings.inbox_retention_days),
+                now=utcnow(),
+            ),
+        ),
+        # Sync jobs whose worker died (expired lease) or whose message was lost (issue 4).
+        Duty(
+            "sync-sweep",
+            settings.sync_sweep_interval_seconds,
+            lambda: sweep(deps.engine, utcnow(), deps.dispatcher.send_sync),
+        ),
+        Duty(
+            "reconcile",
+            settings.reconcile_check_seconds,
+            lambda: schedule_reconciliations(
+                deps.engine, settings, utcnow(), deps.dispatcher.send_sync
             ),
         ),
     ]
@@ -75,12 +102,13 @@ def _duties_thread(deps: DutyDeps) -> Iterator[None]:
 def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler]]:
     """Worker threads and the periodic duties beside the web app, in this process."""
     from service.ingest.context import build_context
+    from service.ingest.sync import SyncOptions
     from workers.actors import declare_actors
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
     context = build_context(settings)  # one quota scheduler for the web app and the workers
-    declare_actors(broker, context)
+    declare_actors(broker, context, sync_options=SyncOptions.from_settings(settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
         with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):

@@ -30,6 +30,8 @@ class IngestContext:
       refresh_margin: refresh an access token that expires sooner than this.
       clock: the current time; injected so tests can move it.
       refresh_locks: one lock per athlete, making token refresh single-flight here.
+      coalesce_window: webhook events for one activity within this window share one fetch.
+      retry_max_attempts: attempts in all before an event or a hydration is `failed`.
     """
 
     engine: Engine
@@ -40,6 +42,8 @@ class IngestContext:
     clock: Callable[[], datetime] = field(default=utcnow)
     # Single-flight refresh within this process; the row lock covers other processes.
     refresh_locks: dict[int, threading.Lock] = field(default_factory=dict)
+    coalesce_window: timedelta = timedelta(seconds=3)
+    retry_max_attempts: int = 8
 
     def close(self) -> None:
         self.strava.close()
@@ -57,4 +61,6 @@ def build_context(
         strava=sync_client(settings, quota),
         cipher=TokenCipher(settings.token_key.get_secret_value()),
         refresh_margin=timedelta(seconds=settings.token_refresh_margin_seconds),
+        coalesce_window=timedelta(seconds=settings.event_coalesce_seconds),
+        retry_max_attempts=settings.retry_max_attempts,
     )

@@ -1,11 +1,19 @@
-"""What a Strava webhook event is, and what it requires of us (a pure decision)."""
+"""What a Strava webhook event is, and what it requires of us (a pure decision).
+
+`plan_event` looks at one event, its owner and what we hold about the activity, and returns
+an action; `service/ingest/process.py` carries it out. docs/events.md describes the rules.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from service.models import AthleteStatus, RemovalReason
 
 # Strava's ids are int64 (strava-api.md §1.4); anything larger cannot be stored.
 _INT64_MAX = 2**63 - 1
@@ -33,14 +41,72 @@ class WebhookEvent(BaseModel):
         return {} if value is None else value
 
 
+class LocalKey(StrEnum):
+    """The keys of an activity update that we can apply without asking Strava (§1.3)."""
+
+    TITLE = "title"
+    TYPE = "type"
+    PRIVATE = "private"
+
+
+LOCAL_KEYS = frozenset(f.value for f in LocalKey)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The event's owner as we know them: `status` is None for an athlete we never saw;
+    `read_all` tells whether they granted activity:read_all (strava-api.md §3.1)."""
+
+    status: AthleteStatus | None
+    read_all: bool = True
+
+
+@dataclass(frozen=True)
+class ActivityState:
+    """What we hold about the event's activity, in Strava's event_time (unix seconds).
+
+    Parameters:
+      stored: an activity row exists.
+      event_time: the newest event seen for it.
+      synced_event_time: its last fetch reflects every change up to this event time.
+      update_times: per locally applied key (`LocalKey`), the event that last set it.
+      visibility: the stored visibility (everyone | followers_only | only_me).
+      removed_event_time: the event time of a delete that removed it (a tombstone).
+    """
+
+    stored: bool = False
+    event_time: int | None = None
+    synced_event_time: int | None = None
+    update_times: Mapping[str, int] = field(default_factory=dict)
+    visibility: str | None = None
+    removed_event_time: int | None = None
+
+
+NOTHING_STORED = ActivityState()
+
+
 @dataclass(frozen=True)
 class Hydrate:
+    """Fetch the activity, once for all events of a burst (service/ingest/coalesce.py)."""
+
     activity_id: int
+
+
+@dataclass(frozen=True)
+class ApplyUpdates:
+    """Write `values` (column → value) with no API call; stamp `keys` with `event_time`."""
+
+    activity_id: int
+    event_time: int
+    values: Mapping[str, Any]
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class DeleteActivity:
     activity_id: int
+    event_time: int
+    reason: RemovalReason
 
 
 @dataclass(frozen=True)
@@ -53,10 +119,10 @@ class Ignore:
     reason: str
 
 
-Action = Hydrate | DeleteActivity | Deauthorize | Ignore
+Action = Hydrate | ApplyUpdates | DeleteActivity | Deauthorize | Ignore
 
 
-def is_deauthorization(object_type: str, aspect_type: str, updates: dict[str, Any]) -> bool:
+def is_deauthorization(object_type: str, aspect_type: str, updates: Mapping[str, Any]) -> bool:
     # Strava sends the string "false"; some integrators report a bare boolean (§1.4).
     return (
         object_type == "athlete"
@@ -65,23 +131,90 @@ def is_deauthorization(object_type: str, aspect_type: str, updates: dict[str, An
     )
 
 
-def plan_event(
-    object_type: str,
-    aspect_type: str,
-    object_id: int,
-    owner_id: int,
-    updates: dict[str, Any],
-    *,
-    owner_connected: bool,
-) -> Action:
-    """Decide what an event requires. Events only point at data; we always refetch (§1.8)."""
-    if is_deauthorization(object_type, aspect_type, updates):
-        return Deauthorize(owner_id)
-    if not owner_connected:
-        return Ignore("unknown or disconnected owner")
-    if object_type == "activity":
-        if aspect_type in ("create", "update"):
-            return Hydrate(object_id)
-        if aspect_type == "delete":
-            return DeleteActivity(object_id)
-    return Ignore(f"unsupported event {object_type}/{aspect_type}")
+def _private_flag(value: Any) -> bool | None:
+    # "private" is the string "true" (Only You) or "false" (Followers/Everyone) (§1.4);
+    # a boolean is accepted as leniently as `authorized` is.
+    if value in ("true", True):
+        return True
+    if value in ("false", False):
+        return False
+    return None
+
+
+def _column_values(key: str, value: Any, stored_visibility: str | None) -> dict[str, Any] | None:
+    """The columns one update key sets, or None when its value is not what Strava sends."""
+    if key == LocalKey.TITLE and isinstance(value, str):
+        return {"name": value}
+    if key == LocalKey.TYPE and isinstance(value, str) and value:
+        # Whether `type` carries the deprecated coarse type or the sport_type is not
+        # documented (§1.4, §4.4). Every coarse type is also a sport_type, and the old
+        # sport_type is certainly stale after a change, so both columns take the value;
+        # the next fetch (reconcile, or any hydrating event) restores the finer one.
+        return {"type": value, "sport_type": value}
+    if key == LocalKey.PRIVATE and (private := _private_flag(value)) is not None:
+        if private:
+            return {"private": True, "visibility": "only_me"}
+        # "false" means Followers or Everyone, and does not say which. An activity that
+        # was already visible keeps its visibility; one leaving Only You is assumed
+        # followers_only, the narrower of the two, until the next fetch says otherwise.
+        visible = stored_visibility not in (None, "only_me")
+        return {"private": False, "visibility": stored_visibility if visible else "followers_only"}
+    return None
+
+
+def _older(event_time: int, than: int | None) -> bool:
+    # Event times are whole seconds; on a tie the event processed later wins, which is
+    # right for the usual in-order delivery of one burst.
+    return than is not None and event_time < than
+
+
+def _plan_local_update(event: WebhookEvent, activity: ActivityState) -> Action | None:
+    """An update of title/type/private only, for a stored activity: apply it locally, or
+    None when some value is not what Strava sends (then we fetch instead)."""
+    values: dict[str, Any] = {}
+    keys: list[str] = []
+    for key, value in event.updates.items():
+        columns = _column_values(key, value, activity.visibility)
+        if columns is None:
+            return None
+        if _older(event.event_time, activity.update_times.get(key)):
+            continue  # a newer event already set this key
+        values |= columns
+        keys.append(key)
+    if not keys:
+        return Ignore("older than the stored values")
+    return ApplyUpdates(event.object_id, event.event_time, values, tuple(keys))
+
+
+def plan_event(event: WebhookEvent, owner: Owner, activity: ActivityState) -> Action:
+    """Decide what an event requires. Events only point at data: what they do not carry
+    themselves (title/type/private) is always fetched (§1.8)."""
+    if is_deauthorization(event.object_type, event.aspect_type, event.updates):
+        return Deauthorize(event.owner_id)
+    if owner.status in (None, AthleteStatus.DEAUTHORIZED):
+        return Ignore("unknown or deauthorized owner")
+    if event.object_type != "activity" or event.aspect_type not in ("create", "update", "delete"):
+        return Ignore(f"unsupported event {event.object_type}/{event.aspect_type}")
+
+    if event.aspect_type == "delete":
+        if _older(event.event_time, activity.event_time):
+            # E.g. made Only You, then visible again: the later create already won (§1.4).
+            return Ignore("delete older than the stored activity")
+        # With activity:read only, a delete may mean "made Only You" (§1.4).
+        reason = RemovalReason.DELETED if owner.read_all else RemovalReason.HIDDEN
+        return DeleteActivity(event.object_id, event.event_time, reason)
+
+    if activity.removed_event_time is not None and event.event_time <= activity.removed_event_time:
+        # A delete wins over earlier events, also when it arrived first.
+        return Ignore("older than the activity's removal")
+    if _older(event.event_time, activity.synced_event_time):
+        return Ignore("older than the last fetch")
+    updates = set(event.updates)
+    if event.aspect_type == "update" and activity.stored and updates and updates <= LOCAL_KEYS:
+        local = _plan_local_update(event, activity)
+        if local is not None:
+            return local
+    if owner.status is not AthleteStatus.CONNECTED:
+        # needs_reauth: no usable token; the reconcile after reconnecting catches up.
+        return Ignore("owner must reconnect before we can fetch")
+    return Hydrate(event.object_id)

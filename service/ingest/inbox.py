@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,6 +38,10 @@ def dedupe_key(event: WebhookEvent) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class InboxRaced(Exception):
+    """A row that blocked an insert was deleted before it could be read; storing again works."""
+
+
 @dataclass(frozen=True)
 class StoredEvent:
     id: int
@@ -47,29 +51,69 @@ class StoredEvent:
 
 def store_event(engine: Engine, event: WebhookEvent) -> StoredEvent:
     """Insert the event unless an identical one is stored; commit before returning."""
-    key = dedupe_key(event)
+    return store_events(engine, [event])[0]
+
+
+def store_events(engine: Engine, events: Sequence[WebhookEvent]) -> list[StoredEvent]:
+    """Insert the events not stored yet, in one transaction, and commit before returning.
+
+    One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING for the whole batch (a group
+    commit: one round trip and one WAL flush for many webhook requests). RETURNING names only
+    the rows inserted, so the others — Strava's retries (§1.3) — are looked up by dedupe_key.
+    Returns one StoredEvent per input, in order; an event repeated within the batch is
+    `created` only at its first position.
+    """
+    if not events:
+        return []
+    keys = [dedupe_key(event) for event in events]
     now = utcnow()
-    values = {
-        **event.model_dump(),
-        "dedupe_key": key,
-        "status": InboxStatus.RECEIVED.value,
-        "attempts": 0,
-        "received_at": now,
-        "updated_at": now,
-    }
-    statement = (
+    rows: dict[str, dict[str, object]] = {}
+    for key, event in zip(keys, events, strict=True):
+        rows.setdefault(
+            key,
+            {
+                **event.model_dump(),
+                "dedupe_key": key,
+                "status": InboxStatus.RECEIVED.value,
+                "attempts": 0,
+                "received_at": now,
+                "updated_at": now,
+            },
+        )
+    # Sorted, so that two processes inserting overlapping batches lock in the same order.
+    ordered = [rows[key] for key in sorted(rows)]
+    insert = (
         upsert_insert(engine, InboxEvent)
-        .values(**values)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(sa.column("id"))
+        .returning(col(InboxEvent.id), col(InboxEvent.dedupe_key))
     )
-    with session_scope(engine) as session:
-        inserted = session.execute(statement).scalar_one_or_none()
-        if inserted is not None:
-            return StoredEvent(id=inserted, created=True, status=InboxStatus.RECEIVED.value)
-        existing = session.exec(select(InboxEvent).where(InboxEvent.dedupe_key == key)).one()
-        assert existing.id is not None
-        return StoredEvent(id=existing.id, created=False, status=existing.status)
+    with engine.begin() as connection:
+        inserted = {key: id_ for id_, key in connection.execute(insert, ordered)}
+        existing: dict[str, tuple[int, str]] = {}
+        missing = [key for key in rows if key not in inserted]
+        if missing:
+            found = connection.execute(
+                sa.select(
+                    col(InboxEvent.dedupe_key), col(InboxEvent.id), col(InboxEvent.status)
+                ).where(col(InboxEvent.dedupe_key).in_(missing))
+            )
+            for key, id_, status in found:
+                assert id_ is not None  # a primary key
+                existing[key] = (id_, status)
+    stored: list[StoredEvent] = []
+    first_seen: set[str] = set()
+    for key in keys:
+        if key in inserted:
+            created = key not in first_seen
+            first_seen.add(key)
+            stored.append(StoredEvent(inserted[key], created, InboxStatus.RECEIVED.value))
+        elif key in existing:
+            id_, status = existing[key]
+            stored.append(StoredEvent(id_, False, status))
+        else:
+            # It conflicted, then vanished (a purge in between): let Strava retry it.
+            raise InboxRaced(f"inbox row for dedupe_key {key[:12]}… vanished while storing")
+    return stored
 
 
 def mark_enqueued(engine: Engine, inbox_ids: list[int]) -> None:

@@ -1,20 +1,36 @@
-"""Processing of one inbox event: decide (events.plan_event), then carry it out."""
+"""Processing of one inbox event: decide (events.plan_event), then carry it out.
+
+The decision and its effect on storage happen in one transaction under the owner's lock,
+together with finishing the inbox row, so an event takes effect exactly once. A fetch never
+runs inside that transaction: an event that needs one holds the activity's pending fetch
+(service/ingest/coalesce.py) and is run again when the coalescing window has passed.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
-import sqlalchemy as sa
-from sqlmodel import col
+from sqlmodel import Session
 
 from service.db import session_scope
-from service.ingest.activities import delete_activity
+from service.ingest import coalesce
 from service.ingest.context import IngestContext
-from service.ingest.events import Action, Deauthorize, DeleteActivity, Hydrate, Ignore, plan_event
-from service.ingest.hydrate import hydrate
-from service.ingest.purge import purge_athlete
+from service.ingest.events import (
+    NOTHING_STORED,
+    Action,
+    ApplyUpdates,
+    Deauthorize,
+    DeleteActivity,
+    Hydrate,
+    Ignore,
+    WebhookEvent,
+    plan_event,
+)
+from service.ingest.purge import purge_athlete_in
 from service.ingest.tokens import AthleteNotConnected
-from service.models import Athlete, AthleteStatus, InboxEvent, InboxStatus
+from service.models import InboxEvent, InboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -22,68 +38,148 @@ log = logging.getLogger(__name__)
 _FINISHED = (InboxStatus.PROCESSED.value, InboxStatus.IGNORED.value)
 
 
-def _execute(ctx: IngestContext, action: Action, owner_id: int) -> InboxStatus:
+@dataclass(frozen=True)
+class Deferred:
+    """The event holds its activity's pending fetch, due at `until`: run it again then.
+    Waiting out the coalescing window is not a failed attempt."""
+
+    until: datetime
+
+    def delay_ms(self, now: datetime) -> int:
+        return max(0, int((self.until - now).total_seconds() * 1000))
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    activity_id: int
+
+
+def _event_of(row: InboxEvent) -> WebhookEvent:
+    return WebhookEvent(
+        object_type=row.object_type,
+        object_id=row.object_id,
+        aspect_type=row.aspect_type,
+        owner_id=row.owner_id,
+        subscription_id=row.subscription_id,
+        event_time=row.event_time,
+        updates=row.updates,
+    )
+
+
+def _execute(
+    ctx: IngestContext, session: Session, row: InboxEvent, action: Action, now: datetime
+) -> InboxStatus | Deferred | _Fetch:
+    assert row.id is not None
     match action:
         case Hydrate(activity_id):
-            try:
-                hydrate(ctx, owner_id, activity_id)
-            except AthleteNotConnected:
-                return InboxStatus.IGNORED
-        case DeleteActivity(activity_id):
-            delete_activity(ctx.engine, owner_id, activity_id)
+            due = coalesce.request_hydration(
+                session,
+                activity_id=activity_id,
+                owner_id=row.owner_id,
+                inbox_id=row.id,
+                event_time=row.event_time,
+                now=now,
+                window=ctx.coalesce_window,
+            )
+            if due is None:
+                log.info("event coalesced inbox_id=%s activity_id=%s", row.id, activity_id)
+                return InboxStatus.PROCESSED
+            return Deferred(due) if due > now else _Fetch(activity_id)
+        case ApplyUpdates():
+            coalesce.apply_updates(session, action, now)
+        case DeleteActivity():
+            coalesce.remove_activity(session, action, row.owner_id, now)
         case Deauthorize(athlete_id):
-            if not purge_athlete(ctx.engine, athlete_id, ctx.clock()):
+            if not purge_athlete_in(session, athlete_id, now):
                 return InboxStatus.IGNORED
         case Ignore(reason):
-            log.info("event ignored owner_id=%s reason=%s", owner_id, reason)
+            log.info(
+                "event ignored inbox_id=%s owner_id=%s reason=%s", row.id, row.owner_id, reason
+            )
             return InboxStatus.IGNORED
     return InboxStatus.PROCESSED
 
 
-def process_event(ctx: IngestContext, inbox_id: int) -> InboxStatus | None:
-    """Carry out one stored event. Effects are idempotent, so a redelivery is harmless.
-    Returns the row's final status, or None when the row does not exist."""
-    with session_scope(ctx.engine) as session:
-        event = session.get(InboxEvent, inbox_id)
-        if event is None:
-            log.warning("event not in inbox inbox_id=%s", inbox_id)
-            return None
-        if event.status in _FINISHED:
-            return InboxStatus(event.status)
-        owner = session.get(Athlete, event.owner_id)
-        owner_connected = owner is not None and owner.status == AthleteStatus.CONNECTED
-        action = plan_event(
-            event.object_type,
-            event.aspect_type,
-            event.object_id,
-            event.owner_id,
-            event.updates,
-            owner_connected=owner_connected,
-        )
-    status = _execute(ctx, action, event.owner_id)
-    _finish(ctx, inbox_id, status)
-    log.info(
-        "event done inbox_id=%s object_id=%s aspect=%s status=%s",
-        inbox_id,
-        event.object_id,
-        event.aspect_type,
-        status.value,
-    )
-    return status
-
-
-def _finish(ctx: IngestContext, inbox_id: int, status: InboxStatus) -> None:
+def _plan_and_apply(ctx: IngestContext, inbox_id: int) -> InboxStatus | Deferred | _Fetch | None:
     now = ctx.clock()
     with session_scope(ctx.engine) as session:
-        session.execute(
-            sa.update(InboxEvent)
-            .where(col(InboxEvent.id) == inbox_id)
-            .values(
-                status=status.value,
-                attempts=InboxEvent.attempts + 1,
-                last_error=None,
-                retry_after=None,
-                updated_at=now,
-                processed_at=now,
-            )
+        row = session.get(InboxEvent, inbox_id)
+        if row is None:
+            log.warning("event not in inbox inbox_id=%s", inbox_id)
+            return None
+        coalesce.lock_owner(session, row.owner_id)
+        session.refresh(row)  # a sibling may have finished it while we waited for the lock
+        if row.status in _FINISHED:
+            return InboxStatus(row.status)
+        event = _event_of(row)
+        state = (
+            coalesce.activity_state(session, row.object_id)
+            if row.object_type == "activity"
+            else NOTHING_STORED
         )
+        action = plan_event(event, coalesce.owner_of(session, row.owner_id), state)
+        outcome = _execute(ctx, session, row, action, now)
+        if isinstance(outcome, InboxStatus):
+            _finish(row, outcome, now)
+        elif isinstance(outcome, Deferred):
+            _defer(row, outcome, now)
+        session.add(row)
+        return outcome
+
+
+def process_event(ctx: IngestContext, inbox_id: int) -> InboxStatus | Deferred | None:
+    """Carry out one stored event. Returns the row's final status, Deferred when the event
+    waits for its activity's coalescing window, or None when the row does not exist.
+
+    Raises what the fetch raised (quota, Strava's faults): the actor decides the retry.
+    """
+    outcome = _plan_and_apply(ctx, inbox_id)
+    if isinstance(outcome, _Fetch):
+        outcome = _fetch(ctx, inbox_id, outcome.activity_id)
+    if outcome is not None:
+        log.info("event done inbox_id=%s outcome=%s", inbox_id, outcome)
+    return outcome
+
+
+def _fetch(ctx: IngestContext, inbox_id: int, activity_id: int) -> InboxStatus | Deferred:
+    result: list[InboxStatus | Deferred] = []
+
+    def settle(session: Session, fetched: coalesce.Fetched | coalesce.Covered) -> None:
+        now = ctx.clock()
+        row = session.get_one(InboxEvent, inbox_id)
+        if isinstance(fetched, coalesce.Fetched) and fetched.again_at is not None:
+            deferred = Deferred(fetched.again_at)
+            _defer(row, deferred, now)
+            result.append(deferred)
+        else:
+            _finish(row, InboxStatus.PROCESSED, now)
+            result.append(InboxStatus.PROCESSED)
+        session.add(row)
+
+    try:
+        coalesce.hydrate_pending(ctx, activity_id, inbox_id, settle)
+    except AthleteNotConnected as error:
+        # Deauthorized or in need of a new authorization since the event was planned.
+        log.info("event ignored inbox_id=%s reason=%s", inbox_id, error)
+        with session_scope(ctx.engine) as session:
+            row = session.get_one(InboxEvent, inbox_id)
+            _finish(row, InboxStatus.IGNORED, ctx.clock())
+            session.add(row)
+        return InboxStatus.IGNORED
+    return result[0]
+
+
+def _finish(row: InboxEvent, status: InboxStatus, now: datetime) -> None:
+    row.status = status.value
+    row.attempts += 1
+    row.last_error = None
+    row.retry_after = None
+    row.updated_at = now
+    row.processed_at = now
+
+
+def _defer(row: InboxEvent, deferred: Deferred, now: datetime) -> None:
+    # `enqueued` with `retry_after`: the relay re-sends it if the delayed message is lost.
+    row.status = InboxStatus.ENQUEUED.value
+    row.retry_after = deferred.until
+    row.updated_at = now

@@ -25,8 +25,11 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.clients import async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import health, oauth, status, webhooks
+from service.web import health, metrics, oauth, status, webhooks
+from service.web.batching import InboxBatcher
 from service.web.errors import exception_handlers
+from service.web.metrics import WebhookCounters
+from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,22 @@ def create_app(
             app.state.engine = db
             app.state.broker = queue
             app.state.dispatcher = Dispatcher(queue)
+            app.state.webhook_counters = WebhookCounters()
+            app.state.subscription_gate = SubscriptionGate(
+                db, settings.strava_subscription_id, settings.subscription_cache_seconds
+            )
+            # Closed (drained) before the engine and broker it uses, which were pushed first.
+            batcher = InboxBatcher(
+                db,
+                app.state.dispatcher,
+                app.state.webhook_counters,
+                max_batch=settings.ingest_batch_max,
+            )
+            batcher.start()
+            owned.push_async_callback(batcher.aclose)
+            app.state.inbox_batcher = batcher
+            if settings.webhook_secret is not None:
+                _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())
             app.state.strava = client
             app.state.quota = scheduler
             app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
@@ -77,7 +96,21 @@ def create_app(
         log.info("web app stopped")
 
     return Starlette(
-        routes=[*webhooks.routes(settings), *oauth.routes(), *health.routes(), *status.routes()],
+        routes=[
+            *webhooks.routes(settings),
+            *oauth.routes(),
+            *health.routes(),
+            *status.routes(),
+            *metrics.routes(),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+
+
+def _redact_in_access_log(owned: AsyncExitStack, secret: str) -> None:
+    # uvicorn's access log prints the request path, which ends in WEBHOOK_SECRET.
+    access_log = logging.getLogger("uvicorn.access")
+    redact = RedactPathSecret(secret)
+    access_log.addFilter(redact)
+    owned.callback(access_log.removeFilter, redact)

@@ -1,7 +1,9 @@
 """The one place where exceptions become HTTP error responses.
 
-Every error body is JSON with at least an ``"error"`` key (a human-readable reason); some
-add details such as the offending fields. Handlers raise; they never build error responses.
+Every error body is JSON with at least an ``"error"`` key (a human-readable reason); a
+rejected webhook request adds ``"reason"`` (a stable word, the key its rejection is counted
+under); some add details such as the offending fields. Handlers raise; they never build error
+responses.
 """
 
 from __future__ import annotations
@@ -27,14 +29,19 @@ class WebError(Exception):
 
     Parameters:
       message: the reason, safe to show to the caller (no secrets, no request bodies).
+      reason: a stable machine-readable word for the problem (e.g. ``content_type``); sent as
+        ``"reason"`` and used as the key rejections are counted under.
       details: extra JSON-serialisable keys for the body, e.g. ``fields`` or ``missing``.
     """
 
     status_code = 500
+    # Whether the body names ``reason``; a 404 must look like any other unknown path.
+    disclose_reason = True
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason
         self.details = details
 
 
@@ -50,16 +57,36 @@ class Forbidden(WebError):
     status_code = 403
 
 
+class NotFound(WebError):
+    """Nothing here, as far as the caller may know (e.g. a wrong secret path segment): the
+    body is Starlette's own 404, the reason is only logged and counted."""
+
+    status_code = 404
+    disclose_reason = False
+
+
 class ContentTooLarge(WebError):
     """The request body is larger than anything this endpoint accepts."""
 
     status_code = 413
 
 
+class UnsupportedMediaType(WebError):
+    """The request body is of a type this endpoint does not read."""
+
+    status_code = 415
+
+
 class UpstreamFailed(WebError):
     """Strava failed or answered something we cannot use; the caller may try again later."""
 
     status_code = 502
+
+
+class Unavailable(WebError):
+    """A dependency (the database) is down and nothing was committed; try again later."""
+
+    status_code = 503
 
 
 def error_response(
@@ -70,6 +97,8 @@ def error_response(
 
 async def _web_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WebError)
+    if exc.reason is not None and exc.disclose_reason:
+        return error_response(exc.status_code, exc.message, reason=exc.reason, **exc.details)
     return error_response(exc.status_code, exc.message, **exc.details)
 
 

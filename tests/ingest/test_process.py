@@ -1,27 +1,64 @@
-"""Processing stored events against the Strava emulator, on real PostgreSQL."""
+"""Processing stored events against the Strava emulator, on real PostgreSQL.
+
+The coalescing window is real here: the test's clock is moved past it, and the event that
+holds an activity's pending fetch is processed again, as its delayed message would be.
+"""
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from support import FakeStrava
 
 from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
-from service.ingest.process import process_event
-from service.models import Activity, Athlete, AthleteStatus, HydrationStatus, InboxEvent, utcnow
+from service.ingest.process import Deferred, process_event
+from service.models import (
+    Activity,
+    ActivityRemoval,
+    Athlete,
+    HydrationStatus,
+    InboxEvent,
+    InboxStatus,
+    PendingHydration,
+    utcnow,
+)
 from service.strava.errors import Transient
 from service.strava.quota import Tier, using_tier
 
 SUBSCRIPTION = 1
+T = 1_700_000_000
+WINDOW = timedelta(seconds=3)
+FETCH = "GET /activities/{id}"
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=utcnow)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
 
 
 @pytest.fixture(autouse=True)
 def webhook_tier() -> Iterator[None]:
     with using_tier(Tier.WEBHOOK):
         yield
+
+
+@pytest.fixture
+def clock(ctx: IngestContext) -> Clock:
+    clock = Clock()
+    ctx.clock = clock
+    ctx.coalesce_window = WINDOW
+    return clock
 
 
 def stored(ctx: IngestContext, object_id: int, owner_id: int, aspect: str, **kw: Any) -> int:
@@ -31,10 +68,22 @@ def stored(ctx: IngestContext, object_id: int, owner_id: int, aspect: str, **kw:
         aspect_type=aspect,
         owner_id=owner_id,
         subscription_id=SUBSCRIPTION,
-        event_time=kw.pop("event_time", 1_700_000_000),
+        event_time=kw.pop("event_time", T),
         updates=kw.pop("updates", {}),
     )
     return store_event(ctx.engine, event).id
+
+
+def settle(ctx: IngestContext, clock: Clock, *inbox_ids: int) -> list[Any]:
+    """Process the events in order, then run every deferred one after its window."""
+    outcomes = [process_event(ctx, i) for i in inbox_ids]
+    while deferred := [
+        i for i, o in zip(inbox_ids, outcomes, strict=True) if isinstance(o, Deferred)
+    ]:
+        clock.advance(WINDOW)
+        for inbox_id in deferred:
+            outcomes[inbox_ids.index(inbox_id)] = process_event(ctx, inbox_id)
+    return outcomes
 
 
 def activity_row(ctx: IngestContext, activity_id: int) -> Activity | None:
@@ -42,13 +91,25 @@ def activity_row(ctx: IngestContext, activity_id: int) -> Activity | None:
         return session.get(Activity, activity_id)
 
 
+def inbox_row(ctx: IngestContext, inbox_id: int) -> InboxEvent:
+    with Session(ctx.engine) as session:
+        return session.get_one(InboxEvent, inbox_id)
+
+
+def hydrated(ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int) -> int:
+    """An activity created on Strava and hydrated here; Strava's call counters reset."""
+    created = strava.emulator.create_activity(athlete_id)
+    settle(ctx, clock, stored(ctx, created["id"], athlete_id, "create"))
+    strava.emulator.reset_calls()
+    return int(created["id"])
+
+
 def test_a_create_event_hydrates_the_activity_with_stravas_values(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
-    inbox_id = stored(ctx, created["id"], athlete_id, "create")
 
-    process_event(ctx, inbox_id)
+    settle(ctx, clock, stored(ctx, created["id"], athlete_id, "create"))
 
     row = activity_row(ctx, created["id"])
     assert row is not None
@@ -59,22 +120,50 @@ def test_a_create_event_hydrates_the_activity_with_stravas_values(
         created["sport_type"],
     )
     assert row.raw_detail is not None
-    assert row.raw_detail["resource_state"] == 3
     assert row.raw_detail["laps"]
+    assert row.synced_event_time == T
+
+
+def test_a_create_waits_out_the_coalescing_window_before_fetching(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    inbox_id = stored(ctx, created["id"], athlete_id, "create")
+
+    first = process_event(ctx, inbox_id)
+
+    assert first == Deferred(clock.now + WINDOW)
+    assert strava.emulator.calls[FETCH] == 0
+    assert inbox_row(ctx, inbox_id).status == InboxStatus.ENQUEUED
+    clock.advance(WINDOW)
+    assert process_event(ctx, inbox_id) == InboxStatus.PROCESSED
+    assert strava.emulator.calls[FETCH] == 1
+
+
+def test_with_no_window_a_create_fetches_at_once(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    ctx.coalesce_window = timedelta(0)
+    created = strava.emulator.create_activity(athlete_id)
+
+    status = process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
+
+    assert status == InboxStatus.PROCESSED
+    assert strava.emulator.calls[FETCH] == 1
 
 
 def test_processing_the_same_event_twice_leaves_the_same_row(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     first = stored(ctx, created["id"], athlete_id, "create")
-    process_event(ctx, first)
+    settle(ctx, clock, first)
     before = activity_row(ctx, created["id"])
     with Session(ctx.engine) as session:
         session.get_one(InboxEvent, first).status = "received"
         session.commit()
 
-    process_event(ctx, first)
+    settle(ctx, clock, first)
 
     after = activity_row(ctx, created["id"])
     assert before is not None
@@ -84,11 +173,11 @@ def test_processing_the_same_event_twice_leaves_the_same_row(
 
 
 def test_a_redelivered_message_for_a_finished_event_costs_no_call(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
-    process_event(ctx, inbox_id)
+    settle(ctx, clock, inbox_id)
     strava.emulator.reset_calls()
 
     process_event(ctx, inbox_id)
@@ -96,19 +185,200 @@ def test_a_redelivered_message_for_a_finished_event_costs_no_call(
     assert sum(strava.emulator.calls.values()) == 0
 
 
-def test_a_delete_event_removes_the_activity(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+def test_a_title_only_update_costs_no_strava_call(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+
+    status = process_event(
+        ctx,
+        stored(
+            ctx, activity_id, athlete_id, "update", event_time=T + 1, updates={"title": "Messy"}
+        ),
+    )
+
+    assert status == InboxStatus.PROCESSED
+    assert sum(strava.emulator.calls.values()) == 0
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert row.name == "Messy"
+    assert row.update_times == {"title": T + 1}
+
+
+def test_type_and_private_updates_are_applied_without_a_strava_call(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    updates = {"type": "Walk", "private": "true"}
+
+    process_event(
+        ctx, stored(ctx, activity_id, athlete_id, "update", event_time=T + 1, updates=updates)
+    )
+
+    assert sum(strava.emulator.calls.values()) == 0
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert (row.type, row.sport_type, row.private, row.visibility) == (
+        "Walk",
+        "Walk",
+        True,
+        "only_me",
+    )
+
+
+def test_an_update_with_other_keys_fetches_the_activity(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+
+    settle(
+        ctx,
+        clock,
+        stored(
+            ctx, activity_id, athlete_id, "update", event_time=T + 1, updates={"sport_type": "Walk"}
+        ),
+    )
+
+    assert strava.emulator.calls[FETCH] == 1
+
+
+def test_an_update_for_an_activity_we_do_not_have_fetches_it(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
-    process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
 
-    process_event(ctx, stored(ctx, created["id"], athlete_id, "delete"))
+    settle(ctx, clock, stored(ctx, created["id"], athlete_id, "update", updates={"title": "x"}))
+
+    assert strava.emulator.calls[FETCH] == 1
+    row = activity_row(ctx, created["id"])
+    assert row is not None
+    assert row.name == created["name"]
+
+
+def test_a_delete_event_removes_the_activity_and_leaves_a_deleted_tombstone(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+
+    process_event(ctx, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
+
+    assert activity_row(ctx, activity_id) is None
+    with Session(ctx.engine) as session:
+        removal = session.get_one(ActivityRemoval, activity_id)
+    assert (removal.reason, removal.event_time) == ("deleted", T + 1)
+
+
+def test_with_only_activity_read_a_delete_is_recorded_as_hidden_and_a_later_create_restores(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id)
+        athlete.scopes = "read,activity:read"
+        session.add(athlete)
+        session.commit()
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    process_event(ctx, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
+    with Session(ctx.engine) as session:
+        assert session.get_one(ActivityRemoval, activity_id).reason == "hidden"
+
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "create", event_time=T + 2))
+
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert row.hydration_status == HydrationStatus.COMPLETE
+    with Session(ctx.engine) as session:
+        assert session.get(ActivityRemoval, activity_id) is None
+
+
+def test_a_burst_of_create_three_updates_and_delete_ends_deleted_without_a_fetch(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    burst = [
+        stored(ctx, created["id"], athlete_id, "create", event_time=T),
+        stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"title": "a"}),
+        stored(ctx, created["id"], athlete_id, "update", event_time=T + 2, updates={"type": "Run"}),
+        stored(ctx, created["id"], athlete_id, "update", event_time=T + 3, updates={"title": "b"}),
+        stored(ctx, created["id"], athlete_id, "delete", event_time=T + 4),
+    ]
+
+    outcomes = settle(ctx, clock, *burst)
 
     assert activity_row(ctx, created["id"]) is None
+    assert strava.emulator.calls[FETCH] <= 1
+    assert all(o in (InboxStatus.PROCESSED, InboxStatus.IGNORED) for o in outcomes)
+
+
+def test_a_burst_of_create_and_updates_costs_one_fetch_and_ends_in_the_last_state(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    burst = [stored(ctx, created["id"], athlete_id, "create", event_time=T)]
+    for n, title in enumerate(["one", "two", "three"], start=1):
+        strava.emulator.update_activity(created["id"], title=title)
+        burst.append(
+            stored(
+                ctx, created["id"], athlete_id, "update", event_time=T + n, updates={"title": title}
+            )
+        )
+
+    settle(ctx, clock, *burst)
+
+    assert strava.emulator.calls[FETCH] == 1
+    row = activity_row(ctx, created["id"])
+    assert row is not None
+    assert row.name == "three"
+    with Session(ctx.engine) as session:
+        assert session.exec(select(PendingHydration)).all() == []
+
+
+def test_an_older_title_update_arriving_late_never_overwrites_a_newer_one(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    newer = stored(
+        ctx, activity_id, athlete_id, "update", event_time=T + 20, updates={"title": "new"}
+    )
+    older = stored(
+        ctx, activity_id, athlete_id, "update", event_time=T + 10, updates={"title": "old"}
+    )
+
+    outcomes = settle(ctx, clock, newer, older)
+
+    assert outcomes == [InboxStatus.PROCESSED, InboxStatus.IGNORED]
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert row.name == "new"
+
+
+def test_a_create_arriving_after_its_delete_does_not_bring_the_activity_back(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    delete = stored(ctx, created["id"], athlete_id, "delete", event_time=T + 5)
+    create = stored(ctx, created["id"], athlete_id, "create", event_time=T)
+
+    settle(ctx, clock, delete, create)
+
+    assert activity_row(ctx, created["id"]) is None
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_a_delete_older_than_a_later_create_is_ignored(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    create = stored(ctx, created["id"], athlete_id, "create", event_time=T + 5)
+    delete = stored(ctx, created["id"], athlete_id, "delete", event_time=T)
+
+    outcomes = settle(ctx, clock, create, delete)
+
+    assert outcomes[1] == InboxStatus.IGNORED
+    assert activity_row(ctx, created["id"]) is not None
 
 
 def test_an_event_of_an_unknown_owner_is_ignored_without_calling_strava(
-    ctx: IngestContext, strava: FakeStrava
+    ctx: IngestContext, clock: Clock, strava: FakeStrava
 ) -> None:
     inbox_id = stored(ctx, 16181809559, 999_999, "create")
 
@@ -119,7 +389,7 @@ def test_an_event_of_an_unknown_owner_is_ignored_without_calling_strava(
 
 
 def test_a_token_about_to_expire_is_refreshed_and_the_rotated_one_stored_first(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     with Session(ctx.engine) as session:
         athlete = session.get_one(Athlete, athlete_id)
@@ -130,66 +400,78 @@ def test_a_token_about_to_expire_is_refreshed_and_the_rotated_one_stored_first(
         session.commit()
     created = strava.emulator.create_activity(athlete_id)
 
-    process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
+    settle(ctx, clock, stored(ctx, created["id"], athlete_id, "create"))
 
     with Session(ctx.engine) as session:
         athlete = session.get_one(Athlete, athlete_id)
         new_refresh = ctx.cipher.decrypt(athlete.refresh_token_enc or "")
     assert new_refresh != old_refresh
-    assert athlete.expires_at is not None
-    assert athlete.expires_at > utcnow()
     row = activity_row(ctx, created["id"])
     assert row is not None
     assert row.hydration_status == HydrationStatus.COMPLETE
 
 
 def test_an_activity_strava_no_longer_has_is_marked_not_available(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
-    created = strava.emulator.create_activity(athlete_id)
-    process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
-    strava.emulator.delete_activity(created["id"])
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.delete_activity(activity_id)
 
-    process_event(ctx, stored(ctx, created["id"], athlete_id, "update", updates={"title": "x"}))
+    settle(
+        ctx,
+        clock,
+        stored(ctx, activity_id, athlete_id, "update", event_time=T + 1, updates={"x": 1}),
+    )
 
-    row = activity_row(ctx, created["id"])
+    row = activity_row(ctx, activity_id)
     assert row is not None
     assert row.hydration_status == HydrationStatus.NOT_AVAILABLE
 
 
-def test_deauthorization_purges_tokens_and_activities_and_keeps_a_tombstone(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
-) -> None:
-    created = strava.emulator.create_activity(athlete_id)
-    process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
-
-    inbox_id = stored(
-        ctx,
-        athlete_id,
-        athlete_id,
-        "update",
-        object_type="athlete",
-        updates={"authorized": "false"},
-    )
-    process_event(ctx, inbox_id)
-
-    with Session(ctx.engine) as session:
-        athlete = session.get_one(Athlete, athlete_id)
-    assert athlete.status == AthleteStatus.DEAUTHORIZED
-    assert athlete.access_token_enc is None
-    assert athlete.refresh_token_enc is None
-    assert athlete.deauthorized_at is not None
-    assert activity_row(ctx, created["id"]) is None
-
-
-def test_a_strava_outage_raises_transient(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+def test_a_strava_outage_raises_transient_and_the_retry_fetches(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
+    process_event(ctx, inbox_id)
+    clock.advance(WINDOW)
     strava.emulator.fail_next(1, status=503)
 
     with pytest.raises(Transient):
         process_event(ctx, inbox_id)
 
     assert activity_row(ctx, created["id"]) is None
+    assert process_event(ctx, inbox_id) == InboxStatus.PROCESSED
+    assert activity_row(ctx, created["id"]) is not None
+
+
+def test_an_event_covered_by_a_pending_fetch_is_processed_without_a_call(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
+
+    status = process_event(
+        ctx, stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"x": 1})
+    )
+
+    assert status == InboxStatus.PROCESSED
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_a_pending_fetch_whose_holder_failed_for_good_is_taken_over_by_the_next_event(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    holder = stored(ctx, created["id"], athlete_id, "create")
+    process_event(ctx, holder)
+    with Session(ctx.engine) as session:
+        session.get_one(InboxEvent, holder).status = "failed"
+        session.commit()
+
+    status = process_event(
+        ctx, stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"x": 1})
+    )
+
+    assert status == InboxStatus.PROCESSED
+    assert strava.emulator.calls[FETCH] == 1

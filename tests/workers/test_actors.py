@@ -48,6 +48,8 @@ def workers(
         broker_url=redis_url,
         quota_window_seconds=WINDOW_SECONDS,
         quota_day_seconds=96 * WINDOW_SECONDS,
+        # No coalescing delay: the event must meet the exhausted window it was sent in.
+        event_coalesce_seconds=0,
         **strava.urls,
     )
     broker = build_broker(redis_url)

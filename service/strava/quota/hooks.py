@@ -22,6 +22,9 @@ from service.strava.ratelimit import RateLimitSnapshot
 log = logging.getLogger(__name__)
 
 _tier: ContextVar[Tier | None] = ContextVar("strava_quota_tier", default=None)
+# When this context's request went out, by the scheduler's clock: tells ``observe`` which
+# window the usage in its answer was counted in (each thread and task has its own).
+_sent_at: ContextVar[float | None] = ContextVar("strava_quota_sent_at", default=None)
 
 
 @contextmanager
@@ -71,13 +74,14 @@ class QuotaHooks(RequestHooks):
         self.scheduler = scheduler
 
     def before_request(self, request: RequestInfo) -> None:
+        _sent_at.set(self.scheduler.now())
         self.scheduler.reserve(_tier_for(request), request.kind)
 
     def after_response(
         self, request: RequestInfo, status_code: int | None, rate_limit: RateLimitSnapshot
     ) -> None:
         try:
-            self.scheduler.observe(request.kind, status_code, rate_limit)
+            self.scheduler.observe(request.kind, status_code, rate_limit, _sent_at.get())
         except Exception:
             log.exception(
                 "quota reconcile failed operation=%s status=%s", request.operation, status_code
@@ -98,13 +102,16 @@ class AsyncQuotaHooks(AsyncRequestHooks):
         self.scheduler = scheduler
 
     async def before_request(self, request: RequestInfo) -> None:
+        _sent_at.set(self.scheduler.now())
         await asyncio.to_thread(self.scheduler.reserve, _tier_for(request), request.kind)
 
     async def after_response(
         self, request: RequestInfo, status_code: int | None, rate_limit: RateLimitSnapshot
     ) -> None:
         try:
-            await asyncio.to_thread(self.scheduler.observe, request.kind, status_code, rate_limit)
+            await asyncio.to_thread(
+                self.scheduler.observe, request.kind, status_code, rate_limit, _sent_at.get()
+            )
         except Exception:
             log.exception(
                 "quota reconcile failed operation=%s status=%s", request.operation, status_code

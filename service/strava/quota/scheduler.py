@@ -20,7 +20,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -218,6 +218,31 @@ def plan_reconciliation(
     )
 
 
+def drop_stale_usage(
+    config: QuotaConfig, plan: Reconciliation, sent_at: float, now: float
+) -> Reconciliation:
+    """Keep only the usage of windows that have not rolled since the request was sent.
+
+    A request sent just before a boundary is counted by Strava in the old window; if its
+    answer arrives after the boundary, that usage would otherwise be applied to the new
+    window, and since counters are never lowered it would shut the new window to every tier
+    whose share is below the old usage, for the whole window (scripts/bench_quota.py measured
+    a window in which backfill sent 1 request of its 66). The next answer sent in the new
+    window reports its usage; until then a request that reached Strava after the boundary
+    may be missing from the new count, which the safety margin covers. Limits and 429s
+    still apply as before.
+    """
+    rolled = {
+        window
+        for window in WINDOWS
+        if window_index(sent_at, config.length(window)) != window_index(now, config.length(window))
+    }
+    if not rolled or not plan.usage:
+        return plan
+    usage = {key: value for key, value in plan.usage.items() if key[1] not in rolled}
+    return replace(plan, usage=usage)
+
+
 def _pick(pair: WindowPair, window: Window) -> int:
     return pair.short if window == "short" else pair.daily
 
@@ -337,18 +362,30 @@ class QuotaScheduler(ABC):
             raise QuotaExceeded(tier, window, self._next_start(window, now))
 
     def observe(
-        self, kind: RequestKind, status_code: int | None, snapshot: RateLimitSnapshot
+        self,
+        kind: RequestKind,
+        status_code: int | None,
+        snapshot: RateLimitSnapshot,
+        sent_at: float | None = None,
     ) -> None:
         """Reconcile with one response: adopt reported limits, raise counters to reported
         usage, and on a 429 mark the exhausted window full and count it.
 
-        Usage is applied to the windows current when the response arrives: an answer that
-        crosses a boundary may carry the old window's usage into the new one, which errs on
-        the side of spending less for a moment.
+        Usage is applied to the windows current when the response arrives. With ``sent_at``
+        (``now()`` when the request went out), usage of a window that has rolled since is
+        dropped (``drop_stale_usage``); without it, an answer that crosses a boundary may
+        carry the old window's usage into the new one.
         """
+        now = self._clock()
         plan = plan_reconciliation(kind, status_code, snapshot)
+        if sent_at is not None:
+            plan = drop_stale_usage(self.config, plan, sent_at, now)
         if not plan.empty:
-            self._reconcile(self._clock(), plan)
+            self._reconcile(now, plan)
+
+    def now(self) -> float:
+        """The scheduler's clock; hooks stamp ``sent_at`` for ``observe`` with it."""
+        return self._clock()
 
     def retry_at(self, window: Window) -> datetime:
         """When the next ``window`` starts: the earliest a refused request may go again."""

@@ -23,7 +23,7 @@ from service.strava.quota import (
     using_tier,
 )
 from service.strava.quota.memory import MemoryQuotaScheduler
-from service.strava.ratelimit import EMPTY_SNAPSHOT, RateLimitSnapshot, WindowPair
+from service.strava.ratelimit import EMPTY_SNAPSHOT, WindowPair
 
 NOON = 1780272000 + 12 * 3600  # 2026-06-01T12:00:00Z
 READ = RequestInfo("list_activity_laps", "read", "GET")
@@ -168,6 +168,24 @@ def test_the_client_reconciles_with_the_response_headers(
     assert status.window("overall", "daily").limit == 3000
 
 
+def test_an_answer_that_crosses_a_boundary_leaves_the_new_window_alone() -> None:
+    clock = FakeClock(NOON + 900 - 0.01)
+    scheduler = MemoryQuotaScheduler(QuotaConfig(read_limit=WindowPair(100, 1000)), clock)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        clock.now = NOON + 900 + 0.05  # Strava counted it in the old window; we read it later
+        return httpx.Response(200, json=[], headers=HEADERS)
+
+    with (
+        client(scheduler, httpx.MockTransport(answer)) as strava,
+        using_tier(Tier.BACKFILL),
+    ):
+        strava.list_activity_laps("token", 1)
+
+    assert reads(scheduler) == 0
+    assert scheduler.status().window("read", "daily").used == 300
+
+
 def test_a_429_from_strava_holds_every_call_until_the_window_resets(
     scheduler: MemoryQuotaScheduler,
 ) -> None:
@@ -187,7 +205,7 @@ def test_a_429_from_strava_holds_every_call_until_the_window_resets(
 def test_a_failed_reconcile_is_logged_and_the_response_still_returned(
     scheduler: MemoryQuotaScheduler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(kind: object, status_code: object, snapshot: RateLimitSnapshot) -> None:
+    def broken(*args: object) -> None:
         raise ConnectionError("backend down")
 
     scheduler.observe = broken  # type: ignore[method-assign]

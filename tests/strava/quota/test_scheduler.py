@@ -359,6 +359,41 @@ def test_reported_usage_by_other_clients_leaves_less_for_us(make_scheduler: Make
     assert scheduler.status().as_json()["buckets"]["read"]["short"]["other"] == 60
 
 
+def test_usage_counted_before_a_boundary_is_not_carried_into_the_next_window(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON + QUARTER - 0.01)
+    scheduler = make_scheduler(clock)
+    sent_at = scheduler.now()
+    scheduler.reserve(Tier.WEBHOOK, "read")
+    clock.now = NOON + QUARTER + 0.05  # the answer arrives in the next quarter hour
+
+    scheduler.observe("read", 200, snapshot(usage=(90, 500), read_usage=(90, 500)), sent_at)
+
+    # The old quarter hour's 90 would have shut the new one to backfill (66) for 15 minutes;
+    # the day has not rolled, so its usage still counts.
+    assert used(scheduler) == {
+        "overall.short": 0,
+        "overall.daily": 500,
+        "read.short": 0,
+        "read.daily": 500,
+    }
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66
+
+
+def test_usage_of_a_request_sent_in_the_current_window_still_counts(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+    sent_at = scheduler.now()
+    clock.now = NOON + 0.2
+
+    scheduler.observe("read", 200, snapshot(read_usage=(60, 60)), sent_at)
+
+    assert used(scheduler)["read.short"] == 60
+
+
 def test_reported_limits_replace_the_configured_ones(make_scheduler: MakeScheduler) -> None:
     scheduler = make_scheduler(FakeClock(NOON))
 

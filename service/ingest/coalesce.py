@@ -1,0 +1,307 @@
+"""The effects of activity events on storage: bursts coalesced into one fetch, updates
+applied locally, deletions with a tombstone, and event order respected.
+
+Concurrency: every decision about an activity is taken under a lock on its owner's athlete
+row (`lock_owner`), held only for the short read-decide-write transaction, never across a
+call to Strava. Several worker processes may handle events of one activity at once; the
+lock serialises them, and the same lock makes a purge exclusive with them.
+
+Coalescing: the first event that needs a fetch inserts a `PendingHydration` row naming
+itself; it fetches when the row is due (after the coalescing window). Events arriving in
+the meantime only raise the row's `requested_event_time`. If one of them arrived after the
+fetch began, the holder fetches once more. A delete removes the row, so a pending fetch
+then finds nothing to do. A holder that failed for good is replaced by the next event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col
+
+from service.db import session_scope, upsert_insert
+from service.ingest.activities import summary_columns
+from service.ingest.context import IngestContext
+from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
+from service.ingest.tokens import access_token_for
+from service.models import (
+    Activity,
+    ActivityRemoval,
+    Athlete,
+    AthleteStatus,
+    HydrationStatus,
+    InboxEvent,
+    InboxStatus,
+    PendingHydration,
+)
+from service.strava.errors import NotFound, Unauthorized
+
+log = logging.getLogger(__name__)
+
+# The columns each locally applied key writes (events._column_values).
+_COLUMNS_OF_KEY: dict[str, tuple[str, ...]] = {
+    LocalKey.TITLE: ("name",),
+    LocalKey.TYPE: ("type", "sport_type"),
+    LocalKey.PRIVATE: ("private", "visibility"),
+}
+# An inbox event in one of these may still fetch; otherwise its pending fetch is orphaned.
+_LIVE = (InboxStatus.RECEIVED.value, InboxStatus.ENQUEUED.value, InboxStatus.RATE_LIMITED.value)
+
+
+def lock_owner(session: Session, owner_id: int) -> None:
+    """Serialise work on this athlete's data until the transaction ends.
+
+    An UPDATE rather than SELECT … FOR UPDATE: it takes the row lock on PostgreSQL and also
+    SQLite's write lock at once, so a read-then-write cannot interleave there either.
+    """
+    session.execute(
+        sa.update(Athlete)
+        .where(col(Athlete.id) == owner_id)
+        .values(updated_at=col(Athlete.updated_at))
+    )
+
+
+def owner_of(session: Session, owner_id: int) -> Owner:
+    athlete = session.get(Athlete, owner_id)
+    if athlete is None:
+        return Owner(status=None)
+    scopes = {s.strip() for s in athlete.scopes.split(",")}
+    return Owner(status=AthleteStatus(athlete.status), read_all="activity:read_all" in scopes)
+
+
+def activity_state(session: Session, activity_id: int) -> ActivityState:
+    row = session.get(Activity, activity_id)
+    removal = session.get(ActivityRemoval, activity_id)
+    pending = session.get(PendingHydration, activity_id)
+    seen = [t for t in (row and row.event_time, pending and pending.requested_event_time) if t]
+    return ActivityState(
+        stored=row is not None,
+        event_time=max(seen) if seen else None,
+        synced_event_time=row.synced_event_time if row else None,
+        update_times=dict(row.update_times or {}) if row else {},
+        visibility=row.visibility if row else None,
+        removed_event_time=removal.event_time if removal else None,
+    )
+
+
+def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None:
+    """Write title/type/private from the event itself: no call to Strava (§1.3)."""
+    row = session.get_one(Activity, action.activity_id)
+    for column, value in action.values.items():
+        setattr(row, column, value)
+    row.update_times = {**(row.update_times or {}), **dict.fromkeys(action.keys, action.event_time)}
+    row.event_time = max(row.event_time or 0, action.event_time)
+    row.updated_at = now
+    session.add(row)
+
+
+def remove_activity(session: Session, action: DeleteActivity, owner_id: int, now: datetime) -> None:
+    """Delete the activity, its pending fetch and what derives from it (rows that reference
+    it cascade), and keep a tombstone so older events cannot bring it back."""
+    session.execute(
+        sa.delete(Activity)
+        .where(col(Activity.id) == action.activity_id)
+        .where(col(Activity.athlete_id) == owner_id)
+    )
+    session.execute(
+        sa.delete(PendingHydration).where(col(PendingHydration.activity_id) == action.activity_id)
+    )
+    removal = session.get(ActivityRemoval, action.activity_id)
+    if removal is None:
+        removal = ActivityRemoval(
+            activity_id=action.activity_id,
+            athlete_id=owner_id,
+            reason=action.reason.value,
+            event_time=action.event_time,
+            removed_at=now,
+        )
+    elif action.event_time >= removal.event_time:
+        removal.reason = action.reason.value
+        removal.event_time = action.event_time
+        removal.removed_at = now
+    session.add(removal)
+
+
+def request_hydration(
+    session: Session,
+    *,
+    activity_id: int,
+    owner_id: int,
+    inbox_id: int,
+    event_time: int,
+    now: datetime,
+    window: timedelta,
+) -> datetime | None:
+    """Ask for one fetch of the activity. Returns when this event must fetch (it holds the
+    pending fetch), or None when another live event's pending fetch covers it."""
+    pending = session.get(PendingHydration, activity_id)
+    if pending is None:
+        # A create after a removal (e.g. it left "Only You", §1.4) restores the activity.
+        session.execute(
+            sa.delete(ActivityRemoval).where(col(ActivityRemoval.activity_id) == activity_id)
+        )
+        pending = PendingHydration(
+            activity_id=activity_id,
+            athlete_id=owner_id,
+            inbox_id=inbox_id,
+            due_at=now + window,
+            requested_event_time=event_time,
+            created_at=now,
+        )
+        session.add(pending)
+        return pending.due_at
+    pending.requested_event_time = max(pending.requested_event_time, event_time)
+    session.add(pending)
+    if pending.inbox_id == inbox_id:
+        return pending.due_at
+    holder = session.get(InboxEvent, pending.inbox_id)
+    if holder is not None and holder.status in _LIVE:
+        return None
+    # The holder failed for good (or is gone): this event takes the fetch over, at once,
+    # since the burst the window was waiting for is long over.
+    log.info(
+        "pending fetch taken over activity_id=%s from inbox_id=%s to inbox_id=%s",
+        activity_id,
+        pending.inbox_id,
+        inbox_id,
+    )
+    pending.inbox_id = inbox_id
+    pending.due_at = now
+    return pending.due_at
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The pending fetch ran; `again_at` is set when events arrived during it and one more
+    fetch is due then."""
+
+    again_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Covered:
+    """Nothing to fetch: the activity was removed meanwhile, or another event holds it."""
+
+
+# Finishes the inbox event in the transaction that stores the fetch, so that the activity
+# and the event's status change together.
+Settle = Callable[[Session, "Fetched | Covered"], None]
+
+
+def hydrate_pending(
+    ctx: IngestContext, activity_id: int, inbox_id: int, settle: Settle
+) -> Fetched | Covered:
+    """Fetch the activity once for every event gathered on it (GET /activities/{id},
+    strava-api.md §4.2) and store it without overwriting anything newer."""
+    with session_scope(ctx.engine) as session:
+        pending = session.get(PendingHydration, activity_id)
+        if pending is None or pending.inbox_id != inbox_id:
+            settle(session, Covered())
+            return Covered()
+        row = session.get(Activity, activity_id)
+        # Every event up to `as_of` happened before this fetch starts, so it sees them.
+        as_of = max(pending.requested_event_time, (row.event_time or 0) if row else 0)
+        owner_id = pending.athlete_id
+    token = access_token_for(ctx, owner_id)
+    try:
+        result = ctx.strava.get_activity(token, activity_id)
+    except (NotFound, Unauthorized) as error:
+        # Deleted since, or hidden from our scope (§4.2): nothing to fetch. Its delete
+        # event, if one comes, removes the row.
+        log.info("activity not available activity_id=%s reason=%s", activity_id, error)
+        return _finish_fetch(ctx, activity_id, inbox_id, as_of, type(error).__name__, settle)
+    values = {
+        **summary_columns(result.data),
+        "raw_detail": result.raw,
+        "hydration_status": HydrationStatus.COMPLETE.value,
+        "hydration_missing": None,
+        "hydrated_at": ctx.clock(),
+        "hydrate_attempts": 0,
+        "last_hydrate_error": None,
+        "retry_after": None,
+    }
+    return _finish_fetch(ctx, activity_id, inbox_id, as_of, values, settle)
+
+
+def _finish_fetch(
+    ctx: IngestContext,
+    activity_id: int,
+    inbox_id: int,
+    as_of: int,
+    fetched: dict[str, Any] | str,
+    settle: Settle,
+) -> Fetched | Covered:
+    """Store what the fetch returned (column values, or why it is not available)."""
+    with session_scope(ctx.engine) as session:
+        outcome = _store_under_lock(ctx, session, activity_id, inbox_id, as_of, fetched)
+        settle(session, outcome)
+    log.info(
+        "activity fetched activity_id=%s inbox_id=%s outcome=%s", activity_id, inbox_id, outcome
+    )
+    return outcome
+
+
+def _store_under_lock(
+    ctx: IngestContext,
+    session: Session,
+    activity_id: int,
+    inbox_id: int,
+    as_of: int,
+    fetched: dict[str, Any] | str,
+) -> Fetched | Covered:
+    now = ctx.clock()
+    pending = session.get(PendingHydration, activity_id)
+    if pending is None:
+        return Covered()
+    lock_owner(session, pending.athlete_id)
+    session.refresh(pending)
+    if pending.inbox_id != inbox_id:
+        # Removed during the fetch (a delete or a purge): the data must not come back.
+        return Covered()
+    row = session.get(Activity, activity_id)
+    if isinstance(fetched, dict):
+        _store_fetched(ctx, session, row, activity_id, fetched, as_of)
+    elif row is not None:
+        row.hydration_status = HydrationStatus.NOT_AVAILABLE.value
+        row.last_hydrate_error = fetched
+        row.updated_at = now
+        session.add(row)
+    if pending.requested_event_time > as_of:
+        # An event came in after the fetch began: its change may be missing from it.
+        pending.due_at = now + ctx.coalesce_window
+        session.add(pending)
+        return Fetched(again_at=pending.due_at)
+    session.delete(pending)
+    return Fetched()
+
+
+def _store_fetched(
+    ctx: IngestContext,
+    session: Session,
+    row: Activity | None,
+    activity_id: int,
+    values: dict[str, Any],
+    as_of: int,
+) -> None:
+    now = ctx.clock()
+    values = dict(values)
+    if row is not None:
+        # A key applied locally from an event newer than the fetch keeps its value.
+        for key, time in (row.update_times or {}).items():
+            if time > as_of:
+                for column in _COLUMNS_OF_KEY.get(key, ()):
+                    values.pop(column, None)
+    values["event_time"] = max(as_of, (row.event_time or 0) if row else 0)
+    values["synced_event_time"] = max(as_of, (row.synced_event_time or 0) if row else 0)
+    values["updated_at"] = now
+    statement = upsert_insert(ctx.engine, Activity).values(id=activity_id, created_at=now, **values)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"], set_={k: statement.excluded[k] for k in values}
+        )
+    )

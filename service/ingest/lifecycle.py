@@ -1,0 +1,123 @@
+"""The inbox lifecycle after processing: dead events listed and re-driven, old rows pruned.
+
+An event that keeps failing is retried with backoff by the actors (service/ingest/retry.py)
+up to `RETRY_MAX_ATTEMPTS` attempts, then left `failed` with its last error: a dead event.
+An operator lists them (`strava-ingest events failed`), fixes the cause, and replays them
+(`strava-ingest events replay`). Finished rows are pruned after `INBOX_RETENTION_DAYS`;
+Strava retries an event only for minutes (strava-api.md §1.3), so dedupe needs no more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from service.db import session_scope
+from service.ingest.inbox import mark_enqueued
+from service.models import ActivityRemoval, InboxEvent, InboxStatus
+
+log = logging.getLogger(__name__)
+
+# What `replay` may re-drive. Rows still waiting (received, enqueued, rate_limited) are the
+# relay's business, not an operator's.
+REPLAYABLE = (InboxStatus.FAILED, InboxStatus.IGNORED, InboxStatus.PROCESSED)
+_PRUNABLE = (InboxStatus.PROCESSED.value, InboxStatus.IGNORED.value)
+
+
+def events_with_status(
+    engine: Engine,
+    status: InboxStatus = InboxStatus.FAILED,
+    *,
+    since: datetime | None = None,
+    limit: int = 1000,
+) -> list[InboxEvent]:
+    """Inbox rows in `status` (dead ones by default), received at or after `since`, oldest
+    first."""
+    query = select(InboxEvent).where(col(InboxEvent.status) == status.value)
+    if since is not None:
+        query = query.where(col(InboxEvent.received_at) >= since)
+    with session_scope(engine) as session:
+        return list(session.exec(query.order_by(col(InboxEvent.id)).limit(limit)).all())
+
+
+def reset_for_replay(
+    engine: Engine,
+    status: InboxStatus = InboxStatus.FAILED,
+    *,
+    since: datetime | None = None,
+    now: datetime,
+) -> list[int]:
+    """Put rows in `status` back to `received` with a fresh retry budget; returns their ids.
+
+    `last_error` is kept until the replay succeeds, so the reason stays visible meanwhile.
+    `received` is what the relay re-sends, so a reset row is never stranded.
+    """
+    if status not in REPLAYABLE:
+        raise ValueError(f"cannot replay {status.value} events: the relay re-sends those")
+    statement = (
+        sa.update(InboxEvent)
+        .where(col(InboxEvent.status) == status.value)
+        .values(
+            status=InboxStatus.RECEIVED.value,
+            attempts=0,
+            retry_after=None,
+            processed_at=None,
+            updated_at=now,
+        )
+        .returning(col(InboxEvent.id))
+    )
+    if since is not None:
+        statement = statement.where(col(InboxEvent.received_at) >= since)
+    with session_scope(engine) as session:
+        ids = sorted(int(i) for i in session.execute(statement).scalars())
+    log.info("events reset for replay status=%s count=%s", status.value, len(ids))
+    return ids
+
+
+def send_all(engine: Engine, inbox_ids: Sequence[int], send: Callable[[int], None]) -> int:
+    """Hand the rows to the broker; stops at the first refusal (the relay sends the rest)."""
+    sent: list[int] = []
+    for inbox_id in inbox_ids:
+        try:
+            send(inbox_id)
+        except Exception:
+            log.exception("replay: broker refused inbox_id=%s; the relay will re-send", inbox_id)
+            break
+        sent.append(inbox_id)
+    mark_enqueued(engine, sent)
+    return len(sent)
+
+
+def replay(
+    engine: Engine,
+    send: Callable[[int], None],
+    status: InboxStatus = InboxStatus.FAILED,
+    *,
+    since: datetime | None = None,
+    now: datetime,
+) -> int:
+    """Re-drive events: reset them, then send them through the broker. Returns how many
+    were handed to the broker."""
+    return send_all(engine, reset_for_replay(engine, status, since=since, now=now), send)
+
+
+def prune(engine: Engine, *, older_than: timedelta, now: datetime) -> int:
+    """Delete processed and ignored rows finished before `now - older_than`, and activity
+    tombstones as old: no event that old arrives any more. Failed rows stay until replayed.
+    Returns how many inbox rows were deleted."""
+    cutoff = now - older_than
+    with session_scope(engine) as session:
+        deleted = session.execute(
+            sa.delete(InboxEvent)
+            .where(col(InboxEvent.status).in_(_PRUNABLE))
+            .where(col(InboxEvent.processed_at) < cutoff)
+        ).rowcount  # type: ignore[attr-defined]
+        session.execute(sa.delete(ActivityRemoval).where(col(ActivityRemoval.removed_at) < cutoff))
+    if deleted:
+        log.info("inbox pruned deleted=%s before=%s", deleted, cutoff.isoformat())
+    return int(deleted)

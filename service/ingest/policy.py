@@ -1,0 +1,63 @@
+"""Which listed activities get hydrated, and at what priority: a pure decision.
+
+Listing summaries is cheap (one call per 200, strava-api.md §4.1); hydrating costs a call per
+activity (§4.2), so only what the product needs soon is hydrated eagerly: the recent window
+of the configured sport types at `recent` priority, older ones at `backfill` priority or only
+on demand (DESIGN.md, "Two phases").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from service.config import Settings
+from service.models import HydrationStatus
+from service.strava.quota import Tier
+
+
+@dataclass(frozen=True)
+class HydrationPolicy:
+    """Parameters:
+    recent: how far back from now an activity counts as recent.
+    sport_types: the sport types hydrated eagerly; empty means all.
+    older: "backfill" hydrates older activities at backfill priority, "on_demand" never eagerly.
+    """
+
+    recent: timedelta = timedelta(weeks=12)
+    sport_types: frozenset[str] = frozenset()
+    older: Literal["backfill", "on_demand"] = "backfill"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HydrationPolicy:
+        types = frozenset(t.strip() for t in settings.hydrate_sport_types.split(",") if t.strip())
+        return cls(
+            recent=timedelta(weeks=settings.hydrate_recent_weeks),
+            sport_types=types,
+            older=settings.hydrate_older,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a newly listed activity starts as: `pending` with the tier to hydrate it at, or
+    `none` (hydrated only on demand) with no tier."""
+
+    status: HydrationStatus
+    tier: Tier | None
+
+
+ON_DEMAND = Plan(HydrationStatus.NONE, None)
+
+
+def plan_hydration(
+    policy: HydrationPolicy, sport_type: str | None, start: datetime | None, now: datetime
+) -> Plan:
+    if policy.sport_types and sport_type not in policy.sport_types:
+        return ON_DEMAND
+    if start is not None and now - start <= policy.recent:
+        return Plan(HydrationStatus.PENDING, Tier.RECENT)
+    if policy.older == "backfill":
+        return Plan(HydrationStatus.PENDING, Tier.BACKFILL)
+    return ON_DEMAND

@@ -1,0 +1,563 @@
+"""Sync jobs: one listing pass over an athlete's activities, resumable, leased, cancellable.
+
+A job is a row in `sync_jobs` (kind backfill | reconcile | full_refresh). A partial unique
+index lets an athlete have one active job (queued, running or rate_limited) at most, so
+concurrent triggers collapse onto one job. A worker *claims* a job by taking its lease and
+renews the lease with every page it commits; a job whose worker died keeps an expired lease
+that the next sweep hands to another worker, so no "reset stuck syncs" step is ever needed.
+Cancelling sets a flag the runner reads before each page, so a job stops at a page boundary.
+
+Each page's summaries, the counters and the cursor are committed in one transaction
+(service/ingest/backfill.py), guarded by the lease: a crash, a cancel or a rate limit resumes
+exactly where it stopped. A job denied quota is `rate_limited` with `retry_after`; the actor
+sends itself again for then (no sleeps, no dramatiq retries).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from service.config import Settings
+from service.db import session_scope
+from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_summaries
+from service.ingest.context import IngestContext
+from service.ingest.policy import HydrationPolicy
+from service.ingest.retry import Backoff, GiveUp, RetryLater, WaitForQuota, next_step
+from service.ingest.tokens import AthleteNotConnected, access_token_for
+from service.models import (
+    ACTIVE_SYNC_STATUSES,
+    Activity,
+    OAuthState,
+    SyncJob,
+    SyncKind,
+    SyncStatus,
+)
+from service.strava.quota import Tier, using_tier
+
+log = logging.getLogger(__name__)
+
+ACTIVE = tuple(status.value for status in ACTIVE_SYNC_STATUSES)
+TIERS = {
+    SyncKind.BACKFILL: Tier.BACKFILL,
+    SyncKind.FULL_REFRESH: Tier.BACKFILL,
+    SyncKind.RECONCILE: Tier.RECONCILE,
+}
+
+SendHydration = Callable[[int, str], object]
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over, or it was cancelled under us: stop, commit nothing."""
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How jobs run.
+
+    Parameters:
+      per_page: summaries per list call (Strava's maximum is 200, strava-api.md §4.1).
+      lease: how long a claim lasts without renewal; every committed page renews it.
+      policy: which new rows are hydrated, at which tier.
+      reconcile_overlap: a reconciliation lists after (newest known start - this).
+      time_slice: one message works at most this long, then sends the job on again, so a
+        long import never holds a worker past dramatiq's time limit.
+      backoff: for transient failures of the job's list calls.
+    """
+
+    per_page: int = 200
+    lease: timedelta = timedelta(seconds=60)
+    policy: HydrationPolicy = field(default_factory=HydrationPolicy)
+    reconcile_overlap: timedelta = timedelta(days=7)
+    time_slice: timedelta = timedelta(seconds=60)
+    backoff: Backoff = field(default_factory=Backoff)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SyncOptions:
+        return cls(
+            per_page=settings.sync_page_size,
+            lease=timedelta(seconds=settings.sync_lease_seconds),
+            policy=HydrationPolicy.from_settings(settings),
+            reconcile_overlap=timedelta(days=settings.reconcile_overlap_days),
+        )
+
+
+# -- creating, reading, cancelling ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """The athlete's active job, and whether this call created it (False: one was active)."""
+
+    job: SyncJob
+    created: bool
+
+
+def start_job(
+    engine: Engine,
+    athlete_id: int,
+    kind: SyncKind,
+    now: datetime,
+    *,
+    cursor: Cursor | None = None,
+) -> Started:
+    """Create a queued job, or return the athlete's active one. A backfill or full refresh
+    that was cancelled or failed midway is continued from its cursor, not from zero."""
+    if cursor is None:
+        cursor = _unfinished_cursor(engine, athlete_id, kind) or Cursor()
+    job = SyncJob(
+        athlete_id=athlete_id,
+        kind=kind.value,
+        cursor=cursor.to_json(),
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session_scope(engine) as session:
+            session.add(job)
+    except IntegrityError:
+        # The partial unique index: another trigger won the race (or a job is running).
+        active = active_job(engine, athlete_id)
+        if active is None:  # it finished in between; a retry will create ours
+            return start_job(engine, athlete_id, kind, now, cursor=cursor)
+        return Started(active, created=False)
+    log.info("sync job created job_id=%s athlete_id=%s kind=%s", job.id, athlete_id, kind.value)
+    return Started(job, created=True)
+
+
+def _unfinished_cursor(engine: Engine, athlete_id: int, kind: SyncKind) -> Cursor | None:
+    if kind is SyncKind.RECONCILE:
+        return None
+    with Session(engine) as session:
+        last = session.exec(
+            select(SyncJob)
+            .where(SyncJob.athlete_id == athlete_id, SyncJob.kind == kind.value)
+            .order_by(col(SyncJob.id).desc())
+            .limit(1)
+        ).first()
+    if last is None or last.status not in (SyncStatus.CANCELLED, SyncStatus.FAILED):
+        return None
+    cursor = Cursor.from_json(last.cursor)
+    return None if cursor.done else cursor
+
+
+def active_job(engine: Engine, athlete_id: int) -> SyncJob | None:
+    with Session(engine) as session:
+        return session.exec(
+            select(SyncJob).where(SyncJob.athlete_id == athlete_id, col(SyncJob.status).in_(ACTIVE))
+        ).first()
+
+
+def latest_job(engine: Engine, athlete_id: int) -> SyncJob | None:
+    with Session(engine) as session:
+        return session.exec(
+            select(SyncJob)
+            .where(SyncJob.athlete_id == athlete_id)
+            .order_by(col(SyncJob.id).desc())
+            .limit(1)
+        ).first()
+
+
+def get_job(engine: Engine, job_id: int) -> SyncJob | None:
+    with Session(engine) as session:
+        return session.get(SyncJob, job_id)
+
+
+def cancel_job(engine: Engine, athlete_id: int, reason: str, now: datetime) -> SyncJob | None:
+    """Cancel the athlete's active job. A job a worker holds stops at its next page
+    boundary (the worker sees the flag); one nobody holds is cancelled at once."""
+    with session_scope(engine) as session:
+        job = session.exec(
+            select(SyncJob)
+            .where(SyncJob.athlete_id == athlete_id, col(SyncJob.status).in_(ACTIVE))
+            .with_for_update()
+        ).first()
+        if job is None:
+            return None
+        held = job.lease_owner is not None and (job.lease_expires_at or now) > now
+        job.cancel_requested = True
+        job.last_error = reason
+        job.updated_at = now
+        if not held:
+            _finish(job, SyncStatus.CANCELLED, now)
+        session.add(job)
+    log.info("sync job cancel job_id=%s athlete_id=%s held=%s", job.id, athlete_id, held)
+    return job
+
+
+def cancel_active_jobs(
+    session_or_engine: Session | Engine, athlete_id: int, reason: str, now: datetime | None = None
+) -> int:
+    """Cancel every active job of the athlete at once, e.g. at deauthorization, when there
+    is nothing left to sync with. A worker still holding one loses it at its next page
+    commit (the lease guard sees the status) and commits nothing more. Returns the count."""
+    now = now or datetime.now(UTC)
+    statement = (
+        sa.update(SyncJob)
+        .where(col(SyncJob.athlete_id) == athlete_id, col(SyncJob.status).in_(ACTIVE))
+        .values(
+            status=SyncStatus.CANCELLED.value,
+            cancel_requested=True,
+            last_error=reason,
+            lease_owner=None,
+            lease_expires_at=None,
+            retry_after=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    if isinstance(session_or_engine, Session):
+        result = session_or_engine.execute(statement)
+    else:
+        with session_scope(session_or_engine) as session:
+            result = session.execute(statement)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _finish(job: SyncJob, status: SyncStatus, now: datetime) -> None:
+    job.status = status.value
+    job.finished_at = now
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.retry_after = None
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+def claim(engine: Engine, job_id: int, owner: str, now: datetime, lease: timedelta) -> bool:
+    """Take the job's lease if nobody holds a live one. Atomic: of two workers handed the
+    same job, one wins."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            sa.update(SyncJob)
+            .where(col(SyncJob.id) == job_id, col(SyncJob.status).in_(ACTIVE))
+            .where(
+                sa.or_(
+                    col(SyncJob.lease_owner).is_(None),
+                    col(SyncJob.lease_expires_at) < now,
+                    col(SyncJob.lease_owner) == owner,
+                )
+            )
+            .values(
+                status=SyncStatus.RUNNING.value,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                started_at=sa.func.coalesce(col(SyncJob.started_at), now),
+                retry_after=None,
+                updated_at=now,
+            )
+        )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def sweep(engine: Engine, now: datetime, send: Callable[[int], object]) -> int:
+    """Hand jobs that nobody works on to a worker again: running ones whose lease expired
+    (their worker died), and waiting ones whose message may be lost (due for a lease
+    period). A duplicate message is harmless: only one claim wins. Also drops spent OAuth
+    states past their expiry. Returns how many jobs were sent."""
+    grace = timedelta(seconds=60)
+    with Session(engine) as session:
+        expired = session.exec(
+            select(SyncJob.id).where(
+                SyncJob.status == SyncStatus.RUNNING.value,
+                col(SyncJob.lease_expires_at) < now,
+            )
+        ).all()
+        waiting = session.exec(
+            select(SyncJob.id).where(
+                col(SyncJob.status).in_((SyncStatus.QUEUED.value, SyncStatus.RATE_LIMITED.value)),
+                col(SyncJob.updated_at) < now - grace,
+                sa.or_(col(SyncJob.retry_after).is_(None), col(SyncJob.retry_after) < now - grace),
+            )
+        ).all()
+    for job_id in [*expired, *waiting]:
+        if job_id is not None:
+            send(job_id)
+    with session_scope(engine) as session:
+        session.execute(sa.delete(OAuthState).where(col(OAuthState.expires_at) < now))
+    if expired:
+        log.warning("sync jobs with expired leases taken over job_ids=%s", list(expired))
+    return len(expired) + len(waiting)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: SyncStatus
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Send the job again at `at` (quota, or a backoff after a transient failure)."""
+
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Continue:
+    """The time slice ended with work left: send the job again now."""
+
+
+@dataclass(frozen=True)
+class NotClaimed:
+    """Someone else holds the job, or it is no longer active: drop the message."""
+
+
+Outcome = Finished | Wait | Continue | NotClaimed
+
+
+def run_job(
+    ctx: IngestContext,
+    job_id: int,
+    *,
+    owner: str,
+    options: SyncOptions,
+    send_hydration: SendHydration,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Work on the job for up to a time slice: claim it, then list and store page after
+    page until it ends, waits for quota, is cancelled, or the slice is over."""
+    now = ctx.clock()
+    if not claim(ctx.engine, job_id, owner, now, options.lease):
+        return NotClaimed()
+    slice_end = now + options.time_slice
+    try:
+        while True:
+            job = _held(ctx.engine, job_id, owner)
+            if job.cancel_requested:
+                return _end(ctx, job, owner, SyncStatus.CANCELLED)
+            cursor = Cursor.from_json(job.cursor)
+            if cursor.done:
+                return _complete(ctx, job, owner)
+            _list_and_store(ctx, job, cursor, owner, options, send_hydration)
+            if ctx.clock() >= slice_end:  # at least one page per message
+                _release(ctx, job_id, owner, SyncStatus.QUEUED, None)
+                return Continue()
+    except LeaseLost:
+        log.info("sync job lost its lease job_id=%s owner=%s", job_id, owner)
+        return NotClaimed()
+    except Exception as error:
+        return _defer(ctx, job_id, owner, error, options, rng or random.Random())
+
+
+def _held(engine: Engine, job_id: int, owner: str) -> SyncJob:
+    job = get_job(engine, job_id)
+    if job is None or job.status != SyncStatus.RUNNING or job.lease_owner != owner:
+        raise LeaseLost(job_id)
+    return job
+
+
+def _list_and_store(
+    ctx: IngestContext,
+    job: SyncJob,
+    cursor: Cursor,
+    owner: str,
+    options: SyncOptions,
+    send_hydration: SendHydration,
+) -> None:
+    assert job.id is not None
+    kind = SyncKind(job.kind)
+    token = access_token_for(ctx, job.athlete_id)
+    with using_tier(TIERS[kind]):
+        result = ctx.strava.list_activities(
+            token,
+            before=cursor.before,
+            after=cursor.after,
+            page=cursor.page,
+            per_page=options.per_page,
+        )
+    summaries = result.data
+    step = advance(cursor, listed(summaries), options.per_page)
+    now = ctx.clock()
+    with session_scope(ctx.engine) as session:
+        page = upsert_summaries(session, summaries, result.raw or [], options.policy, now)
+        gone = cursor.gone
+        if kind is not SyncKind.BACKFILL and step.covered is not None:
+            missing = missing_in(session, job.athlete_id, step.covered, job.created_at)
+            gone = tuple(dict.fromkeys([*gone, *missing]))
+        updated = session.execute(
+            _guarded(job.id, owner).values(
+                cursor=replace(step.cursor, gone=gone).to_json(),
+                pages=col(SyncJob.pages) + 1,
+                listed=col(SyncJob.listed) + len(summaries),
+                new=col(SyncJob.new) + len(page.new),
+                updated=col(SyncJob.updated) + len(page.updated),
+                hydrated=col(SyncJob.hydrated) + len(page.to_hydrate),
+                lease_expires_at=now + options.lease,
+                last_error=None,
+                updated_at=now,
+            )
+        )
+        if updated.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(job.id)  # rolls the page back with it
+    # After the commit: a hydration must never run for a row that is not stored yet.
+    for activity_id, tier in page.to_hydrate:
+        send_hydration(activity_id, tier.value)
+    log.info(
+        "sync page stored job_id=%s athlete_id=%s listed=%s new=%s updated=%s",
+        job.id,
+        job.athlete_id,
+        len(summaries),
+        len(page.new),
+        len(page.updated),
+    )
+
+
+def _guarded(job_id: int, owner: str) -> Any:
+    return sa.update(SyncJob).where(
+        col(SyncJob.id) == job_id,
+        col(SyncJob.lease_owner) == owner,
+        col(SyncJob.status) == SyncStatus.RUNNING.value,
+    )
+
+
+def _complete(ctx: IngestContext, job: SyncJob, owner: str) -> Outcome:
+    """End of the listing: remove what Strava no longer lists, unless that is everything
+    stored in the covered window (a safety abort: an empty listing is far likelier to be a
+    fault, e.g. a scope lost, than an athlete who deleted every activity)."""
+    assert job.id is not None
+    cursor = Cursor.from_json(job.cursor)
+    now = ctx.clock()
+    status, error, deleted = SyncStatus.COMPLETED, None, 0
+    with session_scope(ctx.engine) as session:
+        if cursor.gone:
+            stored = _stored_in_window(session, job, cursor)
+            if len(cursor.gone) >= stored:
+                status = SyncStatus.FAILED
+                error = (
+                    f"safety abort: the listing would remove all {stored} stored activities "
+                    "in its window; nothing was removed"
+                )
+            else:
+                deleted = int(
+                    session.execute(
+                        sa.delete(Activity).where(
+                            col(Activity.athlete_id) == job.athlete_id,
+                            col(Activity.id).in_(cursor.gone),
+                        )
+                    ).rowcount  # type: ignore[attr-defined]
+                )
+        updated = session.execute(
+            _guarded(job.id, owner).values(
+                status=status.value,
+                deleted=col(SyncJob.deleted) + deleted,
+                last_error=error,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+        if updated.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(job.id)
+    if error:
+        log.error("sync job aborted job_id=%s athlete_id=%s %s", job.id, job.athlete_id, error)
+    else:
+        log.info(
+            "sync job completed job_id=%s athlete_id=%s deleted=%s", job.id, job.athlete_id, deleted
+        )
+    return Finished(status)
+
+
+def _stored_in_window(session: Session, job: SyncJob, cursor: Cursor) -> int:
+    query = (
+        sa.select(sa.func.count())
+        .select_from(Activity)
+        .where(col(Activity.athlete_id) == job.athlete_id)
+        .where(col(Activity.created_at) < job.created_at)
+    )
+    if cursor.after is not None:
+        after = datetime.fromtimestamp(cursor.after + 1, UTC)
+        query = query.where(col(Activity.start_date) >= after)
+    return int(session.execute(query).scalar_one())
+
+
+def _end(ctx: IngestContext, job: SyncJob, owner: str, status: SyncStatus) -> Outcome:
+    assert job.id is not None
+    now = ctx.clock()
+    with session_scope(ctx.engine) as session:
+        session.execute(
+            _guarded(job.id, owner).values(
+                status=status.value,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+    log.info("sync job ended job_id=%s status=%s", job.id, status.value)
+    return Finished(status)
+
+
+def _release(
+    ctx: IngestContext, job_id: int, owner: str, status: SyncStatus, retry_after: datetime | None
+) -> None:
+    now = ctx.clock()
+    with session_scope(ctx.engine) as session:
+        session.execute(
+            _guarded(job_id, owner).values(
+                status=status.value,
+                retry_after=retry_after,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+
+
+def _defer(
+    ctx: IngestContext,
+    job_id: int,
+    owner: str,
+    error: Exception,
+    options: SyncOptions,
+    rng: random.Random,
+) -> Outcome:
+    """After a failed page: wait for quota, back off, or fail for good; the page's
+    transaction was rolled back, so the cursor still points at it."""
+    now = ctx.clock()
+    job = get_job(ctx.engine, job_id)
+    if job is None:
+        return NotClaimed()
+    message = f"{type(error).__name__}: {error}"[:2000]
+    if isinstance(error, AthleteNotConnected):
+        step: WaitForQuota | RetryLater | GiveUp = GiveUp(message)
+    else:
+        step = next_step(
+            error,
+            attempts=job.failed + 1,
+            now=now,
+            window_reset=ctx.quota.retry_at,
+            backoff=options.backoff,
+            rng=rng,
+        )
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    match step:
+        case WaitForQuota(at):
+            values |= {"status": SyncStatus.RATE_LIMITED.value, "retry_after": at}
+            outcome: Outcome = Wait(at)
+        case RetryLater(at):
+            values |= {"status": SyncStatus.QUEUED.value, "retry_after": at, "last_error": message}
+            values["failed"] = col(SyncJob.failed) + 1
+            outcome = Wait(at)
+        case GiveUp(reason):
+            values |= {"status": SyncStatus.FAILED.value, "retry_after": None}
+            values |= {"last_error": reason, "finished_at": now}
+            values["failed"] = col(SyncJob.failed) + 1
+            outcome = Finished(SyncStatus.FAILED)
+    with session_scope(ctx.engine) as session:
+        session.execute(_guarded(job_id, owner).values(**values))
+    log.info("sync job deferred job_id=%s step=%s error=%s", job_id, type(step).__name__, message)
+    return outcome

@@ -1,0 +1,206 @@
+"""Group commit of webhook events: many concurrent requests share one INSERT and one commit.
+
+Strava wants a 200 within two seconds and we send it only once the event is committed
+(strava-api.md §1.3; persist before ack). One commit per request would cap throughput at the
+database's commit rate, so requests put their validated event here and await a future. A single
+task takes whatever is waiting (up to ``max_batch``), stores it with one multi-row INSERT in a
+thread, commits, and resolves every future: no timer, so an idle service answers at once and a
+busy one forms larger batches by itself while the previous commit is in flight.
+
+The hand-off to the broker is a second stage that runs concurrently with the next commit: the
+batch's messages are sent in one Redis pipeline (service/web/handoff.py), then one UPDATE marks
+them enqueued. Requests do not wait for it: a broker
+failure leaves the rows `received`, and the relay re-sends them (service/ingest/inbox.py).
+
+A database failure fails every request of the batch with 503 (nothing was committed, Strava
+retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy.exc
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from service.ingest.events import WebhookEvent
+from service.ingest.inbox import StoredEvent, mark_enqueued, store_events
+from service.messaging import Dispatcher
+from service.models import InboxStatus
+from service.web.errors import Unavailable
+from service.web.handoff import enqueue_events
+from service.web.metrics import WebhookCounters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    event: WebhookEvent
+    future: asyncio.Future[StoredEvent]
+
+
+class InboxBatcher:
+    """Stores webhook events in shared transactions and hands them to the broker.
+
+    Parameters:
+      engine: the inbox's database.
+      dispatcher: sends ``process_event`` messages.
+      counters: where batches and hand-off failures are counted.
+      max_batch: at most this many events per INSERT (INGEST_BATCH_MAX).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        counters: WebhookCounters,
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self._engine = engine
+        self._dispatcher = dispatcher
+        self._counters = counters
+        self._max_batch = max_batch
+        self._waiting: asyncio.Queue[_Waiting | None] = asyncio.Queue()
+        self._handoffs: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        # Ids handed to the second stage and not finished yet: a retry arriving meanwhile
+        # finds its row still `received` but must not be sent twice.
+        self._in_handoff: set[int] = set()
+
+    def start(self) -> None:
+        """Start the two stages; call from the running event loop (the app's lifespan)."""
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="inbox-commit"),
+            asyncio.create_task(self._handoff_loop(), name="inbox-handoff"),
+        ]
+
+    async def store(self, event: WebhookEvent) -> StoredEvent:
+        """Return once the event is committed (raises Unavailable when the database fails)."""
+        if self._closed:
+            raise Unavailable("shutting down", reason="shutting_down")
+        future: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait(_Waiting(event, future))
+        return await future
+
+    async def aclose(self) -> None:
+        """Finish what is waiting (commits and hand-offs), then stop."""
+        self._closed = True
+        if not self._tasks:
+            return
+        self._waiting.put_nowait(None)
+        commit_task, handoff_task = self._tasks
+        await commit_task
+        self._handoffs.put_nowait(None)
+        await handoff_task
+        self._tasks = []
+
+    async def _commit_loop(self) -> None:
+        while True:
+            first = await self._waiting.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self._max_batch and not self._waiting.empty():
+                item = self._waiting.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+            if stopping:
+                return
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        try:
+            stored = await run_in_threadpool(
+                store_events, self._engine, [item.event for item in batch]
+            )
+        except Exception as error:
+            self._fail(batch, error)
+            return
+        self._counters.count_batch(len(batch))
+        for item, result in zip(batch, stored, strict=True):
+            if not item.future.done():  # the client may have gone away
+                item.future.set_result(result)
+        # Duplicates still `received` are sent again: their first hand-off may have failed.
+        to_send = [
+            inbox_id
+            for inbox_id in dict.fromkeys(
+                s.id for s in stored if s.status == InboxStatus.RECEIVED.value
+            )
+            if inbox_id not in self._in_handoff
+        ]
+        if to_send:
+            self._in_handoff.update(to_send)
+            self._handoffs.put_nowait(to_send)
+
+    def _fail(self, batch: list[_Waiting], error: Exception) -> None:
+        if isinstance(error, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.TimeoutError):
+            # str(error) would include the statement's parameters (event fields): log only
+            # the driver's own message.
+            orig = getattr(error, "orig", None)
+            log.error(
+                "database unavailable, batch not stored events=%d error=%s detail=%r",
+                len(batch),
+                type(error).__name__,
+                " ".join(str(orig).split()) if orig is not None else "",
+            )
+        else:
+            log.error("inbox batch failed events=%d", len(batch), exc_info=error)
+        for item in batch:
+            if not item.future.done():
+                # A fresh exception per request: one instance raised in many tasks would
+                # collect their tracebacks.
+                item.future.set_exception(
+                    Unavailable("database unavailable", reason="database_unavailable")
+                )
+
+    async def _handoff_loop(self) -> None:
+        while True:
+            ids = await self._handoffs.get()
+            if ids is None:
+                return
+            while not self._handoffs.empty():
+                more = self._handoffs.get_nowait()
+                if more is None:
+                    self._handoffs.put_nowait(None)
+                    break
+                ids.extend(more)
+            sent = await run_in_threadpool(self._send, ids)
+            if len(sent) < len(ids):
+                self._counters.handoff_failures += 1
+            if sent:
+                await run_in_threadpool(self._mark_enqueued, sent)
+            self._in_handoff.difference_update(ids)
+
+    def _send(self, ids: list[int]) -> list[int]:
+        try:
+            enqueue_events(self._dispatcher.broker, ids)
+        except Exception as error:
+            # Committed already, so Strava had its 200; the relay re-sends them.
+            log.warning(
+                "broker unavailable, events left for the relay events=%d first_event_id=%s "
+                "error=%s",
+                len(ids),
+                ids[0],
+                type(error).__name__,
+            )
+            return []
+        return ids
+
+    def _mark_enqueued(self, ids: list[int]) -> None:
+        try:
+            mark_enqueued(self._engine, ids)
+        except Exception as error:
+            # Enqueued but not recorded: the relay may send them again, which processing
+            # tolerates.
+            log.warning(
+                "could not mark events enqueued events=%d error=%s", len(ids), type(error).__name__
+            )

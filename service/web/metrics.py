@@ -1,0 +1,64 @@
+"""Webhook counters, and `GET /stats/webhooks` that shows them as JSON.
+
+Counts live in the process, on ``app.state.webhook_counters``, like the quota view at
+``/quota``: no extra dependency, and each web process answers for itself (which is also what a
+Prometheus client would do without its multiprocess mode). Every update happens on the event
+loop's thread, so plain integers need no lock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+@dataclass
+class WebhookCounters:
+    """What the webhook endpoint did since the process started.
+
+    Parameters:
+      accepted: events acknowledged with 200 (new and duplicate).
+      duplicates: of those, Strava's retries of an event already stored.
+      rejected: non-200 answers, by reason (the ``"reason"`` of the error body).
+      batches: group commits of the inbox; ``batched_events`` events in all,
+        ``largest_batch`` at most.
+      handoff_failures: batches the broker refused (their rows wait for the relay).
+    """
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    batched_events: int = 0
+    largest_batch: int = 0
+    handoff_failures: int = 0
+
+    def count_batch(self, size: int) -> None:
+        self.batches += 1
+        self.batched_events += size
+        self.largest_batch = max(self.largest_batch, size)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": dict(sorted(self.rejected.items())),
+            "batches": self.batches,
+            "batched_events": self.batched_events,
+            "largest_batch": self.largest_batch,
+            "handoff_failures": self.handoff_failures,
+        }
+
+
+async def webhook_stats(request: Request) -> JSONResponse:
+    counters: WebhookCounters = request.app.state.webhook_counters
+    return JSONResponse(counters.as_json())
+
+
+def routes() -> list[Route]:
+    return [Route("/stats/webhooks", webhook_stats, methods=["GET"])]

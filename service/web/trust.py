@@ -1,0 +1,237 @@
+"""What a webhook request must show before its event is stored (issue 5, strava-api.md §1.8).
+
+Strava documents no signature on events, so trust rests on what we can check cheaply and
+without calling Strava: an optional secret path segment, a body that looks like Strava's (JSON,
+small), the optional ``X-Strava-Signature`` when a signing secret is configured, and the
+subscription id the event names. Events whose owner we do not know are still stored; processing
+marks them ``ignored`` without an API call (events only point at data, we always refetch).
+
+Decisions, and why:
+- Content type: Strava sends ``application/json`` (the emulator and every recorded delivery
+  do). A charset parameter is accepted when it is UTF-8 (RFC 8259 allows nothing else) and
+  other parameters are ignored. A *missing* header is accepted, because the official page
+  does not promise the header and the body is parsed and validated anyway. Any other type is
+  refused with 415: it is not Strava.
+- Size: an event is a few hundred bytes (§1.4); MAX_EVENT_BYTES leaves room for long titles.
+  A declared Content-Length over it is refused before reading; a chunked body is counted
+  while streaming and refused as soon as it passes the limit, so nothing unbounded is
+  buffered.
+- Secret path segment: answered with 404, like any other unknown path, so that a prober
+  learns nothing; the log and the counter name the reason.
+- No subscription id known yet (none configured, none stored by `subscription create`): the
+  event is accepted and a warning logged. Strava only sends events once a subscription
+  exists, and the id is stored right after Strava confirms it, so refusing here would only
+  drop the events of that window (Strava's at most three attempts may all fall inside it,
+  §1.3). The cost: until the id is known, a forger can fill the inbox with events naming any
+  subscription; they still cost no API call unless they name a connected athlete, and then at
+  most one refetch with that athlete's own token. Set STRAVA_SUBSCRIPTION_ID to close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from service.ingest.subscription import stored_subscription_id
+from service.web.errors import (
+    ContentTooLarge,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+# Strava's events are a few hundred bytes (strava-api.md §1.4); anything far bigger is not one.
+MAX_EVENT_BYTES = 8 * 1024
+# The window of the signature scheme seen in public code (strava-api.md §1.8).
+SIGNATURE_TOLERANCE_SECONDS = 300
+SIGNATURE_HEADER = "x-strava-signature"
+
+
+def check_path_secret(given: str | None, expected: str | None) -> None:
+    """Refuse a request whose secret path segment is missing or wrong (when one is set)."""
+    if expected is None:
+        return
+    # Constant time, so the secret cannot be found byte by byte from response times.
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise NotFound("Not Found", reason="path_secret")
+
+
+def check_content_type(header: str | None) -> None:
+    """Accept ``application/json`` (UTF-8) or no header at all; see the module docstring."""
+    if header is None or not header.strip():
+        return
+    media_type, *parameters = (part.strip() for part in header.split(";"))
+    if media_type.lower() != "application/json":
+        raise UnsupportedMediaType("content type must be application/json", reason="content_type")
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType("charset must be utf-8", reason="content_type")
+
+
+def check_content_length(header: str | None, limit: int = MAX_EVENT_BYTES) -> None:
+    """Refuse a declared body size over the limit before reading any of it."""
+    if header is None:
+        return
+    if not header.isascii() or not header.isdigit():
+        raise InvalidRequest("Content-Length must be a number of bytes", reason="content_length")
+    if int(header) > limit:
+        raise ContentTooLarge(f"an event body is at most {limit} bytes", reason="too_large")
+
+
+async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
+    """The body, refused as soon as it grows past ``limit`` (never read whole)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ContentTooLarge(f"an event body is at most {limit} bytes", reason="too_large")
+    return bytes(body)
+
+
+_SIGNATURE_ITEM = re.compile(r"^(t|v1)=([0-9A-Za-z]+)$")
+
+
+def verify_signature(secret: bytes, header: str | None, body: bytes, now: float) -> None:
+    """Check ``X-Strava-Signature: t=<unix>,v1=<hex>``: HMAC-SHA256 over ``"<t>.<body>"``
+    within ±SIGNATURE_TOLERANCE_SECONDS of ``now`` (strava-api.md §1.8, CONTESTED: only
+    called when a signing secret is configured). Several ``v1`` values may be given (a key
+    rotation); one match suffices."""
+    if header is None:
+        raise Forbidden("X-Strava-Signature header is required", reason="signature_missing")
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for item in header.split(","):
+        match = _SIGNATURE_ITEM.match(item.strip())
+        if match is None:
+            continue
+        key, value = match.groups()
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value.lower())
+    if timestamp is None or not signatures:
+        raise Forbidden(
+            "X-Strava-Signature must be t=<unix>,v1=<hex>", reason="signature_malformed"
+        )
+    if abs(now - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
+        raise Forbidden(
+            "X-Strava-Signature timestamp is too old or too new", reason="signature_stale"
+        )
+    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(expected, given) for given in signatures):
+        raise Forbidden("X-Strava-Signature does not match", reason="signature_mismatch")
+
+
+class SubscriptionGate:
+    """Knows which subscription id events must name, without a database read per request.
+
+    A configured id (STRAVA_SUBSCRIPTION_ID) wins and is never looked up. Otherwise the id that
+    `strava-ingest subscription create | view` stored is read at most once per ``ttl``
+    seconds; one request refreshes it while others wait on the same read. When the read
+    fails, the last known id stays in use until the next try (the event's own INSERT will
+    answer 503 if the database is really down).
+
+    Parameters:
+      engine: where the stored id lives.
+      configured: STRAVA_SUBSCRIPTION_ID, or None.
+      ttl: seconds a read stays fresh (SUBSCRIPTION_CACHE_SECONDS).
+      clock: a monotonic clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        configured: int | None,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._configured = configured
+        self._ttl = ttl
+        self._clock = clock
+        self._known: int | None = configured
+        self._fresh_until = float("-inf")
+        self._lock = asyncio.Lock()
+        self._warned_unknown = False
+
+    async def expected(self) -> int | None:
+        """The id events must name, or None when no subscription is known yet."""
+        if self._configured is not None:
+            return self._configured
+        if self._clock() < self._fresh_until:
+            return self._known
+        async with self._lock:
+            if self._clock() >= self._fresh_until:
+                await self._refresh()
+        return self._known
+
+    async def _refresh(self) -> None:
+        try:
+            known = await run_in_threadpool(stored_subscription_id, self._engine)
+        except SQLAlchemyError as error:
+            log.warning(
+                "could not read the stored subscription id, keeping subscription_id=%s error=%s",
+                self._known,
+                type(error).__name__,
+            )
+        else:
+            if known != self._known:
+                log.info("subscription id now known subscription_id=%s", known)
+                self._warned_unknown = False
+            self._known = known
+        self._fresh_until = self._clock() + self._ttl
+
+    async def check(self, subscription_id: int) -> None:
+        """Refuse an event for another subscription; accept any while none is known."""
+        expected = await self.expected()
+        if expected is None:
+            if not self._warned_unknown:
+                # See the module docstring for why this accepts rather than refuses.
+                log.warning(
+                    "no subscription id known yet (run `strava-ingest subscription create` or "
+                    "set STRAVA_SUBSCRIPTION_ID); accepting events for any subscription"
+                )
+                self._warned_unknown = True
+            return
+        if subscription_id != expected:
+            raise Forbidden(
+                "subscription_id is not this app's subscription",
+                reason="wrong_subscription",
+                field="subscription_id",
+            )
+
+
+class RedactPathSecret(logging.Filter):
+    """Masks the secret path segment in log records (uvicorn's access log prints the path).
+
+    Parameters:
+      secret: the WEBHOOK_SECRET value.
+    """
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                a.replace(self._secret, "***") if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = record.msg.replace(self._secret, "***")
+        return True

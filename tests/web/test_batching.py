@@ -1,0 +1,175 @@
+"""Concurrent webhook events share commits, and each is answered only once committed
+(issue 5 item 4; service/web/batching.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from service.db import create_db_engine
+from service.ingest.events import WebhookEvent
+from service.ingest.inbox import StoredEvent
+from service.messaging import EVENTS_QUEUE, Dispatcher, build_broker
+from service.models import InboxEvent, InboxStatus
+from service.web.batching import InboxBatcher
+from service.web.errors import Unavailable
+from service.web.metrics import WebhookCounters
+
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+
+def event(object_id: int) -> WebhookEvent:
+    return WebhookEvent(
+        object_type="activity",
+        object_id=object_id,
+        aspect_type="create",
+        owner_id=134815,
+        subscription_id=120475,
+        event_time=1516126040,
+    )
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_engine(request: pytest.FixtureRequest) -> Engine:
+    name = "engine" if request.param == "postgresql" else "sqlite_engine"
+    engine: Engine = request.getfixturevalue(name)
+    return engine
+
+
+def stub_broker() -> StubBroker:
+    broker = StubBroker()
+    broker.declare_queue(EVENTS_QUEUE)
+    return broker
+
+
+def with_batcher(
+    engine: Engine,
+    broker: Any,
+    work: Callable[[InboxBatcher], Coroutine[Any, Any, Any]],
+) -> tuple[Any, WebhookCounters]:
+    """Run `work` against a started batcher, closing (draining) it afterwards."""
+    counters = WebhookCounters()
+
+    async def main() -> Any:
+        batcher = InboxBatcher(engine, Dispatcher(broker), counters, max_batch=64)
+        batcher.start()
+        try:
+            return await work(batcher)
+        finally:
+            await batcher.aclose()
+
+    return asyncio.run(main()), counters
+
+
+def statuses(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return [row.status for row in session.exec(select(InboxEvent)).all()]
+
+
+async def store_all(batcher: InboxBatcher, events: list[WebhookEvent]) -> list[StoredEvent]:
+    return list(await asyncio.gather(*(batcher.store(e) for e in events)))
+
+
+def test_concurrent_events_share_commits(any_engine: Engine) -> None:
+    events = [event(i) for i in range(200)]
+
+    stored, counters = with_batcher(any_engine, stub_broker(), lambda b: store_all(b, events))
+
+    assert len({s.id for s in stored}) == 200
+    assert all(s.created for s in stored)
+    assert counters.batched_events == 200
+    assert counters.batches < 200
+    assert len(statuses(any_engine)) == 200
+
+
+def test_each_event_gets_its_own_row_id_in_order(any_engine: Engine) -> None:
+    events = [event(i) for i in range(20)]
+
+    stored, _ = with_batcher(any_engine, stub_broker(), lambda b: store_all(b, events))
+
+    with Session(any_engine) as session:
+        object_ids = {row.id: row.object_id for row in session.exec(select(InboxEvent)).all()}
+    assert [object_ids[s.id] for s in stored] == list(range(20))
+
+
+def test_a_retry_in_the_same_batch_is_stored_once_and_acknowledged_twice(
+    any_engine: Engine,
+) -> None:
+    stored, _ = with_batcher(
+        any_engine, stub_broker(), lambda b: store_all(b, [event(1), event(1)])
+    )
+
+    first, again = stored
+    assert first.id == again.id
+    assert (first.created, again.created) == (True, False)
+    assert len(statuses(any_engine)) == 1
+
+
+def test_a_retry_in_a_later_batch_is_recognised_by_its_dedupe_key(any_engine: Engine) -> None:
+    async def twice(batcher: InboxBatcher) -> tuple[StoredEvent, StoredEvent]:
+        return await batcher.store(event(1)), await batcher.store(event(1))
+
+    (first, again), _ = with_batcher(any_engine, stub_broker(), twice)
+
+    assert again.id == first.id
+    assert not again.created
+
+
+def test_every_event_is_handed_to_the_broker_once_and_marked_enqueued(
+    any_engine: Engine,
+) -> None:
+    broker = stub_broker()
+    events = [event(i) for i in range(50)] + [event(7)]
+
+    with_batcher(any_engine, broker, lambda b: store_all(b, events))
+
+    assert broker.queues[EVENTS_QUEUE].qsize() == 50
+    assert statuses(any_engine) == [InboxStatus.ENQUEUED.value] * 50
+
+
+def test_a_database_failure_answers_every_waiting_request_unavailable() -> None:
+    down = create_db_engine(UNREACHABLE_DATABASE)
+
+    async def attempt(batcher: InboxBatcher) -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(batcher.store(event(i)) for i in range(5)), return_exceptions=True
+            )
+        )
+
+    results, _ = with_batcher(down, stub_broker(), attempt)
+
+    down.dispose()
+    assert [type(r) for r in results] == [Unavailable] * 5
+    assert {r.status_code for r in results} == {503}
+
+
+def test_a_broker_failure_still_stores_and_leaves_rows_for_the_relay(engine: Engine) -> None:
+    broker = build_broker(UNREACHABLE_REDIS)
+    events = [event(i) for i in range(10)]
+
+    stored, counters = with_batcher(engine, broker, lambda b: store_all(b, events))
+
+    assert len(stored) == 10
+    assert statuses(engine) == [InboxStatus.RECEIVED.value] * 10
+    assert counters.handoff_failures >= 1
+
+
+def test_closing_finishes_the_events_already_waiting(engine: Engine) -> None:
+    async def close_while_waiting(batcher: InboxBatcher) -> list[StoredEvent]:
+        pending = [asyncio.ensure_future(batcher.store(event(i))) for i in range(30)]
+        await asyncio.sleep(0)  # let them queue up
+        await batcher.aclose()
+        return [await p for p in pending]
+
+    stored, _ = with_batcher(engine, stub_broker(), close_while_waiting)
+
+    assert len(stored) == 30
+    assert len(statuses(engine)) == 30

@@ -1,0 +1,429 @@
+"""Forged, foreign and malformed webhook requests are refused before anything is stored
+(issue 5 item 2, strava-api.md §1.8), each with a JSON error whose reason is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from starlette.testclient import TestClient
+from support import FakeStrava
+
+from service.config import Settings
+from service.ingest.subscription import clear_subscription, save_subscription
+from service.models import InboxEvent
+from service.web.app import create_app
+from service.web.trust import MAX_EVENT_BYTES, SubscriptionGate
+
+WEBHOOK = "/webhooks/strava"
+OURS = 120475
+EVENT: dict[str, Any] = {
+    "aspect_type": "update",
+    "event_time": 1516126040,
+    "object_id": 16181809559,
+    "object_type": "activity",
+    "owner_id": 134815,
+    "subscription_id": OURS,
+    "updates": {"title": "Messy"},
+}
+PATH_SECRET = "s3cret-path-segment-0123456789"
+SIGNING_SECRET = "signing-secret-for-tests"
+HANDSHAKE = {
+    "hub.mode": "subscribe",
+    "hub.challenge": "15f7d1a91c1f40f8a748fd134752feb3",
+    "hub.verify_token": "test-verify-token",
+}
+
+
+@pytest.fixture
+def app_client(
+    make_settings: Callable[..., Settings], engine: Engine, strava: FakeStrava
+) -> Iterator[Callable[..., TestClient]]:
+    """Starts the app with extra settings, pointed at the emulator (so any call would count)."""
+    clients: list[TestClient] = []
+
+    def start(**overrides: Any) -> TestClient:
+        settings = make_settings(**strava.urls, subscription_cache_seconds=0, **overrides)
+        client = TestClient(create_app(settings, engine=engine))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(app_client: Callable[..., TestClient]) -> TestClient:
+    return app_client(strava_subscription_id=OURS)
+
+
+def inbox_rows(engine: Engine) -> list[InboxEvent]:
+    with Session(engine) as session:
+        return list(session.exec(select(InboxEvent)).all())
+
+
+def rejected(client: TestClient) -> dict[str, int]:
+    counts: dict[str, int] = client.get("/stats/webhooks").json()["rejected"]
+    return counts
+
+
+def signed(body: bytes, secret: str = SIGNING_SECRET, at: int | None = None) -> str:
+    timestamp = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+# The subscription id
+
+
+def test_an_event_for_another_subscription_is_forbidden_and_costs_nothing(
+    client: TestClient, engine: Engine, strava: FakeStrava
+) -> None:
+    response = client.post(WEBHOOK, json={**EVENT, "subscription_id": OURS + 1})
+
+    assert response.status_code == 403
+    assert response.json()["reason"] == "wrong_subscription"
+    assert "subscription_id" in response.json()["error"]
+    assert inbox_rows(engine) == []
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_an_event_for_our_configured_subscription_is_stored(
+    client: TestClient, engine: Engine
+) -> None:
+    response = client.post(WEBHOOK, json=EVENT)
+
+    assert response.status_code == 200
+    assert len(inbox_rows(engine)) == 1
+
+
+def test_the_stored_subscription_id_is_enforced(
+    app_client: Callable[..., TestClient], engine: Engine
+) -> None:
+    save_subscription(engine, OURS, "https://example.test/webhooks/strava")
+    client = app_client()
+
+    ours = client.post(WEBHOOK, json=EVENT)
+    theirs = client.post(WEBHOOK, json={**EVENT, "subscription_id": 1})
+
+    assert (ours.status_code, theirs.status_code) == (200, 403)
+
+
+def test_the_configured_subscription_id_wins_over_the_stored_one(
+    app_client: Callable[..., TestClient], engine: Engine
+) -> None:
+    save_subscription(engine, OURS + 1, None)
+    client = app_client(strava_subscription_id=OURS)
+
+    response = client.post(WEBHOOK, json=EVENT)
+
+    assert response.status_code == 200
+
+
+def test_any_subscription_is_accepted_while_none_is_known(
+    app_client: Callable[..., TestClient], engine: Engine
+) -> None:
+    client = app_client()
+
+    response = client.post(WEBHOOK, json={**EVENT, "subscription_id": 987654})
+
+    assert response.status_code == 200
+
+
+def test_a_cleared_subscription_is_no_longer_enforced(
+    app_client: Callable[..., TestClient], engine: Engine
+) -> None:
+    save_subscription(engine, OURS, None)
+    client = app_client()
+    clear_subscription(engine)
+
+    response = client.post(WEBHOOK, json={**EVENT, "subscription_id": 1})
+
+    assert response.status_code == 200
+
+
+def test_the_stored_subscription_id_is_read_once_per_ttl(engine: Engine) -> None:
+    now = [0.0]
+    gate = SubscriptionGate(engine, None, ttl=30.0, clock=lambda: now[0])
+    save_subscription(engine, OURS, None)
+    first = asyncio.run(gate.expected())
+    save_subscription(engine, OURS + 1, None)
+
+    within_ttl = asyncio.run(gate.expected())
+    now[0] = 31.0
+    after_ttl = asyncio.run(gate.expected())
+
+    assert (first, within_ttl, after_ttl) == (OURS, OURS, OURS + 1)
+
+
+def test_an_event_from_an_unknown_owner_is_stored_without_calling_strava(
+    client: TestClient, engine: Engine, strava: FakeStrava
+) -> None:
+    response = client.post(WEBHOOK, json={**EVENT, "owner_id": 999_999_999})
+
+    assert response.status_code == 200
+    assert [row.owner_id for row in inbox_rows(engine)] == [999_999_999]
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+# The secret path segment
+
+
+def test_an_event_on_the_secret_path_is_stored(
+    app_client: Callable[..., TestClient], engine: Engine
+) -> None:
+    client = app_client(webhook_secret=PATH_SECRET)
+
+    response = client.post(f"{WEBHOOK}/{PATH_SECRET}", json=EVENT)
+
+    assert response.status_code == 200
+    assert len(inbox_rows(engine)) == 1
+
+
+def test_the_handshake_is_answered_on_the_secret_path(
+    app_client: Callable[..., TestClient],
+) -> None:
+    client = app_client(webhook_secret=PATH_SECRET)
+
+    response = client.get(f"{WEBHOOK}/{PATH_SECRET}", params=HANDSHAKE)
+
+    assert response.json() == {"hub.challenge": HANDSHAKE["hub.challenge"]}
+
+
+@pytest.mark.parametrize("path", [WEBHOOK, f"{WEBHOOK}/not-the-secret-segment-at-all"])
+def test_a_missing_or_wrong_path_secret_looks_like_an_unknown_path(
+    app_client: Callable[..., TestClient], engine: Engine, path: str
+) -> None:
+    client = app_client(webhook_secret=PATH_SECRET)
+
+    response = client.post(path, json=EVENT)
+
+    assert response.status_code == 404
+    assert response.json() == client.get("/nowhere").json()
+    assert rejected(client) == {"path_secret": 1}
+    assert inbox_rows(engine) == []
+
+
+def test_the_path_secret_never_reaches_our_logs(
+    app_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="service")
+    client = app_client(webhook_secret=PATH_SECRET)
+
+    client.post(f"{WEBHOOK}/{PATH_SECRET}", json=EVENT)
+    client.post(f"{WEBHOOK}/{PATH_SECRET}", json={"not": "an event"})
+
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("service")]
+    assert ours
+    assert not [message for message in ours if PATH_SECRET in message]
+
+
+def test_the_path_secret_is_masked_in_the_access_log(
+    app_client: Callable[..., TestClient],
+) -> None:
+    app_client(webhook_secret=PATH_SECRET)
+    access_log = logging.getLogger("uvicorn.access")
+    # What uvicorn's access log writes for a request.
+    record = access_log.makeRecord(
+        access_log.name,
+        logging.INFO,
+        __file__,
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", f"{WEBHOOK}/{PATH_SECRET}", "1.1", 200),
+        None,
+    )
+
+    access_log.filter(record)
+
+    assert record.getMessage() == '127.0.0.1:5000 - "POST /webhooks/strava/*** HTTP/1.1" 200'
+
+
+# Size and content type
+
+
+def test_a_declared_oversized_body_is_refused(client: TestClient, engine: Engine) -> None:
+    body = json.dumps({**EVENT, "padding": "x" * MAX_EVENT_BYTES}).encode()
+
+    response = client.post(WEBHOOK, content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 413
+    assert response.json()["reason"] == "too_large"
+    assert inbox_rows(engine) == []
+
+
+def test_a_streamed_oversized_body_is_refused(client: TestClient, engine: Engine) -> None:
+    def chunks() -> Iterator[bytes]:
+        # No Content-Length: only counting while reading can catch it.
+        yield b'{"padding": "'
+        for _ in range(64):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = client.post(WEBHOOK, content=chunks(), headers={"content-type": "application/json"})
+
+    assert response.status_code == 413
+    assert inbox_rows(engine) == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json5"]
+)
+def test_a_body_that_is_not_json_by_its_type_is_refused(
+    client: TestClient, engine: Engine, content_type: str
+) -> None:
+    response = client.post(
+        WEBHOOK, content=json.dumps(EVENT), headers={"content-type": content_type}
+    )
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "content type must be application/json",
+        "reason": "content_type",
+    }
+    assert inbox_rows(engine) == []
+
+
+def test_a_charset_other_than_utf8_is_refused(client: TestClient) -> None:
+    response = client.post(
+        WEBHOOK,
+        content=json.dumps(EVENT),
+        headers={"content-type": "application/json; charset=latin-1"},
+    )
+
+    assert response.status_code == 415
+    assert "charset" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "Application/JSON; charset=UTF-8", None]
+)
+def test_json_with_a_utf8_charset_or_no_content_type_is_accepted(
+    client: TestClient, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+
+    response = client.post(WEBHOOK, content=json.dumps(EVENT), headers=headers)
+
+    assert response.status_code == 200
+
+
+# The optional signature
+
+
+def test_a_signature_header_is_ignored_when_no_signing_secret_is_set(client: TestClient) -> None:
+    response = client.post(WEBHOOK, json=EVENT, headers={"x-strava-signature": "t=1,v1=00"})
+
+    assert response.status_code == 200
+
+
+def test_a_correctly_signed_event_is_accepted(app_client: Callable[..., TestClient]) -> None:
+    client = app_client(webhook_signing_secret=SIGNING_SECRET)
+    body = json.dumps(EVENT).encode()
+
+    response = client.post(
+        WEBHOOK,
+        content=body,
+        headers={"content-type": "application/json", "x-strava-signature": signed(body)},
+    )
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "signature_missing"),
+        ("sha256=abc", "signature_malformed"),
+        (signed(b"another body"), "signature_mismatch"),
+        (signed(json.dumps(EVENT).encode(), secret="not-ours"), "signature_mismatch"),
+        (signed(json.dumps(EVENT).encode(), at=int(time.time()) - 301), "signature_stale"),
+    ],
+)
+def test_a_missing_wrong_or_stale_signature_is_forbidden(
+    app_client: Callable[..., TestClient], engine: Engine, header: str | None, reason: str
+) -> None:
+    client = app_client(webhook_signing_secret=SIGNING_SECRET)
+    headers = {"content-type": "application/json"}
+    if header is not None:
+        headers["x-strava-signature"] = header
+
+    response = client.post(WEBHOOK, content=json.dumps(EVENT).encode(), headers=headers)
+
+    assert response.status_code == 403
+    assert response.json()["reason"] == reason
+    assert inbox_rows(engine) == []
+
+
+# Counting
+
+
+def test_rejections_are_counted_per_reason(client: TestClient) -> None:
+    client.post(WEBHOOK, json={**EVENT, "subscription_id": 1})
+    client.post(WEBHOOK, json={**EVENT, "subscription_id": 2})
+    client.post(WEBHOOK, content=b"{", headers={"content-type": "application/json"})
+    client.post(WEBHOOK, content=b"x", headers={"content-type": "text/plain"})
+    client.get(WEBHOOK, params={**HANDSHAKE, "hub.verify_token": "guess"})
+    client.post(WEBHOOK, json=EVENT)
+
+    stats = client.get("/stats/webhooks").json()
+
+    assert stats["rejected"] == {
+        "content_type": 1,
+        "invalid_json": 1,
+        "wrong_subscription": 2,
+        "wrong_verify_token": 1,
+    }
+    assert stats["accepted"] == 1
+
+
+# Junk
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+EVENTISH = st.fixed_dictionaries(
+    {},
+    optional={name: JSON_VALUES | st.just(value) for name, value in EVENT.items()},
+)
+JUNK = st.one_of(
+    st.binary(max_size=512),
+    JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+    EVENTISH.map(lambda value: json.dumps(value).encode()),
+)
+
+
+@hypothesis_settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=JUNK, content_type=st.sampled_from([None, "application/json", "text/plain"]))
+def test_junk_bodies_never_cause_a_server_error(
+    client: TestClient, body: bytes, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+
+    response = client.post(WEBHOOK, content=body, headers=headers)
+
+    assert response.status_code in (200, 400, 403, 415), response.text
+    assert response.headers["content-type"] == "application/json"
+    if response.status_code != 200:
+        assert response.json()["error"]

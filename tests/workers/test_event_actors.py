@@ -1,0 +1,221 @@
+"""Event semantics through the real actors: Redis broker, two dramatiq workers in this
+process (standing in for two worker processes), PostgreSQL and the emulator."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from support import FakeStrava
+
+from service.config import Settings
+from service.ingest.athletes import connect_athlete
+from service.ingest.context import IngestContext, build_context
+from service.ingest.events import WebhookEvent
+from service.ingest.inbox import store_event
+from service.ingest.lifecycle import replay
+from service.ingest.retry import Backoff
+from service.launch import wait_until
+from service.messaging import Dispatcher, build_broker
+from service.models import Activity, InboxEvent, utcnow
+from service.strava.schemas import TokenResponse
+from workers.actors import declare_actors
+
+DEADLINE = 20.0
+T = 1_700_000_000
+FETCH = "GET /activities/{id}"
+
+
+@dataclass
+class Workers:
+    ctx: IngestContext
+    dispatcher: Dispatcher
+    athlete_id: int
+
+
+@pytest.fixture
+def workers(
+    engine: Engine,
+    redis_url: str,
+    strava: FakeStrava,
+    make_settings: Callable[..., Settings],
+) -> Iterator[Workers]:
+    settings = make_settings(broker_url=redis_url, event_coalesce_seconds=1.0, **strava.urls)
+    broker = build_broker(redis_url)
+    ctx = build_context(settings, engine=engine)
+    declare_actors(
+        broker,
+        ctx,
+        Backoff(base=timedelta(milliseconds=100), max_attempts=2, spread=timedelta(0)),
+    )
+    running = [dramatiq.Worker(broker, worker_threads=2, worker_timeout=50) for _ in range(2)]
+    for worker in running:
+        worker.start()
+    athlete_id = strava.emulator.athlete_ids[0]
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
+    connect_athlete(engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+    yield Workers(ctx, Dispatcher(broker), athlete_id)
+    for worker in running:
+        worker.stop()
+    broker.close()
+    ctx.strava.close()
+
+
+def push(workers: Workers, activity_id: int, aspect: str, event_time: int, **updates: Any) -> int:
+    event = WebhookEvent(
+        object_type="activity",
+        object_id=activity_id,
+        aspect_type=aspect,
+        owner_id=workers.athlete_id,
+        subscription_id=1,
+        event_time=event_time,
+        updates=updates,
+    )
+    inbox_id = store_event(workers.ctx.engine, event).id
+    workers.dispatcher.send_event(inbox_id)
+    return inbox_id
+
+
+def statuses(workers: Workers, ids: list[int]) -> list[str]:
+    with Session(workers.ctx.engine) as session:
+        rows = session.exec(select(InboxEvent).where(col(InboxEvent.id).in_(ids))).all()
+    return [r.status for r in sorted(rows, key=lambda r: r.id or 0)]
+
+
+def all_finished(workers: Workers, ids: list[int]) -> None:
+    wait_until(
+        lambda: all(s in ("processed", "ignored") for s in statuses(workers, ids)),
+        timeout=DEADLINE,
+        what=f"events {ids} to finish",
+    )
+
+
+def activity(workers: Workers, activity_id: int) -> Activity | None:
+    with Session(workers.ctx.engine) as session:
+        return session.get(Activity, activity_id)
+
+
+def hydrated(workers: Workers, strava: FakeStrava) -> int:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    all_finished(workers, [push(workers, created["id"], "create", T)])
+    strava.emulator.reset_calls()
+    return int(created["id"])
+
+
+def test_a_burst_of_create_three_updates_and_delete_ends_deleted_with_at_most_one_fetch(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+
+    burst = [
+        push(workers, created["id"], "create", T),
+        push(workers, created["id"], "update", T + 1, title="a"),
+        push(workers, created["id"], "update", T + 2, type="Walk"),
+        push(workers, created["id"], "update", T + 3, private="true"),
+        push(workers, created["id"], "delete", T + 4),
+    ]
+
+    all_finished(workers, burst)
+    assert activity(workers, created["id"]) is None
+    assert strava.emulator.calls[FETCH] <= 1
+
+
+def test_a_burst_of_create_and_updates_costs_one_fetch_and_ends_in_the_last_state(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    burst = [push(workers, created["id"], "create", T)]
+    for n, title in enumerate(["one", "two", "three"], start=1):
+        strava.emulator.update_activity(created["id"], title=title)
+        burst.append(push(workers, created["id"], "update", T + n, title=title))
+
+    all_finished(workers, burst)
+
+    assert strava.emulator.calls[FETCH] == 1
+    row = activity(workers, created["id"])
+    assert row is not None
+    assert (row.name, row.hydration_status) == ("three", "complete")
+
+
+def test_a_title_only_update_costs_zero_strava_calls(workers: Workers, strava: FakeStrava) -> None:
+    activity_id = hydrated(workers, strava)
+
+    all_finished(workers, [push(workers, activity_id, "update", T + 1, title="Messy")])
+
+    assert sum(strava.emulator.calls.values()) == 0
+    row = activity(workers, activity_id)
+    assert row is not None
+    assert row.name == "Messy"
+
+
+def test_an_older_update_delivered_after_a_newer_one_does_not_win(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    activity_id = hydrated(workers, strava)
+    newer = push(workers, activity_id, "update", T + 20, title="new")
+    all_finished(workers, [newer])
+
+    older = push(workers, activity_id, "update", T + 10, title="old")
+
+    all_finished(workers, [older])
+    row = activity(workers, activity_id)
+    assert row is not None
+    assert row.name == "new"
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_a_create_delivered_after_its_delete_leaves_nothing_and_costs_nothing(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    delete = push(workers, created["id"], "delete", T + 5)
+    all_finished(workers, [delete])
+
+    create = push(workers, created["id"], "create", T)
+
+    all_finished(workers, [create])
+    assert activity(workers, created["id"]) is None
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_an_event_of_an_unknown_owner_is_ignored_and_costs_nothing(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    event = WebhookEvent(
+        object_type="activity",
+        object_id=16181809559,
+        aspect_type="create",
+        owner_id=999_999,
+        subscription_id=1,
+        event_time=T,
+    )
+    inbox_id = store_event(workers.ctx.engine, event).id
+    workers.dispatcher.send_event(inbox_id)
+
+    all_finished(workers, [inbox_id])
+    assert statuses(workers, [inbox_id]) == ["ignored"]
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_a_failing_event_ends_dead_and_is_replayed_to_success(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+    strava.emulator.fail_next(2, status=503)
+    inbox_id = push(workers, created["id"], "create", T)
+    wait_until(
+        lambda: statuses(workers, [inbox_id]) == ["failed"], timeout=DEADLINE, what="a dead event"
+    )
+
+    replayed = replay(workers.ctx.engine, workers.dispatcher.send_event, now=utcnow())
+
+    assert replayed == 1
+    all_finished(workers, [inbox_id])
+    row = activity(workers, created["id"])
+    assert row is not None
+    assert row.hydration_status == "complete"
+    assert strava.emulator.calls[FETCH] == 3
