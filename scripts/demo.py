@@ -25,7 +25,7 @@ from sqlmodel import Session, col, func, select
 
 from service.db import create_db_engine
 from service.launch import answers, command, free_port, running, wait_until
-from service.models import Activity, InboxEvent
+from service.models import Activity, InboxEvent, SyncJob
 
 TIMEOUT = 30.0
 
@@ -131,7 +131,18 @@ def exercise(
         athlete_id = athlete["athlete_id"]
         control = f"{emulator_url}/_emulator"
 
-        step("the athlete records three activities; Strava pushes a create event for each")
+        step("the connect started a backfill of the athlete's history (20 activities)")
+        await_job(engine, athlete["sync_job_id"])
+        await_state(
+            engine,
+            lambda rows: len(rows) == 20 and all(_complete(rows, i) for i in rows),
+            "the history, listed and hydrated",
+        )
+
+        step(
+            "the athlete records three activities; Strava pushes a create event for each "
+            "(each fetch waits EVENT_COALESCE_SECONDS=3 for more events on the same activity)"
+        )
         ids = []
         for _ in range(3):
             response = http.post(f"{control}/athletes/{athlete_id}/activities", json={})
@@ -158,6 +169,21 @@ def exercise(
     print_inbox(engine)
 
 
+def await_job(engine: Engine, job_id: int) -> None:
+    def finished() -> SyncJob | None:
+        with Session(engine) as session:
+            job = session.get(SyncJob, job_id)
+        return job if job is not None and job.status == "completed" else None
+
+    started = time.monotonic()
+    job = wait_until(finished, timeout=TIMEOUT, what="the backfill job")
+    assert isinstance(job, SyncJob)
+    print(
+        f"   sync job {job_id} completed after {1000 * (time.monotonic() - started):.0f} ms: "
+        f"{job.pages} list calls, {job.new} new activities"
+    )
+
+
 def _complete(rows: dict[int, Activity], activity_id: int) -> bool:
     return activity_id in rows and rows[activity_id].hydration_status == "complete"
 
@@ -182,7 +208,8 @@ def print_activities(engine: Engine) -> None:
     header = f"{'id':>12}  {'name':<28} {'sport':<12} {'km':>7} {'start (local)':<17} hydration"
     print(header)
     print("-" * len(header))
-    for a in rows:
+    shown = 6
+    for a in rows[:shown]:
         km = f"{(a.distance or 0) / 1000:.2f}"
         local = a.start_date_local.strftime("%Y-%m-%d %H:%M") if a.start_date_local else ""
         laps = len((a.raw_detail or {}).get("laps", []))
@@ -190,6 +217,10 @@ def print_activities(engine: Engine) -> None:
             f"{a.id:>12}  {(a.name or '')[:28]:<28} {a.sport_type or '':<12} {km:>7} "
             f"{local:<17} {a.hydration_status} ({laps} laps)"
         )
+    older = rows[shown:]
+    if older:
+        complete = sum(a.hydration_status == "complete" for a in older)
+        print(f"{'':>12}  … and {len(older)} older ones from the backfill, {complete} complete")
 
 
 def print_inbox(engine: Engine) -> None:
