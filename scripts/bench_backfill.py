@@ -132,7 +132,7 @@ def build(url: str, emulator: Emulator, server: EmulatorServer) -> Bench:
 
 def reset(bench: Bench) -> None:
     with bench.engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE activities, sync_jobs"))
+        connection.execute(sa.text("TRUNCATE activities, sync_jobs CASCADE"))
     bench.emulator.reset_calls()
 
 
@@ -186,9 +186,9 @@ class Timed:
     def __init__(self, real: Callable[..., Any]) -> None:
         self.real, self.seconds, self.rows = real, 0.0, 0
 
-    def __call__(self, session: Any, summaries: Any, *args: Any) -> Any:
+    def __call__(self, session: Any, summaries: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        result = self.real(session, summaries, *args)
+        result = self.real(session, summaries, *args, **kwargs)
         session.flush()
         self.seconds += time.perf_counter() - started
         self.rows += len(summaries)
@@ -231,15 +231,18 @@ def upsert_alone(bench: Bench, n: int) -> None:
     now = bench.clock()
 
     def run(label: str, raws_of: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        # Each page with its text, as the list call hands it over (Strava's body).
+        listed = [(summaries, raws_of(raws)) for summaries, raws in pages]
+        texts = [json.dumps(raws) for _, raws in listed]
         started = time.perf_counter()
-        for summaries, raws in pages:
+        for (summaries, raws), text in zip(listed, texts, strict=True):
             with session_scope(bench.engine) as session:
-                upsert_summaries(session, summaries, raws_of(raws), OPTIONS.policy, now)
+                upsert_summaries(session, summaries, raws, OPTIONS.policy, now, raw_text=text)
         seconds = time.perf_counter() - started
         print(f"  {label:<22}{len(parsed) / seconds:>10,.0f} rows/s   target >= 20,000/s")
 
     with bench.engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE activities, sync_jobs"))
+        connection.execute(sa.text("TRUNCATE activities, sync_jobs CASCADE"))
     print("upsert alone (one transaction per 200-row page, PostgreSQL)")
     run("fresh inserts", lambda raws: raws)
     run("unchanged re-listing", lambda raws: raws)

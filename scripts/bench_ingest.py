@@ -2,8 +2,8 @@
 """Durable ingest speed (issue 5 item 4): how close the webhook endpoint, which answers only
 after the event is committed to PostgreSQL, comes to the web stack's own limit.
 
-In one run on this machine it measures, with the same uvicorn settings (one process, the
-settings of `strava-ingest serve`, LOG_LEVEL for both):
+In one run on this machine it measures, with the same uvicorn settings (`--workers`
+processes, the options of `strava-ingest serve`: uvloop and httptools; LOG_LEVEL for both):
   1. events/s of a parse-only Starlette endpoint (read body, parse, validate; no storage),
   2. events/s of our webhook endpoint (`strava-ingest serve`) with real PostgreSQL and Redis,
      both with `wrk` (closed loop, POST bodies with distinct object ids, from a Lua script);
@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the fixed rate")
     parser.add_argument("--rate-duration", type=float, default=10.0, help="seconds at --rate")
     parser.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of both servers")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn processes of both servers (serve --workers)"
+    )
     # Internal: the roles of this script's own child processes.
     parser.add_argument("--serve-parse-only", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -92,9 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # The parse-only server (a child process)
 
 
-def serve_parse_only(port: int, log_level: str) -> None:
-    """The baseline: what our endpoint does before storage, on the same uvicorn settings."""
-    import uvicorn
+def parse_only_app() -> Any:
+    """The baseline: what our endpoint does before storage (a uvicorn factory)."""
     from pydantic import ValidationError
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -112,10 +114,28 @@ def serve_parse_only(port: int, log_level: str) -> None:
             return JSONResponse({"error": "invalid event"}, status_code=400)
         return JSONResponse({"status": "received", "object_id": event.object_id})
 
-    configure_logging(log_level)
-    app = Starlette(routes=[Route(WEBHOOK, receive, methods=["POST"])])
-    # As `strava-ingest serve` runs it (service/cli/run.py).
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None)
+    configure_logging(os.environ.get("LOG_LEVEL", "WARNING"))
+    return Starlette(routes=[Route(WEBHOOK, receive, methods=["POST"])])
+
+
+def serve_parse_only(port: int, workers: int) -> None:
+    """Serve the baseline as `strava-ingest serve --workers N` serves ours (service/cli/run.py)."""
+    import uvicorn
+
+    from service.cli.run import UVICORN_OPTIONS
+
+    if workers == 1:
+        uvicorn.run(parse_only_app(), host="127.0.0.1", port=port, **UVICORN_OPTIONS)
+    else:
+        uvicorn.run(
+            "bench_ingest:parse_only_app",
+            factory=True,
+            workers=workers,
+            app_dir=str(Path(__file__).parent),
+            host="127.0.0.1",
+            port=port,
+            **UVICORN_OPTIONS,
+        )
 
 
 # The fixed-rate, open-loop generator (a child process)
@@ -252,7 +272,7 @@ def server(args: list[str], env: dict[str, str], url: str, log: Path) -> Iterato
 def main() -> None:
     args = parse_args()
     if args.serve_parse_only is not None:
-        serve_parse_only(args.serve_parse_only, args.log_level)
+        serve_parse_only(args.serve_parse_only, args.workers)
         return
     if args.generate is not None:
         generate(args.generate, args.rate, args.rate_duration)
@@ -279,8 +299,8 @@ def main() -> None:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     baseline_args = [sys.executable, __file__, "--serve-parse-only", str(port)]
-    baseline_args += ["--log-level", args.log_level]
-    with running(baseline_args, env={}, log_file=work / "baseline.log"):
+    baseline_args += ["--workers", str(args.workers)]
+    with running(baseline_args, env={"LOG_LEVEL": args.log_level}, log_file=work / "baseline.log"):
         wait_until(lambda: _accepts(port), timeout=30, what="the parse-only server")
         run_wrk(base_url, args, script, 2)  # warm-up
         baseline = run_wrk(base_url, args, script, args.duration)
@@ -298,7 +318,8 @@ def main() -> None:
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with server(command("serve", "--port", str(port)), env, url, work / "web.log"):
+    serve_args = command("serve", "--port", str(port), "--workers", str(args.workers))
+    with server(serve_args, env, url, work / "web.log"):
         run_wrk(url, args, script, 2)  # warm-up
         stats_before_wrk = _get_json(url + "/stats/webhooks")
         ours = run_wrk(url, args, script, args.duration)
@@ -342,7 +363,8 @@ def main() -> None:
 
     print(
         f"machine: {os.cpu_count()} cores; wrk -t{args.wrk_threads} -c{args.connections} "
-        f"-d{args.duration:g}s; uvicorn as `strava-ingest serve`; LOG_LEVEL={args.log_level}"
+        f"-d{args.duration:g}s; both servers as `strava-ingest serve --workers {args.workers}` "
+        f"(uvloop, httptools); LOG_LEVEL={args.log_level}"
     )
     print(
         f"parse-only Starlette endpoint : {baseline['rps']:9.0f} events/s "

@@ -26,6 +26,11 @@ class Mode(StrEnum):
 
 _DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://")
 _BROKER_SCHEMES = ("memory://", "redis://", "rediss://")
+# The stream types `GET /activities/{id}/streams` takes (strava-api.md §4.3).
+STREAM_TYPES = (
+    "time", "distance", "latlng", "altitude", "velocity_smooth", "heartrate", "cadence",
+    "watts", "temp", "moving", "grade_smooth",
+)  # fmt: skip
 
 
 class DatabaseSettings(BaseSettings):
@@ -64,6 +69,9 @@ class Settings(DatabaseSettings):
     subscription_cache_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Group commit of webhook events: at most this many per INSERT.
     ingest_batch_max: Annotated[int, Field(gt=0, le=1000)] = 256
+    # A webhook request waits at most this long for its commit, then gets 503: Strava wants an
+    # answer within 2 s, and a hung database must not make us miss it (service/web/batching.py).
+    ingest_deadline_seconds: Annotated[float, Field(gt=0, le=1.8)] = 1.5
     # One or more Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
     token_key: SecretStr
 
@@ -101,6 +109,13 @@ class Settings(DatabaseSettings):
     hydrate_recent_weeks: Annotated[int, Field(ge=0)] = 12
     hydrate_sport_types: str = ""
     hydrate_older: Literal["backfill", "on_demand"] = "backfill"
+    # Streams (strava-api.md §4.3) after a listed activity's detail: one more read call
+    # each, so by default only above backfill priority (the recent window, on demand);
+    # "all" adds older ones, "none" never. Keys: comma-separated stream types.
+    hydrate_streams: Literal["all", "recent", "none"] = "recent"
+    hydrate_stream_keys: str = (
+        "time,distance,latlng,altitude,heartrate,cadence,watts,velocity_smooth"
+    )
     # Reconciliation (service/ingest/reconcile.py): list after (newest known start - overlap);
     # each athlete once per period, at a slot spread over it. Its share of the daily quota
     # is the `reconcile` tier's daily share in QUOTA_SHARES.
@@ -153,6 +168,15 @@ class Settings(DatabaseSettings):
             # Never echo the value: it is a credential.
             raise ValueError("must be at least 16 characters of A-Z, a-z, 0-9, '-' and '_'")
         return value
+
+    @field_validator("hydrate_stream_keys")
+    @classmethod
+    def _stream_types(cls, value: str) -> str:
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        unknown = sorted(set(keys) - set(STREAM_TYPES))
+        if not keys or unknown:
+            raise ValueError(f"must be one or more of {', '.join(STREAM_TYPES)}")
+        return ",".join(keys)
 
     @field_validator("token_key")
     @classmethod

@@ -151,7 +151,11 @@ class Activity(SQLModel, table=True):
     manual: bool | None = None
     gear_id: str | None = None
     summary_polyline: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
-    raw_summary: dict[str, Any] | None = _json()
+    # `json`, not `jsonb`, on PostgreSQL: an archive kept as Strava's text, never queried
+    # inside; bulk pages skip the binary conversion (migration 0006, docs/benchmarks/backfill.md).
+    raw_summary: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON(), nullable=True)
+    )
     raw_detail: dict[str, Any] | None = _json()
     hydration_status: str = Field(default=HydrationStatus.NONE.value, max_length=16)
     hydration_missing: list[str] | None = _json()
@@ -198,6 +202,30 @@ class ActivityRemoval(SQLModel, table=True):
     reason: str = Field(max_length=16)
     event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     removed_at: datetime = _created()
+
+
+class ActivityStream(SQLModel, table=True):
+    """One stream of an activity (`GET /activities/{id}/streams`, keyed by type, strava-api.md
+    §4.3), as Strava sent it. Removed with its activity (ON DELETE CASCADE): deletes and
+    purges need no step of their own."""
+
+    __tablename__ = "activity_streams"
+
+    activity_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger,
+            sa.ForeignKey("activities.id", ondelete="CASCADE"),
+            primary_key=True,
+            autoincrement=False,
+        )
+    )
+    type: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    # `json`: an archive of up to thousands of points, read whole, never queried inside.
+    data: list[Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    series_type: str | None = Field(default=None, max_length=16)
+    original_size: int | None = None
+    resolution: str | None = Field(default=None, max_length=16)
+    fetched_at: datetime = _created()
 
 
 class PendingHydration(SQLModel, table=True):
@@ -278,13 +306,14 @@ class SyncJob(SQLModel, table=True):
     retry_after: datetime | None = _timestamp()
     cancel_requested: bool = False
     # Counters: list calls made, summaries listed, rows new / changed / removed, hydrations
-    # queued, failed attempts of the job itself.
+    # queued (they complete later, elsewhere: `strava-ingest sync status` counts those from
+    # the rows), failed attempts of the job itself.
     pages: int = 0
     listed: int = 0
     new: int = 0
     updated: int = 0
     deleted: int = 0
-    hydrated: int = 0
+    hydrations_queued: int = 0
     failed: int = 0
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_expires_at: datetime | None = _timestamp()

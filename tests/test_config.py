@@ -105,3 +105,18 @@ def test_the_service_refuses_an_unmigrated_database_and_names_the_fix(
     assert result.returncode != 0
     assert "run `strava-ingest db upgrade`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_embedded_mode_refuses_several_web_processes(environment: pytest.MonkeyPatch) -> None:
+    # Its broker and worker threads live in the one process (service/cli/run.py `serve`).
+    for name, value in REQUIRED.items():
+        environment.setenv(name, value)
+    subprocess.run(command("db", "upgrade"), capture_output=True, check=True)
+
+    result = subprocess.run(
+        command("serve", "--workers", "2"), capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode != 0
+    assert "embedded mode runs in one process" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -17,6 +17,7 @@ import dramatiq
 
 from service.ingest import hydrate, process, sync
 from service.ingest.context import IngestContext
+from service.ingest.policy import streams_for
 from service.ingest.retry import Backoff, GiveUp, next_step
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
@@ -42,6 +43,7 @@ def declare_actors(
     """Register the actors on `broker`, with their dependencies closed over."""
     policy = backoff or Backoff(max_attempts=ctx.retry_max_attempts)
     rng = random.Random()
+    options = sync_options or sync.SyncOptions()
 
     def attempt(
         items: WorkItems,
@@ -95,15 +97,15 @@ def declare_actors(
         broker=broker, actor_name=HYDRATE_ACTIVITY, queue_name=HYDRATE_QUEUE, max_retries=0
     )
     def hydrate_activity(activity_id: int, tier: str) -> None:
+        keys = streams_for(options.policy, Tier(tier))
         attempt(
             HYDRATIONS,
             activity_id,
             Tier(tier),
-            lambda: hydrate.hydrate_stored(ctx, activity_id),
+            lambda: hydrate.hydrate_stored(ctx, activity_id, keys),
             lambda delay: hydrate_activity.send_with_options(args=(activity_id, tier), delay=delay),
         )
 
-    options = sync_options or sync.SyncOptions()
     dispatcher = Dispatcher(broker)
     # Who holds a job's lease: this process and thread (uuid4 keeps restarts apart).
     worker_id = uuid.uuid4().hex[:12]

@@ -213,6 +213,7 @@ def status(athlete_id: int | None, watch: bool) -> None:
                 _watch(engine, job.id)
                 job = _get(engine, job.id)
             _print_jobs([job])
+            click.echo(_hydration_line(engine, athlete_id))
             return
         with Session(engine) as session:
             latest = sa.select(sa.func.max(SyncJob.id)).group_by(col(SyncJob.athlete_id))
@@ -222,10 +223,25 @@ def status(athlete_id: int | None, watch: bool) -> None:
         _print_jobs(list(jobs))
 
 
+def _hydration_line(engine: Engine, athlete_id: int) -> str:
+    """Where the athlete's hydrations stand, counted from the rows: a job only queues them,
+    and they complete later in the hydration workers, at their own quota tier."""
+    with Session(engine) as session:
+        rows = session.execute(
+            sa.select(col(Activity.hydration_status), sa.func.count())
+            .where(col(Activity.athlete_id) == athlete_id)
+            .group_by(col(Activity.hydration_status))
+        )
+        counts: dict[str, int] = {status: count for status, count in rows}
+    order = ("complete", "partial", "pending", "failed", "not_available", "none")
+    parts = [f"{counts.get(status, 0)} {status}" for status in order]
+    return "hydration: " + ", ".join(parts)
+
+
 def _print_jobs(jobs: list[SyncJob]) -> None:
     click.echo(
         f"{'job':>6} {'athlete':>10} {'kind':<12} {'status':<12} {'pages':>5} {'listed':>7} "
-        f"{'new':>6} {'updated':>7} {'deleted':>7} {'hydrate':>7}  note"
+        f"{'new':>6} {'updated':>7} {'deleted':>7} {'queued':>7}  note"
     )
     for job in jobs:
         note = ""
@@ -235,6 +251,6 @@ def _print_jobs(jobs: list[SyncJob]) -> None:
             note = job.last_error
         click.echo(
             f"{job.id:>6} {job.athlete_id:>10} {job.kind:<12} {job.status:<12} {job.pages:>5} "
-            f"{job.listed:>7} {job.new:>6} {job.updated:>7} {job.deleted:>7} {job.hydrated:>7}  "
-            f"{note}"
+            f"{job.listed:>7} {job.new:>6} {job.updated:>7} {job.deleted:>7} "
+            f"{job.hydrations_queued:>7}  {note}"
         )

@@ -10,8 +10,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from service.db import session_scope, upsert_insert
-from service.models import Activity, HydrationStatus
-from service.strava.schemas import DetailedActivity, SummaryActivity
+from service.models import Activity, ActivityStream, HydrationStatus
+from service.strava.schemas import DetailedActivity, Stream, SummaryActivity
+
+# What `hydration_missing` names when the detail is stored and the streams are not.
+STREAMS = "streams"
 
 
 def summary_columns(activity: SummaryActivity) -> dict[str, Any]:
@@ -52,17 +55,23 @@ def _upsert(engine: Engine, activity_id: int, values: dict[str, Any]) -> None:
 
 
 def save_detail(
-    engine: Engine, detail: DetailedActivity, raw: dict[str, Any], now: datetime
+    engine: Engine,
+    detail: DetailedActivity,
+    raw: dict[str, Any],
+    now: datetime,
+    missing: list[str] | None = None,
 ) -> None:
-    """Store a fetched detail: the activity is then hydrated (`complete`)."""
+    """Store a fetched detail: the activity is then hydrated (`complete`), or `partial`
+    while `missing` names what is still to be fetched (e.g. ["streams"])."""
+    status = HydrationStatus.PARTIAL if missing else HydrationStatus.COMPLETE
     _upsert(
         engine,
         detail.id,
         {
             **summary_columns(detail),
             "raw_detail": raw,
-            "hydration_status": HydrationStatus.COMPLETE.value,
-            "hydration_missing": None,
+            "hydration_status": status.value,
+            "hydration_missing": missing or None,
             "hydrated_at": now,
             # Attempts count failures since the last success; a success starts afresh.
             "hydrate_attempts": 0,
@@ -72,6 +81,61 @@ def save_detail(
             "updated_at": now,
         },
     )
+
+
+def save_streams(
+    engine: Engine, activity_id: int, streams: dict[str, Stream], now: datetime
+) -> None:
+    """Store the activity's streams, replacing any fetched before, and mark it `complete`,
+    in one transaction. Strava returns only the types the activity recorded (§4.3), so
+    fewer streams than asked for is complete, not partial."""
+    rows = [
+        {
+            "activity_id": activity_id,
+            "type": key,
+            "data": stream.data,
+            "series_type": stream.series_type,
+            "original_size": stream.original_size,
+            "resolution": stream.resolution,
+            "fetched_at": now,
+        }
+        for key, stream in streams.items()
+    ]
+    with session_scope(engine) as session:
+        session.execute(
+            sa.delete(ActivityStream).where(col(ActivityStream.activity_id) == activity_id)
+        )
+        if rows:
+            session.execute(sa.insert(ActivityStream), rows)
+        session.execute(
+            sa.update(Activity)
+            .where(col(Activity.id) == activity_id)
+            .values(
+                hydration_status=HydrationStatus.COMPLETE.value,
+                hydration_missing=None,
+                hydrated_at=now,
+                hydrate_attempts=0,
+                last_hydrate_error=None,
+                retry_after=None,
+                updated_at=now,
+            )
+        )
+
+
+def mark_streams_not_available(engine: Engine, activity_id: int, error: str, now: datetime) -> None:
+    """Strava has the detail but no streams for us (404/401): `partial` for good, saying so."""
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(Activity)
+            .where(col(Activity.id) == activity_id)
+            .values(
+                hydration_status=HydrationStatus.PARTIAL.value,
+                hydration_missing=[STREAMS],
+                last_hydrate_error=f"streams: {error}",
+                retry_after=None,
+                updated_at=now,
+            )
+        )
 
 
 def mark_not_available(engine: Engine, activity_id: int, error: str, now: datetime) -> None:

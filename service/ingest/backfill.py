@@ -8,9 +8,9 @@ the emulator takes it as exclusive), and several activities can share that secon
 some of them on the page. So each request overlaps the previous one by that second
 (`before = boundary + 1`) and the ids already stored at the boundary are skipped: no tie is
 lost whichever way Strava counts. The price is that the overlapping activities take slots of
-the next page (usually one of 200). A second holding a full page or more is walked with
-`page` under the same bound. Pages may be short before the end (§4.1): only a page with
-nothing older than the boundary ends the listing.
+the next page (usually one of 200). A page with nothing older than the boundary (a second
+holding a page or more, or a page that came back short, §4.1) is followed by the next page
+number under the same bound; only an empty page ends the listing.
 
 `advance` is the pure cursor step; `store_page` is the one transaction per page.
 """
@@ -49,8 +49,8 @@ class Cursor:
 
     Parameters:
       boundary: the oldest start second seen (None before the first page).
-      page: the page under `before = boundary + 1`; above 1 only while one second holds
-        more than a page.
+      page: the page under `before = boundary + 1`; above 1 only while pages bring
+        nothing older than the boundary (a crowded second, or short pages).
       seen: ids listed at the boundary second, skipped when the next page repeats them.
       after: the listing's lower bound, exclusive (reconciliation); None lists everything.
       gone: stored ids Strava no longer lists, removed when the listing ends.
@@ -107,7 +107,7 @@ class Advance:
     covered: Covered | None
 
 
-def advance(cursor: Cursor, page: Sequence[Listed], per_page: int) -> Advance:
+def advance(cursor: Cursor, page: Sequence[Listed]) -> Advance:
     """The cursor after `page` (the answer to `cursor.request()`), and what it covered."""
     listed = frozenset(item.id for item in page) | frozenset(cursor.seen)
     if not page:
@@ -115,12 +115,11 @@ def advance(cursor: Cursor, page: Sequence[Listed], per_page: int) -> Advance:
         return Advance(replace(cursor, done=True), end)
     older = [item for item in page if cursor.boundary is None or item.start < cursor.boundary]
     if not older:
-        if len(page) >= per_page:
-            # One second holds a page or more: walk it by page number under the same bound.
-            seen = tuple(dict.fromkeys([*cursor.seen, *(item.id for item in page)]))
-            return Advance(replace(cursor, page=cursor.page + 1, seen=seen), None)
-        end = Covered(cursor.after, cursor.boundary, listed)
-        return Advance(replace(cursor, done=True), end)
+        # Only the boundary second: it holds a page or more, or the page came back short
+        # (which happens before the end, §4.1), so older activities may still follow. Walk
+        # on by page number under the same bound; only an empty page ends the listing.
+        seen = tuple(dict.fromkeys([*cursor.seen, *(item.id for item in page)]))
+        return Advance(replace(cursor, page=cursor.page + 1, seen=seen), None)
     oldest = min(item.start for item in older)
     seen = tuple(item.id for item in page if item.start == oldest)
     # Everything after the oldest second is on this page (or was at the boundary before);
@@ -136,8 +135,8 @@ def listed(summaries: Iterable[SummaryActivity]) -> list[Listed]:
 
 @dataclass(frozen=True)
 class PageResult:
-    """What storing a page did: ids inserted, ids whose listed fields changed, and the new
-    rows to hydrate with their tier (newest first, as listed)."""
+    """What storing a page did: ids inserted, ids whose listed fields changed, and the
+    inserted rows to hydrate with their tier (newest first, as listed)."""
 
     new: frozenset[int]
     updated: frozenset[int]
@@ -150,58 +149,74 @@ def upsert_summaries(
     raws: Sequence[dict[str, Any]],
     policy: HydrationPolicy,
     now: datetime,
+    raw_text: str | None = None,
 ) -> PageResult:
-    """Bulk-upsert one page in `session`'s transaction: one multi-row INSERT … ON CONFLICT
-    (SQLAlchemy's insertmanyvalues), which only touches rows whose summary changed."""
+    """Bulk-upsert one page in `session`'s transaction with one INSERT … ON CONFLICT, which
+    only touches rows whose raw summary changed and tells inserted rows from updated ones.
+
+    `raw_text`, when given, is the page's JSON array exactly as Strava sent it (`raws` is its
+    parse): PostgreSQL then stores each element's text without our encoding it again."""
     if not summaries:
         return PageResult(frozenset(), frozenset(), [])
     # A listing changes the summary's columns only: never the detail, the hydration state or
     # anything else the app owns (issue 4: summaries never overwrite stored detail).
-    ids = [s.id for s in summaries]
-    existing = set(session.scalars(sa.select(col(Activity.id)).where(col(Activity.id).in_(ids))))
-    rows: list[dict[str, Any]] = []
-    to_hydrate: list[tuple[int, Tier]] = []
-    seen: set[int] = set()
-    for summary, raw in zip(summaries, raws, strict=True):
-        if summary.id in seen:  # the same activity twice on a page: keep the first
+    page = _Page(shared={"hydrate_attempts": 0, "created_at": now, "updated_at": now})
+    tiers: dict[int, Tier | None] = {}
+    for position, (summary, raw) in enumerate(zip(summaries, raws, strict=True), start=1):
+        if summary.id in tiers:  # the same activity twice on a page: keep the first
             continue
-        seen.add(summary.id)
         plan = plan_hydration(policy, summary.sport_type, summary.start_date, now)
-        if summary.id not in existing and plan.tier is not None:
-            to_hydrate.append((summary.id, plan.tier))
-        rows.append(
-            {
-                "id": summary.id,
-                **summary_columns(summary),
-                "raw_summary": raw,
-                "hydration_status": plan.status.value,
-                "hydrate_attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
+        tiers[summary.id] = plan.tier
+        page.rows.append(
+            {"id": summary.id, **summary_columns(summary), "hydration_status": plan.status.value}
         )
+        page.raws.append(raw)
+        page.positions.append(position)
     changed = [*summary_columns(summaries[0]), "raw_summary", "updated_at"]
     if session.get_bind().dialect.name == "postgresql":
-        touched = _upsert_postgresql(session, rows, changed)
+        # Positions index the listed page, duplicates included, as the received text does.
+        text = raw_text if raw_text is not None else _encode(list(raws))
+        touched = _upsert_postgresql(session, page, changed, text)
     else:
-        touched = _upsert_portable(session, rows, changed)
-    new = frozenset(touched & (set(ids) - existing))
-    return PageResult(new, frozenset(touched - new), to_hydrate)
+        touched = _upsert_portable(session, page, changed)
+    new = frozenset(i for i, inserted in touched.items() if inserted)
+    updated = frozenset(i for i, inserted in touched.items() if not inserted)
+    # Only rows this page inserted are queued: a stored row keeps its hydration state.
+    to_hydrate = [(i, tier) for i, tier in tiers.items() if tier is not None and i in new]
+    return PageResult(new, updated, to_hydrate)
 
 
-def _upsert_portable(session: Session, rows: list[dict[str, Any]], changed: list[str]) -> set[int]:
+@dataclass
+class _Page:
+    """A page's rows to upsert: per-row columns, the raw summaries and their positions on
+    the listed page (1-based), and the values every row shares."""
+
+    shared: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    raws: list[dict[str, Any]] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+
+
+def _upsert_portable(session: Session, page: _Page, changed: list[str]) -> dict[int, bool]:
+    """SQLite: which ids exist is asked first (SQLite has no xmax); then one multi-row
+    INSERT … ON CONFLICT (insertmanyvalues; the ORM's bulk path sends a statement per row)."""
+    ids = [row["id"] for row in page.rows]
+    existing = set(session.scalars(sa.select(col(Activity.id)).where(col(Activity.id).in_(ids))))
     insert = upsert_insert(session.get_bind(), Activity.__table__)  # type: ignore[attr-defined,arg-type]
     statement = insert.on_conflict_do_update(
         index_elements=["id"],
         set_={name: insert.excluded[name] for name in changed},
         where=col(Activity.raw_summary).is_distinct_from(insert.excluded.raw_summary),
     ).returning(col(Activity.id))
-    # Core, not the ORM's bulk path (which sends a statement per row): insertmanyvalues
-    # renders the page as one multi-row INSERT … RETURNING.
-    return set(session.connection().execute(statement, rows).scalars())
+    rows = [
+        {**row, "raw_summary": raw, **page.shared}
+        for row, raw in zip(page.rows, page.raws, strict=True)
+    ]
+    touched = session.connection().execute(statement, rows).scalars()
+    return {i: i not in existing for i in touched}
 
 
-# PostgreSQL types of the columns a page writes, for jsonb_to_recordset.
+# PostgreSQL types of the columns a page writes, for json_to_recordset.
 _PG_TYPES = {
     "id": "bigint",
     "athlete_id": "bigint",
@@ -221,38 +236,58 @@ _PG_TYPES = {
     "trainer": "boolean",
     "commute": "boolean",
     "manual": "boolean",
-    "raw_summary": "jsonb",
-    "hydrate_attempts": "integer",
-    "created_at": "timestamptz",
-    "updated_at": "timestamptz",
 }
-
-
-def _upsert_postgresql(
-    session: Session, rows: list[dict[str, Any]], changed: list[str]
-) -> set[int]:
-    """The whole page as one JSON parameter, unpacked by jsonb_to_recordset: a short
-    statement PostgreSQL prepares once, instead of a 6,000-placeholder one parsed per page
-    (the difference between ~2,000 and >20,000 rows/s)."""
-    names = list(rows[0])
-    record = ", ".join(f'"{name}" {_PG_TYPES.get(name, "text")}' for name in names)
-    columns = ", ".join(f'"{name}"' for name in names)
-    updates = ", ".join(f'"{name}" = excluded."{name}"' for name in changed)
-    statement = sa.text(
-        f"INSERT INTO activities ({columns}) "  # noqa: S608 - names are ours, values bound
-        f"SELECT {columns} FROM jsonb_to_recordset(CAST(:page AS jsonb)) AS page({record}) "
-        f"ON CONFLICT (id) DO UPDATE SET {updates} "
-        "WHERE activities.raw_summary IS DISTINCT FROM excluded.raw_summary "
-        "RETURNING id"
-    )
-    page = json.dumps(rows, default=_json_value, separators=(",", ":"))
-    return set(session.connection().execute(statement, {"page": page}).scalars())
 
 
 def _json_value(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# check_circular=False: plain data we just built or parsed (a third faster to encode).
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False, default=_json_value).encode
+
+
+def _upsert_postgresql(
+    session: Session, page: _Page, changed: list[str], raw_text: str
+) -> dict[int, bool]:
+    """Two JSON parameters: the listed columns of the page (json_to_recordset) and the raw
+    summaries (json_array_elements), joined by position; the shared values bound once. A
+    short statement, where a 6,000-placeholder one was parsed per page (~2,000 rows/s).
+
+    Keeping the raw summaries apart matters: json_to_recordset builds every object it reads,
+    so a nested ~1.5 KB summary per row doubled its work, while json_array_elements only cuts
+    the array into elements. Strava's own text is stored when we have it (encoding 200
+    summaries again costs ~4 ms a page). `raw_summary` is `json` (migration 0006), kept as
+    validated text: as `jsonb` the binary conversion was the largest single cost. Unchanged
+    rows are found by comparing that text (json has no equality operator; an encoding that
+    changed at worst rewrites a row once). `xmax = 0` marks the rows this statement
+    inserted rather than updated, which spares a query for the ids already stored.
+    Figures: docs/benchmarks/backfill.md."""
+    names = list(page.rows[0])
+    record = ", ".join(f'"{name}" {_PG_TYPES.get(name, "text")}' for name in names)
+    columns = ", ".join(f'"{name}"' for name in names)
+    shared = ", ".join(f'"{name}"' for name in page.shared)
+    bound = ", ".join(f":{name}" for name in page.shared)
+    updates = ", ".join(f'"{name}" = excluded."{name}"' for name in changed)
+    statement = sa.text(
+        f"INSERT INTO activities ({columns}, {shared}, raw_summary) "  # noqa: S608 - ours
+        f"SELECT {columns}, {bound}, raw.value "
+        f"FROM json_to_recordset(CAST(:columns AS json)) AS page({record}, position integer) "
+        "JOIN json_array_elements(CAST(:raws AS json)) WITH ORDINALITY AS raw(value, position) "
+        "USING (position) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates} "
+        "WHERE activities.raw_summary::text IS DISTINCT FROM excluded.raw_summary::text "
+        "RETURNING id, (xmax = 0) AS inserted"
+    )
+    rows = [
+        {**row, "position": position}
+        for row, position in zip(page.rows, page.positions, strict=True)
+    ]
+    parameters = {"columns": _encode(rows), "raws": raw_text, **page.shared}
+    result = session.connection().execute(statement, parameters)
+    return {int(i): bool(inserted) for i, inserted in result}
 
 
 def missing_in(

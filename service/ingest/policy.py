@@ -15,6 +15,15 @@ from typing import Literal
 from service.config import Settings
 from service.models import HydrationStatus
 from service.strava.quota import Tier
+from service.strava.quota.tiers import TIERS_BY_PRIORITY
+
+# What an analysis needs of a track: the axes (time, distance), position and elevation, and
+# the sensors (heart rate, cadence, power, speed). Left out: temp (rarely recorded), moving
+# and grade_smooth (derivable from velocity_smooth and altitude/distance). The number of keys
+# does not change the cost: one call brings them all (§4.3).
+DEFAULT_STREAM_KEYS = (
+    "time", "distance", "latlng", "altitude", "heartrate", "cadence", "watts", "velocity_smooth",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -23,11 +32,16 @@ class HydrationPolicy:
     recent: how far back from now an activity counts as recent.
     sport_types: the sport types hydrated eagerly; empty means all.
     older: "backfill" hydrates older activities at backfill priority, "on_demand" never eagerly.
+    streams: which hydrations also fetch streams: "recent" those above backfill priority,
+      "all" every one, "none" none.
+    stream_keys: the stream types asked for (strava-api.md §4.3).
     """
 
     recent: timedelta = timedelta(weeks=12)
     sport_types: frozenset[str] = frozenset()
     older: Literal["backfill", "on_demand"] = "backfill"
+    streams: Literal["all", "recent", "none"] = "recent"
+    stream_keys: tuple[str, ...] = DEFAULT_STREAM_KEYS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HydrationPolicy:
@@ -36,6 +50,8 @@ class HydrationPolicy:
             recent=timedelta(weeks=settings.hydrate_recent_weeks),
             sport_types=types,
             older=settings.hydrate_older,
+            streams=settings.hydrate_streams,
+            stream_keys=tuple(settings.hydrate_stream_keys.split(",")),
         )
 
 
@@ -61,3 +77,11 @@ def plan_hydration(
     if policy.older == "backfill":
         return Plan(HydrationStatus.PENDING, Tier.BACKFILL)
     return ON_DEMAND
+
+
+def streams_for(policy: HydrationPolicy, tier: Tier) -> tuple[str, ...]:
+    """The stream types a hydration at `tier` fetches after the detail; empty: none."""
+    above_backfill = TIERS_BY_PRIORITY.index(tier) < TIERS_BY_PRIORITY.index(Tier.BACKFILL)
+    if policy.streams == "all" or (policy.streams == "recent" and above_backfill):
+        return policy.stream_keys
+    return ()

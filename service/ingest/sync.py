@@ -47,9 +47,15 @@ from service.strava.quota import Tier, using_tier
 log = logging.getLogger(__name__)
 
 ACTIVE = tuple(status.value for status in ACTIVE_SYNC_STATUSES)
-TIERS = {
-    SyncKind.BACKFILL: Tier.BACKFILL,
-    SyncKind.FULL_REFRESH: Tier.BACKFILL,
+# The quota tier of a job's list calls. A backfill's list calls run one tier above its own
+# hydrations: otherwise hundreds of older activities waiting at backfill priority fill the
+# tier's share of every window and the listing crawls (a benchmark saw 1,000 activities take
+# 2-12 windows to list). Listing is cheap and bounded, ceil(N/200)+1 calls (strava-api.md
+# §4.1), and every call of it brings 200 summaries, recent ones included, into view.
+# Reconciliation keeps its own tier: its daily budget is that tier's share.
+LIST_TIERS = {
+    SyncKind.BACKFILL: Tier.RECENT,
+    SyncKind.FULL_REFRESH: Tier.RECENT,
     SyncKind.RECONCILE: Tier.RECONCILE,
 }
 
@@ -370,7 +376,7 @@ def _list_and_store(
     assert job.id is not None
     kind = SyncKind(job.kind)
     token = access_token_for(ctx, job.athlete_id)
-    with using_tier(TIERS[kind]):
+    with using_tier(LIST_TIERS[kind]):
         result = ctx.strava.list_activities(
             token,
             before=cursor.before,
@@ -379,10 +385,13 @@ def _list_and_store(
             per_page=options.per_page,
         )
     summaries = result.data
-    step = advance(cursor, listed(summaries), options.per_page)
+    step = advance(cursor, listed(summaries))
     now = ctx.clock()
     with session_scope(ctx.engine) as session:
-        page = upsert_summaries(session, summaries, result.raw or [], options.policy, now)
+        raws = result.raw or []
+        page = upsert_summaries(
+            session, summaries, raws, options.policy, now, raw_text=result.text or None
+        )
         gone = cursor.gone
         if kind is not SyncKind.BACKFILL and step.covered is not None:
             missing = missing_in(session, job.athlete_id, step.covered, job.created_at)
@@ -394,7 +403,7 @@ def _list_and_store(
                 listed=col(SyncJob.listed) + len(summaries),
                 new=col(SyncJob.new) + len(page.new),
                 updated=col(SyncJob.updated) + len(page.updated),
-                hydrated=col(SyncJob.hydrated) + len(page.to_hydrate),
+                hydrations_queued=col(SyncJob.hydrations_queued) + len(page.to_hydrate),
                 lease_expires_at=now + options.lease,
                 last_error=None,
                 updated_at=now,

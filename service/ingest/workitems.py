@@ -27,6 +27,8 @@ class WorkItems:
       waiting: the status while waiting for quota or backing off.
       rate_limited: the status while waiting for quota.
       failed: the status once given up.
+      kept: statuses that waiting does not replace (a `partial` hydration waiting to fetch
+        its streams stays `partial`: its detail is stored).
     """
 
     table: Any
@@ -36,6 +38,7 @@ class WorkItems:
     waiting: str
     rate_limited: str
     failed: str
+    kept: tuple[str, ...] = ()
 
     def failed_attempts(self, engine: Engine, item_id: int) -> int:
         with session_scope(engine) as session:
@@ -48,15 +51,22 @@ class WorkItems:
         match step:
             case WaitForQuota(at):
                 # Not a failure: the attempt never reached Strava, or Strava had no quota.
-                values |= {self.status: self.rate_limited, "retry_after": at}
+                values |= {self.status: self._waiting(self.rate_limited), "retry_after": at}
             case RetryLater(at):
-                values |= {self.status: self.waiting, "retry_after": at, self.error: error}
+                values |= {self.status: self._waiting(self.waiting), "retry_after": at}
+                values[self.error] = error
                 values[self.attempts] = column + 1
             case GiveUp(reason):
                 values |= {self.status: self.failed, "retry_after": None, self.error: reason}
                 values[self.attempts] = column + 1
         with session_scope(engine) as session:
             session.execute(sa.update(self.table).where(self.table.id == item_id).values(**values))
+
+    def _waiting(self, status: str) -> Any:
+        if not self.kept:
+            return status
+        column = getattr(self.table, self.status)
+        return sa.case((column.in_(self.kept), column), else_=status)
 
 
 EVENTS = WorkItems(
@@ -78,4 +88,5 @@ HYDRATIONS = WorkItems(
     waiting=HydrationStatus.PENDING.value,
     rate_limited=HydrationStatus.PENDING.value,
     failed=HydrationStatus.FAILED.value,
+    kept=(HydrationStatus.PARTIAL.value,),
 )

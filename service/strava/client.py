@@ -64,12 +64,14 @@ class Result(Generic[T]):
             since the typed view is lenient but not exhaustive (strava-api.md §4.4).
         rate_limit: the response's rate-limit headers.
         status_code: the HTTP status (200, 201 or 204).
+        text: the body as received, for storing ``raw`` without encoding it again.
     """
 
     data: T
     raw: Any = field(repr=False)  # token responses hold credentials
     rate_limit: RateLimitSnapshot
     status_code: int
+    text: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -350,7 +352,7 @@ def _interpret(
             body=body,
             rate_limit=rate_limit,
         ) from None
-    return Result(data=data, raw=raw, rate_limit=rate_limit, status_code=status)
+    return Result(data=data, raw=raw, rate_limit=rate_limit, status_code=status, text=body)
 
 
 class _RedactClientSecret(logging.Filter):

@@ -82,6 +82,7 @@ def create_app(
                 app.state.dispatcher,
                 app.state.webhook_counters,
                 max_batch=settings.ingest_batch_max,
+                deadline=settings.ingest_deadline_seconds,
             )
             batcher.start()
             owned.push_async_callback(batcher.aclose)

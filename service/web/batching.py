@@ -13,28 +13,51 @@ them enqueued. Requests do not wait for it: a broker
 failure leaves the rows `received`, and the relay re-sends them (service/ingest/inbox.py).
 
 A database failure fails every request of the batch with 503 (nothing was committed, Strava
-retries).
+retries). So does a database that does not answer: each request waits at most ``deadline``
+seconds (INGEST_DEADLINE_SECONDS, well within Strava's two), and a batch still unanswered then
+has its connection cut (service/web/held_connection.py). An event committed after its request
+was answered 503 is harmless: Strava's retry is recognised by its dedupe key.
+
+On PostgreSQL both stages use a connection of their own and constant SQL (service/ingest/inbox.py
+`store_events_pg`); on SQLite (embedded mode) they use the engine as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+import psycopg
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from service.ingest.events import WebhookEvent
-from service.ingest.inbox import StoredEvent, mark_enqueued, store_events
+from service.ingest.inbox import (
+    StoredEvent,
+    mark_enqueued,
+    mark_enqueued_pg,
+    store_events,
+    store_events_pg,
+)
 from service.messaging import Dispatcher
 from service.models import InboxStatus
 from service.web.errors import Unavailable
 from service.web.handoff import enqueue_events
+from service.web.held_connection import HeldConnection
 from service.web.metrics import WebhookCounters
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How often the deadlines are checked: a request is answered at most this much after its own.
+WATCHDOG_TICK_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,7 @@ class InboxBatcher:
       dispatcher: sends ``process_event`` messages.
       counters: where batches and hand-off failures are counted.
       max_batch: at most this many events per INSERT (INGEST_BATCH_MAX).
+      deadline: seconds a request waits for its commit before 503 (INGEST_DEADLINE_SECONDS).
     """
 
     def __init__(
@@ -60,11 +84,29 @@ class InboxBatcher:
         counters: WebhookCounters,
         *,
         max_batch: int = 256,
+        deadline: float = 1.5,
     ) -> None:
         self._engine = engine
         self._dispatcher = dispatcher
         self._counters = counters
         self._max_batch = max_batch
+        self._deadline = deadline
+        self._held: list[HeldConnection] = []
+        self._store_events: Callable[[Sequence[WebhookEvent]], list[StoredEvent]]
+        self._mark: Callable[[list[int]], None]
+        if engine.dialect.name == "postgresql":
+            inserts = HeldConnection(engine, "inbox-commit")
+            updates = HeldConnection(engine, "inbox-handoff")
+            self._held = [inserts, updates]
+            self._store_events = lambda events: inserts.run(lambda c: store_events_pg(c, events))
+            self._mark = lambda ids: updates.run(lambda c: mark_enqueued_pg(c, ids))
+            self._interrupt_commit: Callable[[], bool] = inserts.interrupt
+            self._interrupt_handoff: Callable[[], bool] = updates.interrupt
+        else:
+            self._store_events = lambda events: store_events(engine, events)
+            self._mark = lambda ids: mark_enqueued(engine, ids)
+            # SQLite is in-process: nothing to cut (its busy_timeout bounds a lock wait).
+            self._interrupt_commit = self._interrupt_handoff = lambda: False
         self._waiting: asyncio.Queue[_Waiting | None] = asyncio.Queue()
         self._handoffs: asyncio.Queue[list[int] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -72,19 +114,26 @@ class InboxBatcher:
         # Ids handed to the second stage and not finished yet: a retry arriving meanwhile
         # finds its row still `received` but must not be sent twice.
         self._in_handoff: set[int] = set()
+        # Every request's future with its deadline, in arrival order (so in deadline order):
+        # one deque append per request instead of a timer per request.
+        self._pending: deque[tuple[float, asyncio.Future[StoredEvent]]] = deque()
 
     def start(self) -> None:
         """Start the two stages; call from the running event loop (the app's lifespan)."""
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="inbox-commit"),
             asyncio.create_task(self._handoff_loop(), name="inbox-handoff"),
+            asyncio.create_task(self._watchdog(), name="inbox-watchdog"),
         ]
 
     async def store(self, event: WebhookEvent) -> StoredEvent:
         """Return once the event is committed (raises Unavailable when the database fails)."""
         if self._closed:
             raise Unavailable("shutting down", reason="shutting_down")
-        future: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredEvent] = loop.create_future()
+        # The watchdog fails it after `deadline`; the commit loop then skips it (done).
+        self._pending.append((loop.time() + self._deadline, future))
         self._waiting.put_nowait(_Waiting(event, future))
         return await future
 
@@ -94,11 +143,29 @@ class InboxBatcher:
         if not self._tasks:
             return
         self._waiting.put_nowait(None)
-        commit_task, handoff_task = self._tasks
+        commit_task, handoff_task, watchdog_task = self._tasks
         await commit_task
         self._handoffs.put_nowait(None)
         await handoff_task
+        watchdog_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog_task
         self._tasks = []
+        for held in self._held:
+            await run_in_threadpool(held.close)
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        while True:
+            await asyncio.sleep(WATCHDOG_TICK_SECONDS)
+            now = loop.time()
+            while pending and (pending[0][1].done() or pending[0][0] <= now):
+                _, future = pending.popleft()
+                if not future.done():
+                    future.set_exception(
+                        Unavailable("database did not answer in time", reason="database_timeout")
+                    )
 
     async def _commit_loop(self) -> None:
         while True:
@@ -118,9 +185,10 @@ class InboxBatcher:
                 return
 
     async def _commit(self, batch: list[_Waiting]) -> None:
+        events = [item.event for item in batch]
         try:
-            stored = await run_in_threadpool(
-                store_events, self._engine, [item.event for item in batch]
+            stored = await self._bounded(
+                run_in_threadpool(self._store_events, events), self._interrupt_commit
             )
         except Exception as error:
             self._fail(batch, error)
@@ -141,11 +209,25 @@ class InboxBatcher:
             self._in_handoff.update(to_send)
             self._handoffs.put_nowait(to_send)
 
+    async def _bounded(self, work: Awaitable[T], interrupt: Callable[[], bool]) -> T:
+        """Await ``work`` (a thread's result), cutting its connection whenever it goes
+        unanswered past the requests' deadline: they were answered 503 by the watchdog already
+        (one tick later, so that they are told `database_timeout`), but the stage must not stay
+        stuck behind a server that never answers."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self._deadline + 2 * WATCHDOG_TICK_SECONDS)
+            if done:
+                return task.result()
+            interrupt()
+
     def _fail(self, batch: list[_Waiting], error: Exception) -> None:
-        if isinstance(error, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.TimeoutError):
+        if isinstance(
+            error, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.TimeoutError | psycopg.Error
+        ):
             # str(error) would include the statement's parameters (event fields): log only
             # the driver's own message.
-            orig = getattr(error, "orig", None)
+            orig = error if isinstance(error, psycopg.Error) else getattr(error, "orig", None)
             log.error(
                 "database unavailable, batch not stored events=%d error=%s detail=%r",
                 len(batch),
@@ -173,12 +255,19 @@ class InboxBatcher:
                     self._handoffs.put_nowait(None)
                     break
                 ids.extend(more)
-            sent = await run_in_threadpool(self._send, ids)
+            # One thread hop for both: the broker, then the UPDATE of what it took.
+            sent = await self._bounded(
+                run_in_threadpool(self._send_and_mark, ids), self._interrupt_handoff
+            )
             if len(sent) < len(ids):
                 self._counters.handoff_failures += 1
-            if sent:
-                await run_in_threadpool(self._mark_enqueued, sent)
             self._in_handoff.difference_update(ids)
+
+    def _send_and_mark(self, ids: list[int]) -> list[int]:
+        sent = self._send(ids)
+        if sent:
+            self._mark_enqueued(sent)
+        return sent
 
     def _send(self, ids: list[int]) -> list[int]:
         try:
@@ -197,7 +286,7 @@ class InboxBatcher:
 
     def _mark_enqueued(self, ids: list[int]) -> None:
         try:
-            mark_enqueued(self._engine, ids)
+            self._mark(ids)
         except Exception as error:
             # Enqueued but not recorded: the relay may send them again, which processing
             # tolerates.

@@ -3,9 +3,12 @@ rate limit, the full refresh, one active job per athlete, leases and cancelling.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -30,8 +33,9 @@ from service.ingest.sync import (
     sweep,
 )
 from service.models import Activity, HydrationStatus, SyncKind, SyncStatus, utcnow
-from service.strava.client import StravaClient
-from service.strava.quota import QuotaHooks, build_scheduler
+from service.strava.client import Result, StravaClient
+from service.strava.quota import QuotaHooks, Tier, build_scheduler, using_tier
+from service.strava.quota.scheduler import QuotaExceeded
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 LIST = "GET /athlete/activities"
@@ -236,7 +240,8 @@ def test_the_database_refuses_a_second_active_job(ctx: IngestContext, athlete_id
         connection.execute(
             sa.text(
                 "INSERT INTO sync_jobs (athlete_id, kind, status, cursor, cancel_requested, "
-                "pages, listed, new, updated, deleted, hydrated, failed, created_at, updated_at) "
+                "pages, listed, new, updated, deleted, hydrations_queued, failed, "
+                "created_at, updated_at) "
                 "VALUES (:a, 'reconcile', 'running', '{}', false, "
                 "0, 0, 0, 0, 0, 0, 0, now(), now())"
             ),
@@ -291,3 +296,53 @@ def test_deauthorization_cancels_active_jobs_at_once(ctx: IngestContext, athlete
     assert cancelled == 1
     assert job(ctx.engine, job_id).status == SyncStatus.CANCELLED
     assert run_to_end(ctx, job_id, OPTIONS, owner="w") == NotClaimed()
+
+
+def test_a_backfill_lists_while_its_hydrations_have_filled_the_backfill_tiers_share(
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+) -> None:
+    # 70 of 100 read calls this window: past the backfill tier's share (66), below recent's.
+    ctx.quota.observe("read", 200, read_usage(70))
+    with pytest.raises(QuotaExceeded), using_tier(Tier.BACKFILL):
+        ctx.strava.get_activity("token", 1)
+    job_id = backfill_job(ctx, athlete_id)
+
+    outcome = run_to_end(ctx, job_id, OPTIONS)
+
+    assert outcome == Finished(SyncStatus.COMPLETED)
+    assert len(activities(ctx.engine, athlete_id)) == 5
+
+
+def read_usage(short: int) -> RateLimitSnapshot:
+    return RateLimitSnapshot(
+        limit=WindowPair(200, 2000),
+        usage=WindowPair(short, short),
+        read_limit=WindowPair(100, 1000),
+        read_usage=WindowPair(short, short),
+    )
+
+
+def test_a_short_page_holding_only_the_boundary_activity_does_not_end_the_backfill(
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Strava may return fewer items than asked for before the end (strava-api.md §4.1), as
+    # if some were filtered out of a page after paging: hide the third newest everywhere,
+    # so the second page (the overlap at the boundary, then it) shows the boundary alone.
+    listing = strava.emulator.activities_of(athlete_id)
+    hidden = listing[2]["id"]
+    real = ctx.strava.list_activities
+
+    def short_pages(*args: Any, **kwargs: Any) -> Result[Any]:
+        result = real(*args, **kwargs)
+        raws = [raw for raw in result.raw if raw["id"] != hidden]
+        data = [summary for summary in result.data if summary.id != hidden]
+        return replace(result, data=data, raw=raws, text=json.dumps(raws))
+
+    monkeypatch.setattr(ctx.strava, "list_activities", short_pages)
+
+    outcome = run_to_end(ctx, backfill_job(ctx, athlete_id), OPTIONS)
+
+    assert outcome == Finished(SyncStatus.COMPLETED)
+    assert set(activities(ctx.engine, athlete_id)) == {
+        item["id"] for item in listing if item["id"] != hidden
+    }

@@ -11,7 +11,7 @@ from service.db import alembic_config, create_db_engine, upgrade_schema
 
 INSERT_JOB = (
     "INSERT INTO sync_jobs (athlete_id, kind, status, cursor, cancel_requested, pages, listed, "
-    "new, updated, deleted, hydrated, failed, created_at, updated_at) VALUES "
+    "new, updated, deleted, hydrations_queued, failed, created_at, updated_at) VALUES "
     "(1, 'backfill', :status, '{}', 0, 0, 0, 0, 0, 0, 0, 0, '2026-01-01', '2026-01-01')"
 )
 INSERT_ATHLETE = (

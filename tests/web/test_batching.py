@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+import redis
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -17,7 +22,7 @@ from service.ingest.events import WebhookEvent
 from service.ingest.inbox import StoredEvent
 from service.messaging import EVENTS_QUEUE, Dispatcher, build_broker
 from service.models import InboxEvent, InboxStatus
-from service.web.batching import InboxBatcher
+from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import Unavailable
 from service.web.metrics import WebhookCounters
 
@@ -173,3 +178,131 @@ def test_closing_finishes_the_events_already_waiting(engine: Engine) -> None:
 
     assert len(stored) == 30
     assert len(statuses(engine)) == 30
+
+
+class StallingProxy:
+    """A TCP proxy to PostgreSQL on a loopback port. While `stalled`, it accepts connections
+    and reads what is sent but forwards nothing, in either direction: a server that hangs (or a
+    dead network path whose packets are still acknowledged), which only a client-side deadline
+    can end."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.flowing.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                self.flowing.wait()
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def stalling_engine(engine: Engine) -> Iterator[tuple[Engine, StallingProxy]]:
+    url = engine.url
+    proxy = StallingProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxied = create_db_engine(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )
+    yield proxied, proxy
+    proxied.dispose()
+    proxy.close()
+
+
+def with_deadline(
+    engine: Engine, deadline: float, work: Callable[[InboxBatcher], Coroutine[Any, Any, Any]]
+) -> Any:
+    async def main() -> Any:
+        batcher = InboxBatcher(
+            engine, Dispatcher(stub_broker()), WebhookCounters(), max_batch=64, deadline=deadline
+        )
+        batcher.start()
+        try:
+            return await work(batcher)
+        finally:
+            await batcher.aclose()
+
+    return asyncio.run(main())
+
+
+async def timed_attempt(batcher: InboxBatcher, ids: range) -> tuple[float, list[Any]]:
+    started = time.monotonic()
+    results = await asyncio.gather(*(batcher.store(event(i)) for i in ids), return_exceptions=True)
+    return time.monotonic() - started, list(results)
+
+
+def test_a_database_that_never_answers_gets_503_well_within_two_seconds() -> None:
+    # Accepts the connection, never says a word: connecting alone would take its timeout.
+    silent = socket.create_server(("127.0.0.1", 0))
+    down = create_db_engine(f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/x")
+
+    elapsed, results = with_deadline(down, 0.5, lambda b: timed_attempt(b, range(5)))
+
+    down.dispose()
+    silent.close()
+    assert [type(r) for r in results] == [Unavailable] * 5
+    assert {(r.status_code, r.reason) for r in results} == {(503, "database_timeout")}
+    assert elapsed < 0.5 + WATCHDOG_TICK_SECONDS + 0.3
+
+
+def test_a_connection_that_stops_answering_is_cut_and_the_next_batch_reconnects(
+    stalling_engine: tuple[Engine, StallingProxy], engine: Engine
+) -> None:
+    proxied, proxy = stalling_engine
+
+    async def stall_then_recover(
+        batcher: InboxBatcher,
+    ) -> tuple[StoredEvent, float, list[Any], StoredEvent]:
+        before = await batcher.store(event(1))  # the connection is open and in use
+        proxy.flowing.clear()
+        elapsed, results = await timed_attempt(batcher, range(10, 15))
+        proxy.flowing.set()
+        # The stalled batch's connection was cut, so this one needs a new connection.
+        after = await batcher.store(event(2))
+        return before, elapsed, results, after
+
+    before, elapsed, results, after = with_deadline(proxied, 0.5, stall_then_recover)
+
+    assert {(r.status_code, r.reason) for r in results} == {(503, "database_timeout")}
+    assert elapsed < 0.5 + WATCHDOG_TICK_SECONDS + 0.3
+    assert before.created
+    assert after.created
+    # Whatever the stalled INSERT did, nothing answered 200 is missing and nothing is doubled.
+    with Session(engine) as session:
+        stored = [row.object_id for row in session.exec(select(InboxEvent)).all()]
+    assert {1, 2} <= set(stored)
+    assert len(stored) == len(set(stored))
+
+
+def test_the_handoff_reloads_the_dispatch_script_after_redis_lost_it(
+    engine: Engine, redis_url: str
+) -> None:
+    broker = build_broker(redis_url)
+    broker.client.script_flush()  # as after a Redis restart
+
+    with_batcher(engine, broker, lambda b: store_all(b, [event(i) for i in range(5)]))
+
+    broker.close()
+    assert statuses(engine) == [InboxStatus.ENQUEUED.value] * 5
+    assert redis.Redis.from_url(redis_url).llen(f"dramatiq:{EVENTS_QUEUE}") == 5

@@ -30,8 +30,10 @@ class BackgroundServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
+        # h11, not httptools (uvicorn's choice once uvicorn[standard] is installed): h11 sends
+        # header names as given, so the emulator keeps Strava's wire casing.
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2, http="h11"
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -110,6 +112,8 @@ def run(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int
         emulator.athlete_ids,
     )
     try:
-        uvicorn.run(emulator.app, host=host, port=port, log_level="info", lifespan="off")
+        uvicorn.run(
+            emulator.app, host=host, port=port, log_level="info", lifespan="off", http="h11"
+        )
     finally:
         emulator.close()

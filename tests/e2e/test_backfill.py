@@ -1,0 +1,156 @@
+"""A new athlete connects and the whole history lands, through real processes (issue 4).
+
+The Procfile's web and worker processes on PostgreSQL and Redis: the athlete goes through
+/auth/strava/connect and the emulator's authorize page; the callback starts the backfill; the
+worker lists the 450-activity history in pages of 100 and hydrates the recent window with
+its streams, while older activities stay summaries (HYDRATE_OLDER=on_demand).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+
+from service.launch import answers, command, free_port, running, wait_until
+from service.models import Activity, ActivityStream, SyncJob, SyncStatus
+from service.strava.emulator import Emulator, EmulatorConfig, RateLimits
+from service.strava.emulator.server import EmulatorServer
+
+pytestmark = pytest.mark.e2e
+
+HISTORY = 450
+RECENT_WEEKS = 12
+DEADLINE = 90.0
+HIGH = 1_000_000  # quota is not what this test is about (tests/strava/quota is)
+
+
+@pytest.fixture
+def strava() -> Iterator[FakeStrava]:
+    """An athlete with a long history. Short tracks: a summary's figures are derived from
+    its track, and full-size ones cost the emulator ~15 ms each on first listing."""
+    emulator = Emulator(
+        EmulatorConfig(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            athletes=1,
+            activities_per_athlete=HISTORY,
+            max_stream_points=30,
+            limits=RateLimits(HIGH, HIGH, HIGH, HIGH),
+        )
+    )
+    with EmulatorServer(emulator) as server:
+        yield FakeStrava(emulator, server)
+    emulator.close()
+
+
+@pytest.fixture
+def env(strava: FakeStrava, database_url: str, redis_url: str, engine: Engine) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "BROKER_URL": redis_url,
+        "STRAVA_CLIENT_ID": str(CLIENT_ID),
+        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
+        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
+        "TOKEN_KEY": TOKEN_KEY,
+        "STRAVA_API_URL": strava.server.api_url,
+        "STRAVA_OAUTH_URL": strava.server.oauth_url,
+        "SYNC_PAGE_SIZE": "100",
+        "HYDRATE_RECENT_WEEKS": str(RECENT_WEEKS),
+        "HYDRATE_OLDER": "on_demand",
+        "QUOTA_LIMIT_SHORT": str(HIGH),
+        "QUOTA_LIMIT_DAILY": str(HIGH),
+        "QUOTA_READ_LIMIT_SHORT": str(HIGH),
+        "QUOTA_READ_LIMIT_DAILY": str(HIGH),
+    }
+
+
+@pytest.fixture
+def web(env: dict[str, str], redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """`strava-ingest worker` and `strava-ingest serve`, as the Procfile starts them."""
+    heartbeats = redis.Redis.from_url(redis_url)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (
+        running(
+            command("worker", "--processes", "1", "--threads", "2"),
+            env=env,
+            cwd=tmp_path,
+            log_file=tmp_path / "worker.log",
+            ready=lambda: heartbeats.zcard("dramatiq:__heartbeats__") > 0,
+        ),
+        running(
+            command("serve", "--port", str(port)),
+            env=env,
+            cwd=tmp_path,
+            log_file=tmp_path / "web.log",
+            ready=lambda: answers(f"{url}/readyz"),
+        ),
+    ):
+        yield url
+    heartbeats.close()
+
+
+def finished_job(engine: Engine, athlete_id: int) -> SyncJob | None:
+    with Session(engine) as session:
+        job = session.exec(select(SyncJob).where(SyncJob.athlete_id == athlete_id)).first()
+    return job if job is not None and job.status not in ("queued", "running") else None
+
+
+def stored(engine: Engine, athlete_id: int) -> dict[int, Activity]:
+    with Session(engine) as session:
+        rows = session.exec(select(Activity).where(Activity.athlete_id == athlete_id)).all()
+    return {row.id: row for row in rows}
+
+
+def test_a_connected_athletes_whole_history_lands_and_the_recent_window_is_hydrated(
+    web: str, strava: FakeStrava, engine: Engine, env: dict[str, str]
+) -> None:
+    connected = httpx.get(f"{web}/auth/strava/connect", follow_redirects=True)
+    assert connected.status_code == 200, connected.text
+    athlete_id: int = connected.json()["athlete_id"]
+
+    found = wait_until(
+        lambda: finished_job(engine, athlete_id), timeout=DEADLINE, what="the backfill"
+    )
+
+    assert isinstance(found, SyncJob)
+    assert found.status == SyncStatus.COMPLETED
+    listing = strava.emulator.activities_of(athlete_id)
+    assert len(listing) == HISTORY
+    rows = stored(engine, athlete_id)
+    assert set(rows) == {item["id"] for item in listing}
+    since = datetime.now(UTC) - timedelta(weeks=RECENT_WEEKS)
+    recent = {i for i, row in rows.items() if row.start_date and row.start_date >= since}
+    assert 0 < len(recent) < HISTORY
+
+    def recent_hydrated() -> bool:
+        now = stored(engine, athlete_id)
+        return all(now[i].hydration_status == "complete" for i in recent)
+
+    wait_until(recent_hydrated, timeout=DEADLINE, what="the recent window hydrated")
+    with Session(engine) as session:
+        query = sa.select(col(ActivityStream.activity_id)).distinct()
+        with_streams = set(session.execute(query).scalars())
+    assert with_streams == recent
+    older = stored(engine, athlete_id)
+    assert {older[i].hydration_status for i in set(rows) - recent} == {"none"}
+
+    status = subprocess.run(
+        command("sync", "status", str(athlete_id), "--once"),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "completed" in status.stdout
+    assert f"{len(recent)} complete" in status.stdout
