@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-import redis
 import sqlalchemy as sa
+from e2e.processes import connect, service_env, worker
+from e2e.processes import web as start_web
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+from support import CLIENT_ID, CLIENT_SECRET, FakeStrava
 
-from service.launch import answers, command, free_port, running, wait_until
+from service.launch import command, wait_until
 from service.models import Activity, ActivityStream, SyncJob, SyncStatus
 from service.strava.emulator import Emulator, EmulatorConfig, RateLimits
 from service.strava.emulator.server import EmulatorServer
@@ -55,49 +55,25 @@ def strava() -> Iterator[FakeStrava]:
 
 @pytest.fixture
 def env(strava: FakeStrava, database_url: str, redis_url: str, engine: Engine) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "BROKER_URL": redis_url,
-        "STRAVA_CLIENT_ID": str(CLIENT_ID),
-        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
-        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
-        "TOKEN_KEY": TOKEN_KEY,
-        "STRAVA_API_URL": strava.server.api_url,
-        "STRAVA_OAUTH_URL": strava.server.oauth_url,
-        "SYNC_PAGE_SIZE": "100",
-        "HYDRATE_RECENT_WEEKS": str(RECENT_WEEKS),
-        "HYDRATE_OLDER": "on_demand",
-        "QUOTA_LIMIT_SHORT": str(HIGH),
-        "QUOTA_LIMIT_DAILY": str(HIGH),
-        "QUOTA_READ_LIMIT_SHORT": str(HIGH),
-        "QUOTA_READ_LIMIT_DAILY": str(HIGH),
-    }
+    return service_env(
+        strava,
+        database_url,
+        redis_url,
+        SYNC_PAGE_SIZE="100",
+        HYDRATE_RECENT_WEEKS=str(RECENT_WEEKS),
+        HYDRATE_OLDER="on_demand",
+        QUOTA_LIMIT_SHORT=str(HIGH),
+        QUOTA_LIMIT_DAILY=str(HIGH),
+        QUOTA_READ_LIMIT_SHORT=str(HIGH),
+        QUOTA_READ_LIMIT_DAILY=str(HIGH),
+    )
 
 
 @pytest.fixture
 def web(env: dict[str, str], redis_url: str, tmp_path: Path) -> Iterator[str]:
     """`strava-ingest worker` and `strava-ingest serve`, as the Procfile starts them."""
-    heartbeats = redis.Redis.from_url(redis_url)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (
-        running(
-            command("worker", "--processes", "1", "--threads", "2"),
-            env=env,
-            cwd=tmp_path,
-            log_file=tmp_path / "worker.log",
-            ready=lambda: heartbeats.zcard("dramatiq:__heartbeats__") > 0,
-        ),
-        running(
-            command("serve", "--port", str(port)),
-            env=env,
-            cwd=tmp_path,
-            log_file=tmp_path / "web.log",
-            ready=lambda: answers(f"{url}/readyz"),
-        ),
-    ):
+    with worker(env, tmp_path, redis_url), start_web(env, tmp_path) as url:
         yield url
-    heartbeats.close()
 
 
 def finished_job(engine: Engine, athlete_id: int) -> SyncJob | None:
@@ -115,9 +91,7 @@ def stored(engine: Engine, athlete_id: int) -> dict[int, Activity]:
 def test_a_connected_athletes_whole_history_lands_and_the_recent_window_is_hydrated(
     web: str, strava: FakeStrava, engine: Engine, env: dict[str, str]
 ) -> None:
-    connected = httpx.get(f"{web}/auth/strava/connect", follow_redirects=True)
-    assert connected.status_code == 200, connected.text
-    athlete_id: int = connected.json()["athlete_id"]
+    athlete_id = connect(web)
 
     found = wait_until(
         lambda: finished_job(engine, athlete_id), timeout=DEADLINE, what="the backfill"

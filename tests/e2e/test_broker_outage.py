@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import redis
+from e2e.processes import connect, service_env, subscribe, web, worker
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, select
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+from support import FakeStrava
 
-from service.launch import answers, command, free_port, running, wait_until
+from service.launch import command, running, wait_until
 from service.models import Activity, HydrationStatus, InboxEvent, InboxStatus
 
 pytestmark = pytest.mark.e2e
@@ -101,37 +99,13 @@ def test_a_burst_during_a_broker_outage_is_processed_after_it_returns(
     tmp_path: Path,
 ) -> None:
     db_number = make_url(redis_url).database or "0"
-    env = {
-        "DATABASE_URL": database_url,
-        "BROKER_URL": redis_url,
-        "STRAVA_CLIENT_ID": str(CLIENT_ID),
-        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
-        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
-        "TOKEN_KEY": TOKEN_KEY,
-        "STRAVA_API_URL": strava.server.api_url,
-        "STRAVA_OAUTH_URL": strava.server.oauth_url,
-        "RELAY_AFTER_SECONDS": "1",
-        "RELAY_INTERVAL_SECONDS": "0.5",
-    }
+    env = service_env(
+        strava, database_url, redis_url, RELAY_AFTER_SECONDS="1", RELAY_INTERVAL_SECONDS="0.5"
+    )
     through_proxy = {**env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/{db_number}"}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    heartbeats = redis.Redis.from_url(redis_url)
     with (
-        running(
-            command("worker", "--processes", "1", "--threads", "2"),
-            env=env,
-            cwd=tmp_path,
-            log_file=tmp_path / "worker.log",
-            ready=lambda: heartbeats.zcard("dramatiq:__heartbeats__") > 0,
-        ),
-        running(
-            command("serve", "--port", str(port)),
-            env=through_proxy,
-            cwd=tmp_path,
-            log_file=tmp_path / "web.log",
-            ready=lambda: answers(f"{url}/readyz"),
-        ),
+        worker(env, tmp_path, redis_url),
+        web(through_proxy, tmp_path) as url,
         running(
             command("scheduler"),
             env=through_proxy,
@@ -139,14 +113,8 @@ def test_a_burst_during_a_broker_outage_is_processed_after_it_returns(
             log_file=tmp_path / "scheduler.log",
         ),
     ):
-        connected = httpx.get(f"{url}/auth/strava/connect", follow_redirects=True)
-        athlete_id = connected.json()["athlete_id"]
-        subprocess.run(
-            command("subscription", "create", "--callback-url", f"{url}/webhooks/strava"),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        athlete_id = connect(url)
+        subscribe(url, env)
         proxy.sever()
 
         created = [strava.emulator.create_activity(athlete_id)["id"] for _ in range(BURST)]
@@ -166,7 +134,6 @@ def test_a_burst_during_a_broker_outage_is_processed_after_it_returns(
             return len(done) == BURST
 
         wait_until(all_hydrated, timeout=DEADLINE, what=f"{BURST} hydrated activities")
-    heartbeats.close()
 
     assert len(acknowledged) == BURST
     assert waiting == [InboxStatus.RECEIVED.value] * BURST

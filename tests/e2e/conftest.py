@@ -1,0 +1,42 @@
+"""The two deployments every end-to-end test can run against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e.processes import Service, service_env, web, worker
+from sqlalchemy.engine import Engine
+from support import FakeStrava
+
+from service.db import create_db_engine, upgrade_schema
+
+
+@pytest.fixture
+def production(
+    strava: FakeStrava, engine: Engine, database_url: str, redis_url: str, tmp_path: Path
+) -> Iterator[Service]:
+    """PostgreSQL, Redis, and the web and worker processes of the Procfile."""
+    env = service_env(strava, database_url, redis_url)
+    with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
+        yield Service(url, engine, env)
+
+
+@pytest.fixture
+def embedded(strava: FakeStrava, tmp_path: Path) -> Iterator[Service]:
+    """SQLite and the in-process broker: one `strava-ingest serve` process."""
+    database_url = f"sqlite:///{tmp_path / 'strava_ingest.db'}"
+    upgrade_schema(database_url)
+    engine = create_db_engine(database_url)
+    env = service_env(strava, database_url, "memory://")
+    with web(env, tmp_path) as url:
+        yield Service(url, engine, env)
+    engine.dispose()
+
+
+@pytest.fixture(params=["production", "embedded"])
+def service(request: pytest.FixtureRequest) -> Service:
+    """Each test using this runs once per deployment."""
+    deployed: Service = request.getfixturevalue(request.param)
+    return deployed

@@ -1,0 +1,111 @@
+"""Starting the service's processes for end-to-end tests, exactly as the Procfile does."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+
+from service.launch import answers, command, free_port, running, wait_until
+from service.models import Activity
+
+
+@dataclass
+class Service:
+    url: str
+    engine: Engine
+    env: dict[str, str]
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/webhooks/strava"
+
+
+def service_env(
+    strava: FakeStrava, database_url: str, broker_url: str, **settings: str
+) -> dict[str, str]:
+    """The environment of every process: our databases, the emulator as Strava, and
+    `settings` as extra variables (names as the README gives them)."""
+    return {
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "STRAVA_CLIENT_ID": str(CLIENT_ID),
+        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
+        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
+        "TOKEN_KEY": TOKEN_KEY,
+        "STRAVA_API_URL": strava.server.api_url,
+        "STRAVA_OAUTH_URL": strava.server.oauth_url,
+        **settings,
+    }
+
+
+@contextmanager
+def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """`strava-ingest serve`, ready once /readyz answers; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(
+        command("serve", "--port", str(port)),
+        env=env,
+        cwd=tmp_path,
+        log_file=tmp_path / "web.log",
+        ready=lambda: answers(f"{url}/readyz"),
+    ):
+        yield url
+
+
+@contextmanager
+def worker(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[None]:
+    """`strava-ingest worker`, ready once a consumer has written dramatiq's heartbeat."""
+    heartbeats = redis.Redis.from_url(redis_url)
+    try:
+        with running(
+            command("worker", "--processes", "1", "--threads", "2"),
+            env=env,
+            cwd=tmp_path,
+            log_file=tmp_path / "worker.log",
+            ready=lambda: heartbeats.zcard("dramatiq:__heartbeats__") > 0,
+        ):
+            yield
+    finally:
+        heartbeats.close()
+
+
+def connect(url: str) -> int:
+    """An athlete goes through /auth/strava/connect, Strava's authorize page and back."""
+    response = httpx.get(f"{url}/auth/strava/connect", follow_redirects=True)
+    assert response.status_code == 200, response.text
+    athlete_id: int = response.json()["athlete_id"]
+    return athlete_id
+
+
+def subscribe(url: str, env: dict[str, str]) -> None:
+    subprocess.run(
+        command("subscription", "create", "--callback-url", f"{url}/webhooks/strava"),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def activity_when(
+    service: Service, activity_id: int, condition: Callable[[Activity], bool], timeout: float
+) -> Activity:
+    """The activity's row, once it exists and satisfies `condition`."""
+
+    def check() -> Activity | None:
+        with Session(service.engine) as session:
+            row = session.get(Activity, activity_id)
+        return row if row is not None and condition(row) else None
+
+    found = wait_until(check, timeout=timeout, what=f"activity {activity_id}")
+    assert isinstance(found, Activity)
+    return found
