@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from service.config import ConfigError, DatabaseSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 S = TypeVar("S", bound=DatabaseSettings)
 
@@ -35,5 +40,19 @@ def require_schema(settings: Settings) -> None:
         raise click.ClickException(str(error)) from None
     except OperationalError as error:
         raise click.ClickException(f"database unreachable: {error.orig}") from None
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def database() -> Iterator[tuple[Settings, Engine]]:
+    """The settings and an engine on a database whose schema is current."""
+    from service.db import create_db_engine
+
+    loaded = settings()
+    require_schema(loaded)
+    engine = create_db_engine(loaded.database_url)
+    try:
+        yield loaded, engine
     finally:
         engine.dispose()

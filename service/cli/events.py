@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
 
-from service.cli.common import require_schema
-from service.cli.common import settings as load_settings
+from service.cli.common import database
 from service.ingest.lifecycle import REPLAYABLE
 from service.models import InboxStatus, utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
-    from service.config import Settings
+    pass
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -42,19 +37,6 @@ def parse_since(value: str, now: datetime) -> datetime:
 
 def _since_option(value: str | None) -> datetime | None:
     return None if value is None else parse_since(value, utcnow())
-
-
-@contextmanager
-def _database() -> Iterator[tuple[Settings, Engine]]:
-    from service.db import create_db_engine
-
-    settings = load_settings()
-    require_schema(settings)
-    engine = create_db_engine(settings.database_url)
-    try:
-        yield settings, engine
-    finally:
-        engine.dispose()
 
 
 @click.group()
@@ -81,7 +63,7 @@ def failed(since: str | None, status: str, as_json: bool) -> None:
     """List dead events (failed after every retry), oldest first, with their last error."""
     from service.ingest.lifecycle import events_with_status
 
-    with _database() as (_, engine):
+    with database() as (_, engine):
         rows = events_with_status(engine, InboxStatus(status), since=_since_option(since))
     for row in rows:
         fields = {
@@ -119,7 +101,7 @@ def replay(since: str | None, status: str) -> None:
     from service.ingest.lifecycle import replay as replay_events
     from service.ingest.lifecycle import reset_for_replay
 
-    with _database() as (settings, engine):
+    with database() as (settings, engine):
         if settings.broker_url == "memory://":
             # The workers live inside `strava-ingest serve`; its relay re-sends `received` rows.
             ids = reset_for_replay(
@@ -153,7 +135,7 @@ def prune(older_than_days: float | None) -> None:
     """Delete processed and ignored events finished longer ago than the retention."""
     from service.ingest.lifecycle import prune as prune_events
 
-    with _database() as (settings, engine):
+    with database() as (settings, engine):
         days = older_than_days if older_than_days is not None else settings.inbox_retention_days
         deleted = prune_events(engine, older_than=timedelta(days=days), now=utcnow())
     click.echo(f"pruned {deleted} events")

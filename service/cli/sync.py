@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from service.cli.common import require_schema
-from service.cli.common import settings as load_settings
+from service.cli.common import database
 from service.config import Settings
 from service.models import ACTIVE_SYNC_STATUSES, Activity, SyncJob, SyncKind, SyncStatus, utcnow
 
@@ -39,19 +38,6 @@ class _SyncGroup(click.Group):
 @click.group("sync", cls=_SyncGroup)
 def sync_command() -> None:
     """Sync an athlete's activities: `sync ATHLETE [--full]`, `sync cancel`, `sync status`."""
-
-
-@contextmanager
-def _engine() -> Iterator[tuple[Settings, Engine]]:
-    from service.db import create_db_engine
-
-    settings = load_settings()
-    require_schema(settings)
-    engine = create_db_engine(settings.database_url)
-    try:
-        yield settings, engine
-    finally:
-        engine.dispose()
 
 
 def _has_completed_listing(engine: Engine, athlete_id: int) -> bool:
@@ -78,7 +64,7 @@ def start(athlete_id: int, full: bool, wait: bool) -> None:
     from service.ingest.sync import start_job
     from service.models import Athlete
 
-    with _engine() as (settings, engine):
+    with database() as (settings, engine):
         with Session(engine) as session:
             if session.get(Athlete, athlete_id) is None:
                 raise click.ClickException(f"athlete {athlete_id} is not connected")
@@ -187,7 +173,7 @@ def cancel(athlete_id: int) -> None:
     A later `sync ATHLETE` continues from where it stopped."""
     from service.ingest.sync import cancel_job
 
-    with _engine() as (_settings, engine):
+    with database() as (_settings, engine):
         job = cancel_job(engine, athlete_id, "cancelled by an operator", utcnow())
     if job is None:
         raise click.ClickException(f"athlete {athlete_id} has no active sync job")
@@ -202,7 +188,7 @@ def cancel(athlete_id: int) -> None:
 )
 def status(athlete_id: int | None, watch: bool) -> None:
     """Sync jobs: the athlete's latest, or the latest per athlete."""
-    with _engine() as (_settings, engine):
+    with database() as (_settings, engine):
         if athlete_id is not None:
             from service.ingest.sync import latest_job
 
