@@ -76,10 +76,28 @@ def declare_actors(
             )
             resend(delay)
 
+    # A webhook fetch counts as above backfill: the stream policy decides its streams.
+    webhook_streams = streams_for(options.policy, Tier.WEBHOOK)
+
+    def fetch_webhook_streams(activity_id: int) -> None:
+        # The event is finished: the streams are the activity's hydration now, with its
+        # bookkeeping and retries (the row stays `partial` until they are stored).
+        attempt(
+            HYDRATIONS,
+            activity_id,
+            Tier.WEBHOOK,
+            lambda: hydrate.hydrate_missing_streams(ctx, activity_id, webhook_streams),
+            lambda delay: hydrate_activity.send_with_options(
+                args=(activity_id, Tier.WEBHOOK.value), delay=delay
+            ),
+        )
+
     @dramatiq.actor(broker=broker, actor_name=PROCESS_EVENT, queue_name=EVENTS_QUEUE, max_retries=0)
     def process_event(inbox_id: int) -> None:
         def work() -> None:
-            outcome = process.process_event(ctx, inbox_id)
+            outcome = process.process_event(
+                ctx, inbox_id, webhook_streams, fetch_streams=fetch_webhook_streams
+            )
             if isinstance(outcome, process.Deferred):
                 # Waiting out the activity's coalescing window (docs/events.md): not a retry.
                 delay = outcome.delay_ms(ctx.clock())

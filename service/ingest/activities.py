@@ -63,24 +63,31 @@ def save_detail(
 ) -> None:
     """Store a fetched detail: the activity is then hydrated (`complete`), or `partial`
     while `missing` names what is still to be fetched (e.g. ["streams"])."""
-    status = HydrationStatus.PARTIAL if missing else HydrationStatus.COMPLETE
     _upsert(
         engine,
         detail.id,
-        {
-            **summary_columns(detail),
-            "raw_detail": raw,
-            "hydration_status": status.value,
-            "hydration_missing": missing or None,
-            "hydrated_at": now,
-            # Attempts count failures since the last success; a success starts afresh.
-            "hydrate_attempts": 0,
-            "last_hydrate_error": None,
-            "retry_after": None,
-            "created_at": now,
-            "updated_at": now,
-        },
+        {**detail_columns(detail, raw, now, missing), "created_at": now, "updated_at": now},
     )
+
+
+def detail_columns(
+    detail: DetailedActivity, raw: dict[str, Any], now: datetime, missing: list[str] | None
+) -> dict[str, Any]:
+    """The columns a fetched detail sets: its values, and the hydration status it leaves,
+    `complete`, or `partial` while `missing` names what is still to be fetched. Shared by the
+    hydrations and the webhook path (service/ingest/coalesce.py)."""
+    status = HydrationStatus.PARTIAL if missing else HydrationStatus.COMPLETE
+    return {
+        **summary_columns(detail),
+        "raw_detail": raw,
+        "hydration_status": status.value,
+        "hydration_missing": missing or None,
+        "hydrated_at": now,
+        # Attempts count failures since the last success; a success starts afresh.
+        "hydrate_attempts": 0,
+        "last_hydrate_error": None,
+        "retry_after": None,
+    }
 
 
 def save_streams(

@@ -16,7 +16,7 @@ then finds nothing to do. A holder that failed for good is replaced by the next 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,9 +25,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from service.db import session_scope, upsert_insert
-from service.ingest.activities import summary_columns
+from service.ingest.activities import detail_columns
 from service.ingest.context import IngestContext
 from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
+from service.ingest.hydrate import missing_after_detail
 from service.ingest.tokens import access_token_for
 from service.models import (
     Activity,
@@ -178,9 +179,10 @@ def request_hydration(
 @dataclass(frozen=True)
 class Fetched:
     """The pending fetch ran; `again_at` is set when events arrived during it and one more
-    fetch is due then."""
+    fetch is due then. `stored` tells the detail was stored (not a 404/401)."""
 
     again_at: datetime | None = None
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,16 @@ Settle = Callable[[Session, "Fetched | Covered"], None]
 
 
 def hydrate_pending(
-    ctx: IngestContext, activity_id: int, inbox_id: int, settle: Settle
+    ctx: IngestContext,
+    activity_id: int,
+    inbox_id: int,
+    settle: Settle,
+    stream_keys: Sequence[str] = (),
 ) -> Fetched | Covered:
     """Fetch the activity once for every event gathered on it (GET /activities/{id},
-    strava-api.md §4.2) and store it without overwriting anything newer."""
+    strava-api.md §4.2) and store it without overwriting anything newer: `complete`, or
+    `partial` with `hydration_missing = ["streams"]` when `stream_keys` are wanted, which the
+    caller then fetches (service/ingest/process.py)."""
     with session_scope(ctx.engine) as session:
         pending = session.get(PendingHydration, activity_id)
         if pending is None or pending.inbox_id != inbox_id:
@@ -215,16 +223,7 @@ def hydrate_pending(
         # event, if one comes, removes the row.
         log.info("activity not available activity_id=%s reason=%s", activity_id, error)
         return _finish_fetch(ctx, activity_id, inbox_id, as_of, type(error).__name__, settle)
-    values = {
-        **summary_columns(result.data),
-        "raw_detail": result.raw,
-        "hydration_status": HydrationStatus.COMPLETE.value,
-        "hydration_missing": None,
-        "hydrated_at": ctx.clock(),
-        "hydrate_attempts": 0,
-        "last_hydrate_error": None,
-        "retry_after": None,
-    }
+    values = detail_columns(result.data, result.raw, ctx.clock(), missing_after_detail(stream_keys))
     return _finish_fetch(ctx, activity_id, inbox_id, as_of, values, settle)
 
 
@@ -275,9 +274,9 @@ def _store_under_lock(
         # An event came in after the fetch began: its change may be missing from it.
         pending.due_at = now + ctx.coalesce_window
         session.add(pending)
-        return Fetched(again_at=pending.due_at)
+        return Fetched(again_at=pending.due_at, stored=isinstance(fetched, dict))
     session.delete(pending)
-    return Fetched()
+    return Fetched(stored=isinstance(fetched, dict))
 
 
 def _store_fetched(

@@ -44,6 +44,11 @@ def needs_detail(stored: Stored | None, stream_keys: Sequence[str]) -> bool:
     return not (stream_keys and stored is not None and stored.streams_missing)
 
 
+def missing_after_detail(stream_keys: Sequence[str]) -> list[str] | None:
+    """What a freshly stored detail still lacks: the streams, when they are wanted."""
+    return [STREAMS] if stream_keys else None
+
+
 def hydrate(
     ctx: IngestContext, athlete_id: int, activity_id: int, stream_keys: Sequence[str] = ()
 ) -> None:
@@ -59,8 +64,9 @@ def hydrate(
             mark_not_available(ctx.engine, activity_id, type(error).__name__, ctx.clock())
             log.info("activity not available activity_id=%s reason=%s", activity_id, error)
             return
-        missing = [STREAMS] if stream_keys else None
-        save_detail(ctx.engine, result.data, result.raw, ctx.clock(), missing)
+        save_detail(
+            ctx.engine, result.data, result.raw, ctx.clock(), missing_after_detail(stream_keys)
+        )
     if stream_keys:
         try:
             streams = ctx.strava.get_activity_streams(token, activity_id, list(stream_keys))
@@ -92,6 +98,19 @@ def hydrate_stored(ctx: IngestContext, activity_id: int, stream_keys: Sequence[s
     when the row is gone (deleted since it was queued)."""
     stored = _stored(ctx, activity_id)
     if stored is None:
+        return False
+    hydrate(ctx, stored.athlete_id, activity_id, stream_keys)
+    return True
+
+
+def hydrate_missing_streams(
+    ctx: IngestContext, activity_id: int, stream_keys: Sequence[str]
+) -> bool:
+    """Fetch the streams of an activity whose detail is stored and whose streams are missing
+    (the webhook path, after its fetch stored the detail): never the detail again. Returns
+    False, with no call, when the row is gone or no longer misses them."""
+    stored = _stored(ctx, activity_id)
+    if stored is None or not stored.streams_missing or not stream_keys:
         return False
     hydrate(ctx, stored.athlete_id, activity_id, stream_keys)
     return True

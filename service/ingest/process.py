@@ -4,18 +4,25 @@ The decision and its effect on storage happen in one transaction under the owner
 together with finishing the inbox row, so an event takes effect exactly once. A fetch never
 runs inside that transaction: an event that needs one holds the activity's pending fetch
 (service/ingest/coalesce.py) and is run again when the coalescing window has passed.
+
+Streams: when the stream policy wants them for a webhook fetch (`stream_keys`), the detail is
+stored `partial` with `hydration_missing = ["streams"]` and, once the event is finished, the
+streams alone are fetched as a hydration does (hydrate.py::hydrate_missing_streams). Their
+failure is the hydration's, not the event's: the row stays `partial` and the hydration's
+retry fetches them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session
 
 from service.db import session_scope
-from service.ingest import coalesce
+from service.ingest import coalesce, hydrate
 from service.ingest.context import IngestContext
 from service.ingest.events import (
     NOTHING_STORED,
@@ -33,6 +40,9 @@ from service.ingest.tokens import AthleteNotConnected
 from service.models import InboxEvent, InboxStatus
 
 log = logging.getLogger(__name__)
+
+# Fetches the streams of an activity whose detail is stored `partial` (see the module's doc).
+FetchStreams = Callable[[int], object]
 
 # Finished rows are not processed again: a redelivered message is a no-op.
 _FINISHED = (InboxStatus.PROCESSED.value, InboxStatus.IGNORED.value)
@@ -127,21 +137,41 @@ def _plan_and_apply(ctx: IngestContext, inbox_id: int) -> InboxStatus | Deferred
         return outcome
 
 
-def process_event(ctx: IngestContext, inbox_id: int) -> InboxStatus | Deferred | None:
+def process_event(
+    ctx: IngestContext,
+    inbox_id: int,
+    stream_keys: Sequence[str] = (),
+    fetch_streams: FetchStreams | None = None,
+) -> InboxStatus | Deferred | None:
     """Carry out one stored event. Returns the row's final status, Deferred when the event
     waits for its activity's coalescing window, or None when the row does not exist.
+
+    `stream_keys`: the streams the policy wants after a webhook fetch (none: the detail alone
+    is complete). `fetch_streams` fetches them once the detail is stored and the event is
+    finished; by default `hydrate_missing_streams`, raising what it raises (the worker passes
+    one that retries as a hydration).
 
     Raises what the fetch raised (quota, Strava's faults): the actor decides the retry.
     """
     outcome = _plan_and_apply(ctx, inbox_id)
     if isinstance(outcome, _Fetch):
-        outcome = _fetch(ctx, inbox_id, outcome.activity_id)
+        activity_id = outcome.activity_id
+        outcome, stored = _fetch(ctx, inbox_id, activity_id, stream_keys)
+        if stored and stream_keys:
+            if fetch_streams is None:
+                hydrate.hydrate_missing_streams(ctx, activity_id, stream_keys)
+            else:
+                fetch_streams(activity_id)
     if outcome is not None:
         log.info("event done inbox_id=%s outcome=%s", inbox_id, outcome)
     return outcome
 
 
-def _fetch(ctx: IngestContext, inbox_id: int, activity_id: int) -> InboxStatus | Deferred:
+def _fetch(
+    ctx: IngestContext, inbox_id: int, activity_id: int, stream_keys: Sequence[str]
+) -> tuple[InboxStatus | Deferred, bool]:
+    """Run the event's pending fetch. Returns the event's status, and whether the detail was
+    stored."""
     result: list[InboxStatus | Deferred] = []
 
     def settle(session: Session, fetched: coalesce.Fetched | coalesce.Covered) -> None:
@@ -157,7 +187,7 @@ def _fetch(ctx: IngestContext, inbox_id: int, activity_id: int) -> InboxStatus |
         session.add(row)
 
     try:
-        coalesce.hydrate_pending(ctx, activity_id, inbox_id, settle)
+        fetched = coalesce.hydrate_pending(ctx, activity_id, inbox_id, settle, stream_keys)
     except AthleteNotConnected as error:
         # Deauthorized or in need of a new authorization since the event was planned.
         log.info("event ignored inbox_id=%s reason=%s", inbox_id, error)
@@ -165,8 +195,8 @@ def _fetch(ctx: IngestContext, inbox_id: int, activity_id: int) -> InboxStatus |
             row = session.get_one(InboxEvent, inbox_id)
             _finish(row, InboxStatus.IGNORED, ctx.clock())
             session.add(row)
-        return InboxStatus.IGNORED
-    return result[0]
+        return InboxStatus.IGNORED, False
+    return result[0], isinstance(fetched, coalesce.Fetched) and fetched.stored
 
 
 def _finish(row: InboxEvent, status: InboxStatus, now: datetime) -> None:

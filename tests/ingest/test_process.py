@@ -15,11 +15,14 @@ from support import FakeStrava
 
 from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
+from service.ingest.hydrate import hydrate_missing_streams, hydrate_stored
 from service.ingest.inbox import store_event
+from service.ingest.policy import HydrationPolicy, streams_for
 from service.ingest.process import Deferred, process_event
 from service.models import (
     Activity,
     ActivityRemoval,
+    ActivityStream,
     Athlete,
     HydrationStatus,
     InboxEvent,
@@ -475,3 +478,106 @@ def test_a_pending_fetch_whose_holder_failed_for_good_is_taken_over_by_the_next_
 
     assert status == InboxStatus.PROCESSED
     assert strava.emulator.calls[FETCH] == 1
+
+
+# Streams by policy on the webhook path (docs/benchmarks/backfill.md, "Streams policy").
+STREAMS = "GET /activities/{id}/streams"
+STREAM_KEYS = streams_for(HydrationPolicy(streams="recent"), Tier.WEBHOOK)
+
+
+def stream_types(ctx: IngestContext, activity_id: int) -> set[str]:
+    with Session(ctx.engine) as session:
+        found = session.exec(
+            select(ActivityStream).where(ActivityStream.activity_id == activity_id)
+        ).all()
+    return {stream.type for stream in found}
+
+
+def test_a_webhook_create_fetches_the_streams_the_policy_wants_and_ends_complete(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    inbox_id = stored(ctx, created["id"], athlete_id, "create")
+
+    assert process_event(ctx, inbox_id, STREAM_KEYS) == Deferred(clock.now + WINDOW)
+    clock.advance(WINDOW)
+    assert process_event(ctx, inbox_id, STREAM_KEYS) == InboxStatus.PROCESSED
+
+    row = activity_row(ctx, created["id"])
+    assert row is not None
+    assert (row.hydration_status, row.hydration_missing) == ("complete", None)
+    assert row.raw_detail is not None
+    types = stream_types(ctx, created["id"])
+    assert {"time", "latlng"} <= types <= set(STREAM_KEYS)
+    assert (strava.emulator.calls[FETCH], strava.emulator.calls[STREAMS]) == (1, 1)
+
+
+def test_with_hydrate_streams_none_a_webhook_fetch_makes_no_streams_call(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    keys = streams_for(HydrationPolicy(streams="none"), Tier.WEBHOOK)
+    created = strava.emulator.create_activity(athlete_id)
+    inbox_id = stored(ctx, created["id"], athlete_id, "create")
+
+    process_event(ctx, inbox_id, keys)
+    clock.advance(WINDOW)
+    assert process_event(ctx, inbox_id, keys) == InboxStatus.PROCESSED
+
+    row = activity_row(ctx, created["id"])
+    assert row is not None
+    assert (row.hydration_status, row.hydration_missing) == ("complete", None)
+    assert stream_types(ctx, created["id"]) == set()
+    assert (strava.emulator.calls[FETCH], strava.emulator.calls[STREAMS]) == (1, 0)
+
+
+def test_streams_strava_does_not_have_leave_a_webhook_fetch_partial(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    inbox_id = stored(ctx, created["id"], athlete_id, "create")
+    process_event(ctx, inbox_id, STREAM_KEYS)
+    clock.advance(WINDOW)
+
+    def streams_fail(activity_id: int) -> None:
+        strava.emulator.fail_next(1, status=404)  # the streams call, after the detail
+        hydrate_missing_streams(ctx, activity_id, STREAM_KEYS)
+
+    assert process_event(ctx, inbox_id, STREAM_KEYS, streams_fail) == InboxStatus.PROCESSED
+
+    row = activity_row(ctx, created["id"])
+    assert row is not None
+    assert (row.hydration_status, row.hydration_missing) == ("partial", ["streams"])
+    assert row.raw_detail is not None
+    assert row.last_hydrate_error == "streams: NotFound"
+    assert stream_types(ctx, created["id"]) == set()
+    assert (strava.emulator.calls[FETCH], strava.emulator.calls[STREAMS]) == (1, 1)
+
+
+def test_a_streams_call_failing_after_a_webhook_fetch_leaves_it_partial_for_the_retry(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    inbox_id = stored(ctx, created["id"], athlete_id, "create")
+    process_event(ctx, inbox_id, STREAM_KEYS)
+    clock.advance(WINDOW)
+
+    def streams_fail(activity_id: int) -> None:
+        strava.emulator.fail_next(1, status=503)  # the streams call, after the detail
+        hydrate_missing_streams(ctx, activity_id, STREAM_KEYS)
+
+    with pytest.raises(Transient):
+        process_event(ctx, inbox_id, STREAM_KEYS, streams_fail)
+
+    # The event is done; the activity waits for its streams, detail stored.
+    assert inbox_row(ctx, inbox_id).status == InboxStatus.PROCESSED
+    row = activity_row(ctx, created["id"])
+    assert row is not None
+    assert (row.hydration_status, row.hydration_missing) == ("partial", ["streams"])
+    assert row.raw_detail is not None
+    # The hydration's retry (hydrate_activity at the webhook tier) fetches the streams alone.
+    assert hydrate_stored(ctx, created["id"], STREAM_KEYS)
+    done = activity_row(ctx, created["id"])
+    assert done is not None
+    assert (done.hydration_status, done.hydration_missing) == ("complete", None)
+    assert stream_types(ctx, created["id"])
+    assert (strava.emulator.calls[FETCH], strava.emulator.calls[STREAMS]) == (1, 2)

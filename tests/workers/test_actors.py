@@ -1,5 +1,6 @@
 """The actors on a real Redis broker, with a dramatiq worker running in this process."""
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -119,6 +120,14 @@ def test_an_event_denied_quota_waits_for_the_next_window_and_is_not_dead_lettere
     workers: Workers, strava: FakeStrava
 ) -> None:
     created = strava.emulator.create_activity(workers.athlete_id)
+    # Begin at the start of a window, so that it cannot roll over between exhausting the
+    # quota and the worker's attempt (which would then rightly succeed at once).
+    wait_until(
+        lambda: time.time() % WINDOW_SECONDS < 0.2,
+        timeout=2 * WINDOW_SECONDS,
+        what="the start of a quota window",
+        interval=0.01,
+    )
     exhaust_quota(workers.ctx)
 
     inbox_id = push(workers, created["id"])

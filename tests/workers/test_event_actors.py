@@ -21,7 +21,7 @@ from service.ingest.lifecycle import replay
 from service.ingest.retry import Backoff
 from service.launch import wait_until
 from service.messaging import Dispatcher, build_broker
-from service.models import Activity, InboxEvent, utcnow
+from service.models import Activity, ActivityStream, InboxEvent, utcnow
 from service.strava.schemas import TokenResponse
 from workers.actors import declare_actors
 
@@ -100,8 +100,14 @@ def activity(workers: Workers, activity_id: int) -> Activity | None:
 
 
 def hydrated(workers: Workers, strava: FakeStrava) -> int:
+    """An activity fully hydrated (detail and streams), with Strava's call counts reset."""
     created = strava.emulator.create_activity(workers.athlete_id)
     all_finished(workers, [push(workers, created["id"], "create", T)])
+    wait_until(
+        lambda: (a := activity(workers, created["id"])) and a.hydration_status == "complete",
+        timeout=DEADLINE,
+        what="the activity's streams",
+    )
     strava.emulator.reset_calls()
     return int(created["id"])
 
@@ -134,11 +140,16 @@ def test_a_burst_of_create_and_updates_costs_one_fetch_and_ends_in_the_last_stat
         burst.append(push(workers, created["id"], "update", T + n, title=title))
 
     all_finished(workers, burst)
+    # The event is done once the detail is stored; the streams follow as their own hydration.
+    row = wait_until(
+        lambda: (a := activity(workers, created["id"])) and a.hydration_status == "complete" and a,
+        timeout=DEADLINE,
+        what="the activity's streams",
+    )
 
     assert strava.emulator.calls[FETCH] == 1
-    row = activity(workers, created["id"])
-    assert row is not None
-    assert (row.name, row.hydration_status) == ("three", "complete")
+    assert isinstance(row, Activity)
+    assert row.name == "three"
 
 
 def test_a_title_only_update_costs_zero_strava_calls(workers: Workers, strava: FakeStrava) -> None:
@@ -215,7 +226,32 @@ def test_a_failing_event_ends_dead_and_is_replayed_to_success(
 
     assert replayed == 1
     all_finished(workers, [inbox_id])
-    row = activity(workers, created["id"])
-    assert row is not None
-    assert row.hydration_status == "complete"
+    wait_until(
+        lambda: (a := activity(workers, created["id"])) and a.hydration_status == "complete",
+        timeout=DEADLINE,
+        what="the replayed activity, streams included",
+    )
     assert strava.emulator.calls[FETCH] == 3
+
+
+def test_a_webhook_create_ends_complete_with_the_streams_the_default_policy_wants(
+    workers: Workers, strava: FakeStrava
+) -> None:
+    created = strava.emulator.create_activity(workers.athlete_id)
+
+    all_finished(workers, [push(workers, created["id"], "create", T)])
+
+    wait_until(
+        lambda: (
+            (row := activity(workers, created["id"])) is not None
+            and row.hydration_status == "complete"
+        ),
+        timeout=DEADLINE,
+        what="the activity complete",
+    )
+    with Session(workers.ctx.engine) as session:
+        streams = session.exec(
+            select(ActivityStream).where(col(ActivityStream.activity_id) == created["id"])
+        ).all()
+    assert streams
+    assert (strava.emulator.calls[FETCH], strava.emulator.calls[FETCH + "/streams"]) == (1, 1)
