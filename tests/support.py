@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.ingest.context import IngestContext
+from service.messaging import Dispatcher
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
@@ -46,3 +48,12 @@ TIER_SHARES = {
     Tier.BACKFILL: (0.7, 0.6),
     Tier.RECONCILE: (0.5, 0.4),
 }
+
+
+@dataclass
+class Workers:
+    """Dramatiq workers running in the test process on a real Redis broker."""
+
+    ctx: IngestContext
+    dispatcher: Dispatcher
+    athlete_id: int

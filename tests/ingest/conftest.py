@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.engine import Engine
 from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava
+from sync_support import Clock
 
 from service.config import Settings
 from service.ingest.athletes import connect_athlete
@@ -17,12 +18,22 @@ from service.strava.schemas import TokenResponse
 
 
 @pytest.fixture
+def quota_clock() -> Clock:
+    """The quota scheduler's clock: it moves only when the test moves it."""
+    return Clock(utcnow())
+
+
+@pytest.fixture
 def make_ctx(
-    engine: Engine, strava: FakeStrava, make_settings: Callable[..., Settings]
+    engine: Engine,
+    strava: FakeStrava,
+    make_settings: Callable[..., Settings],
+    quota_clock: Clock,
 ) -> Iterator[Callable[[], IngestContext]]:
-    """Builds independent contexts (each its own client and locks), like separate workers."""
+    """Builds independent contexts (each its own client and locks), like separate workers,
+    sharing one quota scheduler that runs on `quota_clock`."""
     built: list[IngestContext] = []
-    quota = build_scheduler(make_settings())
+    quota = build_scheduler(make_settings(), clock=lambda: quota_clock().timestamp())
 
     def build() -> IngestContext:
         client = StravaClient(

@@ -4,7 +4,7 @@ missing, retried without fetching the detail again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava
+from support import FakeStrava
 from sync_support import Clock
 
 from service.config import Settings
@@ -20,14 +20,12 @@ from service.db import session_scope
 from service.ingest.activities import delete_activity
 from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
-from service.ingest.crypto import TokenCipher
 from service.ingest.hydrate import hydrate_stored
 from service.ingest.policy import DEFAULT_STREAM_KEYS, HydrationPolicy, streams_for
 from service.ingest.retry import WaitForQuota
 from service.ingest.workitems import HYDRATIONS
 from service.models import Activity, ActivityStream, HydrationStatus, utcnow
-from service.strava.client import StravaClient
-from service.strava.quota import QuotaHooks, Tier, build_scheduler, using_tier
+from service.strava.quota import Tier, using_tier
 from service.strava.quota.scheduler import QuotaExceeded
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
@@ -35,31 +33,6 @@ from service.strava.schemas import TokenResponse
 DETAIL = "GET /activities/{id}"
 STREAMS = "GET /activities/{id}/streams"
 KEYS = ("time", "distance", "latlng", "heartrate")
-
-
-@pytest.fixture
-def quota_clock() -> Clock:
-    return Clock(utcnow())
-
-
-@pytest.fixture
-def ctx(
-    engine: Engine,
-    strava: FakeStrava,
-    make_settings: Callable[..., Settings],
-    quota_clock: Clock,
-) -> Iterator[IngestContext]:
-    """A context whose quota scheduler runs on a clock the test moves."""
-    quota = build_scheduler(make_settings(), clock=lambda: quota_clock().timestamp())
-    client = StravaClient(
-        api_url=strava.server.api_url,
-        oauth_url=strava.server.oauth_url,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        hooks=QuotaHooks(quota),
-    )
-    yield IngestContext(engine=engine, strava=client, quota=quota, cipher=TokenCipher(TOKEN_KEY))
-    client.close()
 
 
 @pytest.fixture

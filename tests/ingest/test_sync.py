@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava
+from support import FakeStrava
 from sync_support import Clock, Sent, activities, job, run_to_end, summaries_by_id
 
-from service.config import Settings
 from service.ingest import backfill, sync
 from service.ingest.context import IngestContext
-from service.ingest.crypto import TokenCipher
 from service.ingest.policy import HydrationPolicy
 from service.ingest.sync import (
     Finished,
@@ -33,41 +29,13 @@ from service.ingest.sync import (
     sweep,
 )
 from service.models import Activity, HydrationStatus, SyncKind, SyncStatus, utcnow
-from service.strava.client import Result, StravaClient
-from service.strava.quota import QuotaHooks, Tier, build_scheduler, using_tier
+from service.strava.client import Result
+from service.strava.quota import Tier, using_tier
 from service.strava.quota.scheduler import QuotaExceeded
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 LIST = "GET /athlete/activities"
 OPTIONS = SyncOptions(per_page=2)
-
-
-@pytest.fixture
-def quota_clock() -> Clock:
-    return Clock(utcnow())
-
-
-@pytest.fixture
-def ctx(
-    engine: Engine,
-    strava: FakeStrava,
-    make_settings: Callable[..., Settings],
-    quota_clock: Clock,
-) -> Iterator[IngestContext]:
-    """A context whose quota scheduler runs on a clock the test moves."""
-    quota = build_scheduler(make_settings(), clock=lambda: quota_clock().timestamp())
-    client = StravaClient(
-        api_url=strava.server.api_url,
-        oauth_url=strava.server.oauth_url,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        hooks=QuotaHooks(quota),
-    )
-    context = IngestContext(
-        engine=engine, strava=client, quota=quota, cipher=TokenCipher(TOKEN_KEY)
-    )
-    yield context
-    client.close()
 
 
 def backfill_job(ctx: IngestContext, athlete_id: int, kind: SyncKind = SyncKind.BACKFILL) -> int:

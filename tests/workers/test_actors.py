@@ -2,74 +2,39 @@
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
-import dramatiq
 import pytest
 import redis
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import FakeStrava
+from support import FakeStrava, Workers
 
-from service.config import Settings
-from service.ingest.athletes import connect_athlete
-from service.ingest.context import IngestContext, build_context
+from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
-from service.ingest.retry import Backoff
 from service.launch import wait_until
-from service.messaging import Dispatcher, build_broker
 from service.models import Activity, InboxEvent, InboxStatus, utcnow
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
-from service.strava.schemas import TokenResponse
-from workers.actors import declare_actors
 
 DEADLINE = 20.0
 # Sped-up windows, so that "wait for the next window" takes seconds.
 WINDOW_SECONDS = 2
 
 
-@dataclass
-class Workers:
-    ctx: IngestContext
-    dispatcher: Dispatcher
-    redis: redis.Redis
-    athlete_id: int
-
-
 @pytest.fixture
-def workers(
-    engine: Engine,
-    redis_url: str,
-    strava: FakeStrava,
-    make_settings: Callable[..., Settings],
-) -> Iterator[Workers]:
-    settings = make_settings(
-        broker_url=redis_url,
+def workers(start_workers: Callable[..., Workers]) -> Workers:
+    return start_workers(
         quota_window_seconds=WINDOW_SECONDS,
         quota_day_seconds=96 * WINDOW_SECONDS,
         # No coalescing delay: the event must meet the exhausted window it was sent in.
         event_coalesce_seconds=0,
-        **strava.urls,
     )
-    broker = build_broker(redis_url)
-    ctx = build_context(settings, engine=engine)
-    declare_actors(
-        broker,
-        ctx,
-        Backoff(base=timedelta(milliseconds=100), max_attempts=2, spread=timedelta(0)),
-    )
-    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
-    worker.start()
-    athlete_id = strava.emulator.athlete_ids[0]
-    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
-    connect_athlete(engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+
+
+@pytest.fixture
+def broker_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
-    yield Workers(ctx, Dispatcher(broker), client, athlete_id)
-    worker.stop()
-    broker.close()
-    ctx.strava.close()
+    yield client
     client.close()
 
 
@@ -112,12 +77,12 @@ def exhaust_quota(ctx: IngestContext) -> None:
     )
 
 
-def dead_letters(workers: Workers) -> int:
-    return int(workers.redis.zcard("dramatiq:events.XQ"))
+def dead_letters(broker_redis: redis.Redis) -> int:
+    return int(broker_redis.zcard("dramatiq:events.XQ"))
 
 
 def test_an_event_denied_quota_waits_for_the_next_window_and_is_not_dead_lettered(
-    workers: Workers, strava: FakeStrava
+    workers: Workers, strava: FakeStrava, broker_redis: redis.Redis
 ) -> None:
     created = strava.emulator.create_activity(workers.athlete_id)
     # Begin at the start of a window, so that it cannot roll over between exhausting the
@@ -143,10 +108,12 @@ def test_an_event_denied_quota_waits_for_the_next_window_and_is_not_dead_lettere
     wait_until(lambda: hydrated(workers, created["id"]), timeout=DEADLINE, what="hydration")
     assert strava.emulator.calls["GET /activities/{id}"] == 1
     assert inbox_row(workers, inbox_id).status == InboxStatus.PROCESSED
-    assert dead_letters(workers) == 0
+    assert dead_letters(broker_redis) == 0
 
 
-def test_a_transient_fault_is_retried_after_a_backoff(workers: Workers, strava: FakeStrava) -> None:
+def test_a_transient_fault_is_retried_after_a_backoff(
+    workers: Workers, strava: FakeStrava, broker_redis: redis.Redis
+) -> None:
     created = strava.emulator.create_activity(workers.athlete_id)
     strava.emulator.fail_next(1, status=503)
 
@@ -156,7 +123,7 @@ def test_a_transient_fault_is_retried_after_a_backoff(workers: Workers, strava: 
     row = inbox_row(workers, inbox_id)
     assert row.status == InboxStatus.PROCESSED
     assert strava.emulator.calls["GET /activities/{id}"] == 2
-    assert dead_letters(workers) == 0
+    assert dead_letters(broker_redis) == 0
 
 
 def test_an_event_that_keeps_failing_ends_failed_with_the_error_kept(

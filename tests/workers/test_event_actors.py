@@ -1,68 +1,28 @@
 """Event semantics through the real actors: Redis broker, two dramatiq workers in this
 process (standing in for two worker processes), PostgreSQL and the emulator."""
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
-import dramatiq
 import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from support import FakeStrava
+from support import FakeStrava, Workers
 
-from service.config import Settings
-from service.ingest.athletes import connect_athlete
-from service.ingest.context import IngestContext, build_context
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.ingest.lifecycle import replay
-from service.ingest.retry import Backoff
 from service.launch import wait_until
-from service.messaging import Dispatcher, build_broker
 from service.models import Activity, ActivityStream, InboxEvent, utcnow
-from service.strava.schemas import TokenResponse
-from workers.actors import declare_actors
 
 DEADLINE = 20.0
 T = 1_700_000_000
 FETCH = "GET /activities/{id}"
 
 
-@dataclass
-class Workers:
-    ctx: IngestContext
-    dispatcher: Dispatcher
-    athlete_id: int
-
-
 @pytest.fixture
-def workers(
-    engine: Engine,
-    redis_url: str,
-    strava: FakeStrava,
-    make_settings: Callable[..., Settings],
-) -> Iterator[Workers]:
-    settings = make_settings(broker_url=redis_url, event_coalesce_seconds=1.0, **strava.urls)
-    broker = build_broker(redis_url)
-    ctx = build_context(settings, engine=engine)
-    declare_actors(
-        broker,
-        ctx,
-        Backoff(base=timedelta(milliseconds=100), max_attempts=2, spread=timedelta(0)),
-    )
-    running = [dramatiq.Worker(broker, worker_threads=2, worker_timeout=50) for _ in range(2)]
-    for worker in running:
-        worker.start()
-    athlete_id = strava.emulator.athlete_ids[0]
-    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
-    connect_athlete(engine, ctx.cipher, token, "read,activity:read_all", utcnow())
-    yield Workers(ctx, Dispatcher(broker), athlete_id)
-    for worker in running:
-        worker.stop()
-    broker.close()
-    ctx.strava.close()
+def workers(start_workers: Callable[..., Workers]) -> Workers:
+    """Two workers, as two processes would be, with a short coalescing window."""
+    return start_workers(2, event_coalesce_seconds=1.0)
 
 
 def push(workers: Workers, activity_id: int, aspect: str, event_time: int, **updates: Any) -> int:
