@@ -56,6 +56,18 @@ def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=sa.Column(JSONType, nullable=nullable))
 
 
+def _athlete_fk(index: bool = False) -> Any:
+    """The owning athlete: their rows go when the athlete row does."""
+    return Field(
+        sa_column=sa.Column(
+            sa.BigInteger,
+            sa.ForeignKey("athletes.id", ondelete="CASCADE"),
+            nullable=False,
+            index=index,
+        )
+    )
+
+
 def _check_in(table: str, column: str, values: type[StrEnum]) -> sa.CheckConstraint:
     allowed = ", ".join(f"'{v.value}'" for v in values)
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=f"ck_{table}_{column}")
@@ -122,11 +134,7 @@ class Activity(SQLModel, table=True):
     )
 
     id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
-    athlete_id: int = Field(
-        sa_column=sa.Column(
-            sa.BigInteger, sa.ForeignKey("athletes.id", ondelete="CASCADE"), nullable=False
-        )
-    )
+    athlete_id: int = _athlete_fk()
     name: str | None = None
     sport_type: str | None = None
     type: str | None = None
@@ -191,14 +199,7 @@ class ActivityRemoval(SQLModel, table=True):
     activity_id: int = Field(
         sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False)
     )
-    athlete_id: int = Field(
-        sa_column=sa.Column(
-            sa.BigInteger,
-            sa.ForeignKey("athletes.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        )
-    )
+    athlete_id: int = _athlete_fk(index=True)
     reason: str = Field(max_length=16)
     event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     removed_at: datetime = _created()
@@ -238,14 +239,7 @@ class PendingHydration(SQLModel, table=True):
     activity_id: int = Field(
         sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False)
     )
-    athlete_id: int = Field(
-        sa_column=sa.Column(
-            sa.BigInteger,
-            sa.ForeignKey("athletes.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        )
-    )
+    athlete_id: int = _athlete_fk(index=True)
     inbox_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     due_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     requested_event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
@@ -293,11 +287,7 @@ class SyncJob(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigIntKey, primary_key=True))
-    athlete_id: int = Field(
-        sa_column=sa.Column(
-            sa.BigInteger, sa.ForeignKey("athletes.id", ondelete="CASCADE"), nullable=False
-        )
-    )
+    athlete_id: int = _athlete_fk()
     kind: str = Field(max_length=16)
     status: str = Field(default=SyncStatus.QUEUED.value, max_length=16)
     cursor: dict[str, Any] = Field(
