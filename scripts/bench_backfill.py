@@ -24,6 +24,9 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -83,6 +86,7 @@ class Bench:
     clock: Clock
     quota_clock: Clock
     athlete_id: int
+    emulator_urls: tuple[str, str]  # API and OAuth, for a worker process of its own
 
 
 def recreate(url: str) -> None:
@@ -96,8 +100,8 @@ def recreate(url: str) -> None:
     upgrade_schema(url)
 
 
-def build(url: str, emulator: Emulator, server: EmulatorServer) -> Bench:
-    settings = Settings(
+def bench_settings(url: str) -> Settings:
+    return Settings(
         _env_file=None,
         database_url=url,
         strava_client_id=CLIENT_ID,
@@ -109,6 +113,10 @@ def build(url: str, emulator: Emulator, server: EmulatorServer) -> Bench:
         quota_read_limit_short=HIGH,
         quota_read_limit_daily=HIGH,
     )
+
+
+def build(url: str, emulator: Emulator, server: EmulatorServer) -> Bench:
+    settings = bench_settings(url)
     quota_clock = Clock()
     quota = build_scheduler(settings, clock=lambda: quota_clock().timestamp())
     client = StravaClient(
@@ -127,7 +135,9 @@ def build(url: str, emulator: Emulator, server: EmulatorServer) -> Bench:
     athlete_id = emulator.athlete_ids[0]
     token = TokenResponse.model_validate(emulator.issue_tokens(athlete_id))
     connect_athlete(engine, ctx.cipher, token, "read,activity:read_all", clock())
-    return Bench(engine, emulator, ctx, clock, quota_clock, athlete_id)
+    return Bench(
+        engine, emulator, ctx, clock, quota_clock, athlete_id, (server.api_url, server.oauth_url)
+    )
 
 
 def reset(bench: Bench) -> None:
@@ -249,28 +259,79 @@ def upsert_alone(bench: Bench, n: int) -> None:
     run("every row changed", lambda raws: [{**raw, "kudos_count": -1} for raw in raws])
 
 
+def stored_rows(bench: Bench) -> int:
+    with bench.engine.connect() as connection:
+        count: int = connection.execute(sa.text("SELECT count(*) FROM activities")).scalar_one()
+    return count
+
+
+def kill_mid_page(bench: Bench, job_id: int) -> None:
+    """Run one page of the job in a worker process and SIGKILL it once the page's rows are
+    written but not committed."""
+    spawn = multiprocessing.get_context("spawn")
+    ours, theirs = spawn.Pipe()
+    url = bench.engine.url.render_as_string(hide_password=False)
+    worker = spawn.Process(
+        target=doomed_worker, args=(url, bench.emulator_urls, job_id, bench.clock(), theirs)
+    )
+    worker.start()
+    if not ours.poll(timeout=60):
+        worker.kill()
+        raise RuntimeError("the doomed worker never wrote its page")
+    ours.recv()
+    os.kill(worker.pid or 0, signal.SIGKILL)
+    worker.join()
+    assert worker.exitcode == -signal.SIGKILL, worker.exitcode
+
+
+def doomed_worker(
+    url: str, emulator_urls: tuple[str, str], job_id: int, now: datetime, report: Any
+) -> None:
+    """A worker process's run of one page, stopped after the upsert, before the commit."""
+    api_url, oauth_url = emulator_urls
+    quota = build_scheduler(bench_settings(url))
+    client = StravaClient(
+        api_url=api_url,
+        oauth_url=oauth_url,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        hooks=QuotaHooks(quota),
+        timeout=120,
+    )
+    ctx = IngestContext(
+        engine=create_db_engine(url),
+        strava=client,
+        quota=quota,
+        cipher=TokenCipher(TOKEN_KEY),
+        clock=lambda: now,
+    )
+    real = vars(sync)["upsert_summaries"]
+
+    def upsert_then_hang(session: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real(session, *args, **kwargs)
+        session.flush()
+        report.send("written, not committed")
+        time.sleep(3600)  # still "working" when the kill comes
+        return result
+
+    vars(sync)["upsert_summaries"] = upsert_then_hang
+    sync.claim(ctx.engine, job_id, "doomed", now, OPTIONS.lease)
+    run_job(ctx, job_id, owner="doomed", options=OPTIONS, send_hydration=lambda *_: None)
+
+
 def interrupted_backfill(bench: Bench, n: int, clean_rows: str, clean_calls: int) -> None:
     reset(bench)
     total_pages = clean_calls
     job_id = new_job(bench)
     marks = [total_pages // 4, total_pages // 2, 3 * total_pages // 4]
 
-    # 1. A kill mid-page: the page was listed, its transaction never committed; the worker
-    #    leaves its lease behind and the next sweep hands the job to another worker.
+    # 1. A kill -9 mid-page: a worker process lists the page and writes it inside its
+    #    transaction, and is killed before the commit. It leaves its lease behind and the next
+    #    sweep hands the job to another worker.
     until(bench, job_id, marks[0])
-    real = vars(sync)["upsert_summaries"]
-
-    def killed(*_args: Any, **_kwargs: Any) -> Any:
-        raise KeyboardInterrupt("kill -9")
-
-    sync.claim(bench.engine, job_id, "doomed", bench.clock(), OPTIONS.lease)
-    vars(sync)["upsert_summaries"] = killed
-    try:
-        step(bench, job_id, owner="doomed")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        vars(sync)["upsert_summaries"] = real
+    stored_before = stored_rows(bench)
+    kill_mid_page(bench, job_id)
+    assert stored_rows(bench) == stored_before, "the killed page's rows must not be visible"
     bench.clock.now += OPTIONS.lease + timedelta(seconds=1)
     taken: list[int] = []
     sync.sweep(bench.engine, bench.clock(), taken.append)

@@ -69,6 +69,8 @@ class Settings(DatabaseSettings):
     subscription_cache_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Group commit of webhook events: at most this many per INSERT.
     ingest_batch_max: Annotated[int, Field(gt=0, le=1000)] = 256
+    # Batches committing at once, each on a PostgreSQL connection of its own.
+    ingest_commit_lanes: Annotated[int, Field(gt=0, le=16)] = 2
     # A webhook request waits at most this long for its commit, then gets 503: Strava wants an
     # answer within 2 s, and a hung database must not make us miss it (service/web/batching.py).
     ingest_deadline_seconds: Annotated[float, Field(gt=0, le=1.8)] = 1.5

@@ -6,8 +6,13 @@ importing the actors; both sides agree on the names below.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import dramatiq
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from redis.backoff import NoBackoff
@@ -37,6 +42,40 @@ def build_broker(broker_url: str) -> dramatiq.Broker:
     broker.declare_queue(HYDRATE_QUEUE)
     broker.declare_queue(SYNC_QUEUE)
     return broker
+
+
+# What an asyncio client needs to reach the same server and db as a blocking one.
+_PORTABLE_OPTIONS = (
+    "host",
+    "port",
+    "db",
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+)
+
+
+def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client for the server, db, credentials and timeouts of ``client``, failing
+    fast like it (the web process's hand-off runs on the event loop; dramatiq needs the
+    blocking client)."""
+    pool = client.connection_pool
+    given = pool.connection_kwargs
+    options: dict[str, Any] = {key: given[key] for key in _PORTABLE_OPTIONS if key in given}
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        options["ssl"] = True
+        accepted = inspect.signature(redis.asyncio.Redis).parameters
+        options.update(
+            {
+                key: value
+                for key, value in given.items()
+                if key.startswith("ssl_") and key in accepted
+            }
+        )
+    if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
+        options["unix_socket_path"] = given["path"]
+    return redis.asyncio.Redis(**options, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
 
 
 def broker_reachable(broker: dramatiq.Broker) -> bool:

@@ -106,11 +106,11 @@ def store_events(engine: Engine, events: Sequence[WebhookEvent]) -> list[StoredE
 
 
 # The PostgreSQL inbox path of the web process (service/web/batching.py), on a raw psycopg
-# connection in autocommit mode. Profiled under load, the SQLAlchemy path above spent most of
-# its time compiling a multi-row VALUES whose row count changes with every batch (and psycopg
-# re-parsing that new text each time), plus a pool checkout and pre-ping per batch. These
-# texts are the same for every batch size (one array per column), so psycopg prepares each
-# once per connection, and the INSERT commits by itself: one round trip per batch.
+# connection in autocommit mode, on the event loop. Profiled under load, the SQLAlchemy path
+# above spent most of its time compiling a multi-row VALUES whose row count changes with every
+# batch (and psycopg re-parsing that new text each time), plus a pool checkout and pre-ping per
+# batch. These texts are the same for every batch size (one array per column), so psycopg
+# prepares each once per connection, and the INSERT commits by itself: one round trip per batch.
 _PG_INSERT = """
 INSERT INTO webhook_inbox (subscription_id, object_type, object_id, aspect_type, owner_id,
                            event_time, updates, dedupe_key, status, attempts, received_at,
@@ -134,8 +134,8 @@ WHERE id = ANY(%(ids)s) AND status = %(received)s
 """
 
 
-def store_events_pg(
-    connection: psycopg.Connection[Any], events: Sequence[WebhookEvent]
+async def store_events_pg(
+    connection: psycopg.AsyncConnection[Any], events: Sequence[WebhookEvent]
 ) -> list[StoredEvent]:
     """`store_events` on a raw psycopg connection in autocommit mode: the same rows, the same
     answers, in one statement (plus a lookup only when some events were stored already)."""
@@ -158,21 +158,21 @@ def store_events_pg(
         "updates": [json.dumps(e.updates) for e in batch],
         "dedupe_key": ordered,
     }
-    inserted: dict[str, int] = {
-        key: id_ for id_, key in connection.execute(_PG_INSERT, params).fetchall()
-    }
+    cursor = await connection.execute(_PG_INSERT, params)
+    inserted: dict[str, int] = {key: id_ for id_, key in await cursor.fetchall()}
     existing: dict[str, tuple[int, str]] = {}
     missing = [key for key in ordered if key not in inserted]
     if missing:
-        for key, id_, status in connection.execute(_PG_EXISTING, [missing]).fetchall():
+        cursor = await connection.execute(_PG_EXISTING, [missing])
+        for key, id_, status in await cursor.fetchall():
             existing[key] = (id_, status)
     return _assemble(keys, inserted, existing)
 
 
-def mark_enqueued_pg(connection: psycopg.Connection[Any], inbox_ids: list[int]) -> None:
+async def mark_enqueued_pg(connection: psycopg.AsyncConnection[Any], inbox_ids: list[int]) -> None:
     """`mark_enqueued` on a raw psycopg connection in autocommit mode."""
     if inbox_ids:
-        connection.execute(
+        await connection.execute(
             _PG_MARK_ENQUEUED,
             {
                 "enqueued": InboxStatus.ENQUEUED.value,

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from service.config import Settings
 from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
+from service.heap import settle_after_start_up
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
@@ -79,10 +80,11 @@ def create_app(
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(
                 db,
-                app.state.dispatcher,
+                queue,
                 app.state.webhook_counters,
                 max_batch=settings.ingest_batch_max,
                 deadline=settings.ingest_deadline_seconds,
+                commit_lanes=settings.ingest_commit_lanes,
             )
             batcher.start()
             owned.push_async_callback(batcher.aclose)
@@ -92,6 +94,7 @@ def create_app(
             app.state.strava = client
             app.state.quota = scheduler
             app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
+            settle_after_start_up()
             log.info("web app started mode=%s", settings.mode)
             yield
         log.info("web app stopped")

@@ -3,14 +3,16 @@
 Strava wants a 200 within two seconds and we send it only once the event is committed
 (strava-api.md §1.3; persist before ack). One commit per request would cap throughput at the
 database's commit rate, so requests put their validated event here and await a future. A single
-task takes whatever is waiting (up to ``max_batch``), stores it with one multi-row INSERT in a
-thread, commits, and resolves every future: no timer, so an idle service answers at once and a
-busy one forms larger batches by itself while the previous commit is in flight.
+task takes whatever is waiting (up to ``max_batch``) as soon as a commit lane is free, stores it
+with one multi-row INSERT, commits, and resolves every future: no timer, so an idle service
+answers at once and a busy one forms larger batches by itself while earlier commits are in
+flight. On PostgreSQL two lanes (INGEST_COMMIT_LANES), each with a connection of its own, keep
+one batch travelling while the loop answers the other's requests.
 
-The hand-off to the broker is a second stage that runs concurrently with the next commit: the
+The hand-off to the broker is a second stage that runs concurrently with the commits: the
 batch's messages are sent in one Redis pipeline (service/web/handoff.py), then one UPDATE marks
-them enqueued. Requests do not wait for it: a broker
-failure leaves the rows `received`, and the relay re-sends them (service/ingest/inbox.py).
+them enqueued. Requests do not wait for it: a broker failure leaves the rows `received`, and
+the relay re-sends them (service/ingest/inbox.py).
 
 A database failure fails every request of the batch with 503 (nothing was committed, Strava
 retries). So does a database that does not answer: each request waits at most ``deadline``
@@ -18,8 +20,10 @@ seconds (INGEST_DEADLINE_SECONDS, well within Strava's two), and a batch still u
 has its connection cut (service/web/held_connection.py). An event committed after its request
 was answered 503 is harmless: Strava's retry is recognised by its dedupe key.
 
-On PostgreSQL both stages use a connection of their own and constant SQL (service/ingest/inbox.py
-`store_events_pg`); on SQLite (embedded mode) they use the engine as before.
+On PostgreSQL everything runs on the event loop (psycopg's AsyncConnection, constant SQL:
+service/ingest/inbox.py `store_events_pg`; redis.asyncio for the hand-off), because threads
+woken under load wait for the GIL longer than PostgreSQL takes to commit. SQLite (embedded mode)
+uses the engine in a thread, one batch at a time.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+import dramatiq
 import psycopg
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
@@ -45,16 +50,16 @@ from service.ingest.inbox import (
     store_events,
     store_events_pg,
 )
-from service.messaging import Dispatcher
 from service.models import InboxStatus
 from service.web.errors import Unavailable
-from service.web.handoff import enqueue_events
+from service.web.handoff import Handoff
 from service.web.held_connection import HeldConnection
 from service.web.metrics import WebhookCounters
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 # How often the deadlines are checked: a request is answered at most this much after its own.
 WATCHDOG_TICK_SECONDS = 0.1
@@ -66,50 +71,74 @@ class _Waiting:
     future: asyncio.Future[StoredEvent]
 
 
+@dataclass(frozen=True)
+class _Stage(Generic[A, T]):
+    """A database step of the pipeline and how to cut it short (False: nothing to cut)."""
+
+    run: Callable[[A], Awaitable[T]]
+    interrupt: Callable[[], bool]
+
+
+_Lane = _Stage[Sequence[WebhookEvent], list[StoredEvent]]
+
+
+def _pg_lane(held: HeldConnection) -> _Lane:
+    return _Stage(lambda events: held.run(lambda c: store_events_pg(c, events)), held.interrupt)
+
+
+def _no_cut() -> bool:
+    return False
+
+
 class InboxBatcher:
     """Stores webhook events in shared transactions and hands them to the broker.
 
     Parameters:
       engine: the inbox's database.
-      dispatcher: sends ``process_event`` messages.
+      broker: where ``process_event`` messages go.
       counters: where batches and hand-off failures are counted.
       max_batch: at most this many events per INSERT (INGEST_BATCH_MAX).
       deadline: seconds a request waits for its commit before 503 (INGEST_DEADLINE_SECONDS).
+      commit_lanes: batches committing at once on PostgreSQL, each on its own connection
+        (INGEST_COMMIT_LANES); SQLite, which serialises writes anyway, always uses one.
     """
 
     def __init__(
         self,
         engine: Engine,
-        dispatcher: Dispatcher,
+        broker: dramatiq.Broker,
         counters: WebhookCounters,
         *,
         max_batch: int = 256,
         deadline: float = 1.5,
+        commit_lanes: int = 2,
     ) -> None:
-        self._engine = engine
-        self._dispatcher = dispatcher
         self._counters = counters
         self._max_batch = max_batch
         self._deadline = deadline
+        self._handoff = Handoff(broker)
+        self._lanes: asyncio.Queue[_Lane] = asyncio.Queue()
         self._held: list[HeldConnection] = []
-        self._store_events: Callable[[Sequence[WebhookEvent]], list[StoredEvent]]
-        self._mark: Callable[[list[int]], None]
         if engine.dialect.name == "postgresql":
-            inserts = HeldConnection(engine, "inbox-commit")
-            updates = HeldConnection(engine, "inbox-handoff")
-            self._held = [inserts, updates]
-            self._store_events = lambda events: inserts.run(lambda c: store_events_pg(c, events))
-            self._mark = lambda ids: updates.run(lambda c: mark_enqueued_pg(c, ids))
-            self._interrupt_commit: Callable[[], bool] = inserts.interrupt
-            self._interrupt_handoff: Callable[[], bool] = updates.interrupt
+            for number in range(1, commit_lanes + 1):
+                held = HeldConnection(engine, f"inbox-commit-{number}")
+                self._held.append(held)
+                self._lanes.put_nowait(_pg_lane(held))
+            marks = HeldConnection(engine, "inbox-handoff")
+            self._held.append(marks)
+            self._mark: _Stage[list[int], None] = _Stage(
+                lambda ids: marks.run(lambda c: mark_enqueued_pg(c, ids)), marks.interrupt
+            )
         else:
-            self._store_events = lambda events: store_events(engine, events)
-            self._mark = lambda ids: mark_enqueued(engine, ids)
             # SQLite is in-process: nothing to cut (its busy_timeout bounds a lock wait).
-            self._interrupt_commit = self._interrupt_handoff = lambda: False
+            self._lanes.put_nowait(
+                _Lane(lambda events: run_in_threadpool(store_events, engine, events), _no_cut)
+            )
+            self._mark = _Stage(lambda ids: run_in_threadpool(mark_enqueued, engine, ids), _no_cut)
         self._waiting: asyncio.Queue[_Waiting | None] = asyncio.Queue()
         self._handoffs: asyncio.Queue[list[int] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._commits: set[asyncio.Task[None]] = set()
         self._closed = False
         # Ids handed to the second stage and not finished yet: a retry arriving meanwhile
         # finds its row still `received` but must not be sent twice.
@@ -152,7 +181,8 @@ class InboxBatcher:
             await watchdog_task
         self._tasks = []
         for held in self._held:
-            await run_in_threadpool(held.close)
+            await held.close()
+        await self._handoff.aclose()
 
     async def _watchdog(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,31 +198,35 @@ class InboxBatcher:
                     )
 
     async def _commit_loop(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             first = await self._waiting.get()
             if first is None:
-                return
+                break
+            # Waiting for a free lane first lets the batch grow meanwhile.
+            lane = await self._lanes.get()
             batch = [first]
-            stopping = False
             while len(batch) < self._max_batch and not self._waiting.empty():
                 item = self._waiting.get_nowait()
                 if item is None:
                     stopping = True
                     break
                 batch.append(item)
-            await self._commit(batch)
-            if stopping:
-                return
+            task = asyncio.create_task(self._commit(batch, lane))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+        if self._commits:
+            await asyncio.wait(self._commits)
 
-    async def _commit(self, batch: list[_Waiting]) -> None:
+    async def _commit(self, batch: list[_Waiting], lane: _Lane) -> None:
         events = [item.event for item in batch]
         try:
-            stored = await self._bounded(
-                run_in_threadpool(self._store_events, events), self._interrupt_commit
-            )
+            stored = await self._bounded(lane.run(events), lane.interrupt)
         except Exception as error:
             self._fail(batch, error)
             return
+        finally:
+            self._lanes.put_nowait(lane)
         self._counters.count_batch(len(batch))
         for item, result in zip(batch, stored, strict=True):
             if not item.future.done():  # the client may have gone away
@@ -255,23 +289,15 @@ class InboxBatcher:
                     self._handoffs.put_nowait(None)
                     break
                 ids.extend(more)
-            # One thread hop for both: the broker, then the UPDATE of what it took.
-            sent = await self._bounded(
-                run_in_threadpool(self._send_and_mark, ids), self._interrupt_handoff
-            )
-            if len(sent) < len(ids):
+            if await self._send(ids):
+                await self._mark_enqueued(ids)
+            else:
                 self._counters.handoff_failures += 1
             self._in_handoff.difference_update(ids)
 
-    def _send_and_mark(self, ids: list[int]) -> list[int]:
-        sent = self._send(ids)
-        if sent:
-            self._mark_enqueued(sent)
-        return sent
-
-    def _send(self, ids: list[int]) -> list[int]:
+    async def _send(self, ids: list[int]) -> bool:
         try:
-            enqueue_events(self._dispatcher.broker, ids)
+            await self._handoff.send(ids)
         except Exception as error:
             # Committed already, so Strava had its 200; the relay re-sends them.
             log.warning(
@@ -281,12 +307,12 @@ class InboxBatcher:
                 ids[0],
                 type(error).__name__,
             )
-            return []
-        return ids
+            return False
+        return True
 
-    def _mark_enqueued(self, ids: list[int]) -> None:
+    async def _mark_enqueued(self, ids: list[int]) -> None:
         try:
-            self._mark(ids)
+            await self._bounded(self._mark.run(ids), self._mark.interrupt)
         except Exception as error:
             # Enqueued but not recorded: the relay may send them again, which processing
             # tolerates.

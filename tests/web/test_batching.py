@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from service.db import create_db_engine
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import StoredEvent
-from service.messaging import EVENTS_QUEUE, Dispatcher, build_broker
+from service.messaging import EVENTS_QUEUE, build_broker
 from service.models import InboxEvent, InboxStatus
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import Unavailable
@@ -63,7 +63,7 @@ def with_batcher(
     counters = WebhookCounters()
 
     async def main() -> Any:
-        batcher = InboxBatcher(engine, Dispatcher(broker), counters, max_batch=64)
+        batcher = InboxBatcher(engine, broker, counters, max_batch=64)
         batcher.start()
         try:
             return await work(batcher)
@@ -235,7 +235,7 @@ def with_deadline(
 ) -> Any:
     async def main() -> Any:
         batcher = InboxBatcher(
-            engine, Dispatcher(stub_broker()), WebhookCounters(), max_batch=64, deadline=deadline
+            engine, stub_broker(), WebhookCounters(), max_batch=64, deadline=deadline
         )
         batcher.start()
         try:
