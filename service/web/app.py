@@ -34,6 +34,9 @@ from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
 
+# Strava wants every push answered within this (strava-api.md §1.3).
+STRAVA_ANSWER_SECONDS = 2.0
+
 
 def create_app(
     settings: Settings,
@@ -75,7 +78,11 @@ def create_app(
             app.state.dispatcher = Dispatcher(queue)
             app.state.webhook_counters = WebhookCounters()
             app.state.subscription_gate = SubscriptionGate(
-                db, settings.strava_subscription_id, settings.subscription_cache_seconds
+                db,
+                settings.strava_subscription_id,
+                settings.subscription_cache_seconds,
+                # What Strava's two seconds leave after the commit's own deadline.
+                timeout=max(0.1, STRAVA_ANSWER_SECONDS - 0.1 - settings.ingest_deadline_seconds),
             )
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(

@@ -48,6 +48,7 @@ from service.web.errors import (
     Forbidden,
     InvalidRequest,
     NotFound,
+    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -142,58 +143,79 @@ class SubscriptionGate:
 
     A configured id (STRAVA_SUBSCRIPTION_ID) wins and is never looked up. Otherwise the id that
     `strava-ingest subscription create | view` stored is read at most once per ``ttl``
-    seconds; one request refreshes it while others wait on the same read. When the read
-    fails, the last known id stays in use until the next try (the event's own INSERT will
-    answer 503 if the database is really down).
+    seconds; one request refreshes it while others wait on the same read. The read has
+    ``timeout`` seconds, so that it and the event's commit together stay within Strava's two
+    seconds. When it fails or times out, the last id read stays in use and the read is tried
+    again after RETRY_SECONDS; a read still running is awaited again, never started twice.
+    Before any read has answered, such a request gets 503 (Strava retries): accepting it would
+    accept events for any subscription.
 
     Parameters:
       engine: where the stored id lives.
       configured: STRAVA_SUBSCRIPTION_ID, or None.
       ttl: seconds a read stays fresh (SUBSCRIPTION_CACHE_SECONDS).
+      timeout: seconds a request waits for the read.
       clock: a monotonic clock, injectable for tests.
     """
+
+    RETRY_SECONDS = 1.0
 
     def __init__(
         self,
         engine: Engine,
         configured: int | None,
         ttl: float,
+        timeout: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._configured = configured
         self._ttl = ttl
+        self._timeout = timeout
         self._clock = clock
         self._known: int | None = configured
+        self._answered = configured is not None
         self._fresh_until = float("-inf")
         self._lock = asyncio.Lock()
+        self._reading: asyncio.Future[int | None] | None = None
         self._warned_unknown = False
 
     async def expected(self) -> int | None:
-        """The id events must name, or None when no subscription is known yet."""
+        """The id events must name, or None when no subscription is known yet; raises
+        Unavailable when the database has not answered the first read."""
         if self._configured is not None:
             return self._configured
-        if self._clock() < self._fresh_until:
-            return self._known
-        async with self._lock:
-            if self._clock() >= self._fresh_until:
-                await self._refresh()
+        if self._clock() >= self._fresh_until:
+            async with self._lock:
+                if self._clock() >= self._fresh_until:
+                    await self._refresh()
+        if not self._answered:
+            raise Unavailable("database unavailable", reason="database_unavailable")
         return self._known
 
     async def _refresh(self) -> None:
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(
+                run_in_threadpool(stored_subscription_id, self._engine)
+            )
+            # Its failure is logged by whoever awaits it; none may be left to (a timeout).
+            self._reading.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            known = await run_in_threadpool(stored_subscription_id, self._engine)
-        except SQLAlchemyError as error:
+            # Shielded: a read that outlives this request is awaited by the next refresh.
+            known = await asyncio.wait_for(asyncio.shield(self._reading), self._timeout)
+        except (SQLAlchemyError, TimeoutError) as error:
             log.warning(
                 "could not read the stored subscription id, keeping subscription_id=%s error=%s",
                 self._known,
                 type(error).__name__,
             )
-        else:
-            if known != self._known:
-                log.info("subscription id now known subscription_id=%s", known)
-                self._warned_unknown = False
-            self._known = known
+            self._fresh_until = self._clock() + min(self.RETRY_SECONDS, self._ttl)
+            return
+        if known != self._known:
+            log.info("subscription id now known subscription_id=%s", known)
+            self._warned_unknown = False
+        self._known = known
+        self._answered = True
         self._fresh_until = self._clock() + self._ttl
 
     async def check(self, subscription_id: int) -> None:

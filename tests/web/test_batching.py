@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from support import StallingProxy
 
 from service.db import create_db_engine
 from service.ingest.events import WebhookEvent
@@ -178,56 +177,6 @@ def test_closing_finishes_the_events_already_waiting(engine: Engine) -> None:
 
     assert len(stored) == 30
     assert len(statuses(engine)) == 30
-
-
-class StallingProxy:
-    """A TCP proxy to PostgreSQL on a loopback port. While `stalled`, it accepts connections
-    and reads what is sent but forwards nothing, in either direction: a server that hangs (or a
-    dead network path whose packets are still acknowledged), which only a client-side deadline
-    can end."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self.flowing.set()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                self.flowing.wait()
-                target.sendall(data)
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
-@pytest.fixture
-def stalling_engine(engine: Engine) -> Iterator[tuple[Engine, StallingProxy]]:
-    url = engine.url
-    proxy = StallingProxy((url.host or "127.0.0.1", url.port or 5432))
-    proxied = create_db_engine(
-        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    )
-    yield proxied, proxy
-    proxied.dispose()
-    proxy.close()
 
 
 def with_deadline(

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,12 +20,14 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
-from support import FakeStrava
+from support import FakeStrava, StallingProxy
 
 from service.config import Settings
+from service.db import create_db_engine
 from service.ingest.subscription import clear_subscription, save_subscription
 from service.models import InboxEvent
 from service.web.app import create_app
+from service.web.errors import Unavailable
 from service.web.trust import MAX_EVENT_BYTES, SubscriptionGate
 
 WEBHOOK = "/webhooks/strava"
@@ -168,6 +171,54 @@ def test_the_stored_subscription_id_is_read_once_per_ttl(engine: Engine) -> None
     after_ttl = asyncio.run(gate.expected())
 
     assert (first, within_ttl, after_ttl) == (OURS, OURS, OURS + 1)
+
+
+def test_a_database_that_never_answers_the_first_read_gets_503_within_the_timeout() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))
+    down = create_db_engine(f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/x")
+    gate = SubscriptionGate(down, None, ttl=30.0, timeout=0.2)
+
+    async def attempt() -> tuple[float, BaseException | int | None]:
+        started = time.monotonic()
+        try:
+            result: BaseException | int | None = await gate.expected()
+        except Unavailable as error:
+            result = error
+        return time.monotonic() - started, result
+
+    elapsed, result = asyncio.run(attempt())
+
+    down.dispose()
+    silent.close()
+    assert isinstance(result, Unavailable)
+    assert (result.status_code, result.reason) == (503, "database_unavailable")
+    assert elapsed < 0.2 + 0.3
+
+
+def test_a_stalled_database_leaves_the_last_id_read_in_use_within_the_timeout(
+    stalling_engine: tuple[Engine, StallingProxy],
+) -> None:
+    proxied, proxy = stalling_engine
+    now = [0.0]
+    gate = SubscriptionGate(proxied, None, ttl=30.0, timeout=0.2, clock=lambda: now[0])
+    save_subscription(proxied, OURS, None)
+
+    async def stall_then_recover() -> tuple[int | None, float, int | None, int | None]:
+        first = await gate.expected()
+        proxy.flowing.clear()
+        now[0] = 31.0  # the cached id is stale: a read is due
+        started = time.monotonic()
+        during = await gate.expected()
+        elapsed = time.monotonic() - started
+        proxy.flowing.set()
+        now[0] = 31.0 + SubscriptionGate.RETRY_SECONDS
+        after = await gate.expected()
+        return first, elapsed, during, after
+
+    first, elapsed, during, after = asyncio.run(stall_then_recover())
+
+    assert (first, during, after) == (OURS, OURS, OURS)
+    assert elapsed < 0.2 + 0.3
 
 
 def test_an_event_from_an_unknown_owner_is_stored_without_calling_strava(
