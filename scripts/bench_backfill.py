@@ -6,8 +6,9 @@ Printed, each against its target:
   - summary rows upserted per second by the page transaction (target >= 20,000/s), measured
     inside the backfill and on its own (fresh inserts, unchanged re-listing, all changed),
   - time to the first page visible (committed),
-  - the same backfill interrupted three times (a kill mid-page, a quota denial, a
-    cancel + a new sync) ending with identical rows and no list calls beyond the killed page.
+  - the same backfill interrupted three times (SIGKILL of a worker process mid-page, a quota
+    denial, a cancel + a new sync) ending with identical rows and no list calls beyond the
+    killed page.
 
 The emulator is served in this process on a loopback port with rate limits high enough not to
 interfere, and stream points capped (--stream-points): a summary's derived fields come from
@@ -362,7 +363,7 @@ def interrupted_backfill(bench: Bench, n: int, clean_rows: str, clean_calls: int
 
     rows = snapshot(bench.engine, bench.athlete_id)
     calls = bench.emulator.calls[LIST]
-    print("interrupted backfill (kill mid-page, quota denial, cancel + new sync)")
+    print("interrupted backfill (kill -9 of a worker mid-page, quota denial, cancel + new sync)")
     print(f"  rows                  {rows}")
     print(f"  clean rows            {clean_rows}   identical: {rows == clean_rows}")
     print(

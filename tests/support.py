@@ -33,6 +33,28 @@ class FakeStrava:
         return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
 
 
+def service_env(
+    database_url: str,
+    strava: FakeStrava | None = None,
+    broker_url: str = "memory://",
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of a command or process: our databases, the emulator as Strava (when
+    given), and `settings` as extra variables (names as the README gives them)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "STRAVA_CLIENT_ID": str(CLIENT_ID),
+        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
+        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
+        "TOKEN_KEY": TOKEN_KEY,
+    }
+    if strava is not None:
+        env["STRAVA_API_URL"] = strava.server.api_url
+        env["STRAVA_OAUTH_URL"] = strava.server.oauth_url
+    return {**env, **settings}
+
+
 @dataclass
 class FakeClock:
     """An injected clock: epoch seconds that move only when the test moves them."""

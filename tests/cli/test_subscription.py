@@ -9,7 +9,7 @@ import time
 
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+from support import VERIFY_TOKEN, FakeStrava, service_env
 
 from service.cli import main
 from service.ingest.subscription import save_subscription, stored_subscription_id
@@ -21,16 +21,7 @@ CALLBACK = "https://ingest.example.com/webhooks/strava"
 def subscription(
     database_url: str, strava: FakeStrava, *args: str, configured: int | None = None
 ) -> Result:
-    env = {
-        "DATABASE_URL": database_url,
-        "BROKER_URL": "memory://",
-        "STRAVA_CLIENT_ID": str(CLIENT_ID),
-        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
-        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
-        "TOKEN_KEY": TOKEN_KEY,
-        "STRAVA_API_URL": strava.server.api_url,
-        "STRAVA_OAUTH_URL": strava.server.oauth_url,
-    }
+    env = service_env(database_url, strava)
     if configured is not None:
         env["STRAVA_SUBSCRIPTION_ID"] = str(configured)
     return CliRunner().invoke(main, ["subscription", *args], env=env)

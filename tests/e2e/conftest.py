@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.processes import Service, service_env, web, worker
+from e2e.processes import Service, web, worker
 from sqlalchemy.engine import Engine
-from support import FakeStrava
+from support import FakeStrava, service_env
 
 from service.db import create_db_engine, upgrade_schema
 
@@ -18,7 +18,7 @@ def production(
     strava: FakeStrava, engine: Engine, database_url: str, redis_url: str, tmp_path: Path
 ) -> Iterator[Service]:
     """PostgreSQL, Redis, and the web and worker processes of the Procfile."""
-    env = service_env(strava, database_url, redis_url)
+    env = service_env(database_url, strava, redis_url)
     with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
         yield Service(url, engine, env)
 
@@ -29,7 +29,7 @@ def embedded(strava: FakeStrava, tmp_path: Path) -> Iterator[Service]:
     database_url = f"sqlite:///{tmp_path / 'strava_ingest.db'}"
     upgrade_schema(database_url)
     engine = create_db_engine(database_url)
-    env = service_env(strava, database_url, "memory://")
+    env = service_env(database_url, strava, "memory://")
     with web(env, tmp_path) as url:
         yield Service(url, engine, env)
     engine.dispose()

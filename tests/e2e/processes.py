@@ -12,7 +12,6 @@ import httpx
 import redis
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
 
 from service.launch import answers, command, free_port, running, wait_until
 from service.models import Activity
@@ -27,24 +26,6 @@ class Service:
     @property
     def webhook_url(self) -> str:
         return f"{self.url}/webhooks/strava"
-
-
-def service_env(
-    strava: FakeStrava, database_url: str, broker_url: str, **settings: str
-) -> dict[str, str]:
-    """The environment of every process: our databases, the emulator as Strava, and
-    `settings` as extra variables (names as the README gives them)."""
-    return {
-        "DATABASE_URL": database_url,
-        "BROKER_URL": broker_url,
-        "STRAVA_CLIENT_ID": str(CLIENT_ID),
-        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
-        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
-        "TOKEN_KEY": TOKEN_KEY,
-        "STRAVA_API_URL": strava.server.api_url,
-        "STRAVA_OAUTH_URL": strava.server.oauth_url,
-        **settings,
-    }
 
 
 @contextmanager

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from e2e.processes import connect, service_env, worker
+from e2e.processes import connect, worker
 from e2e.processes import web as start_web
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from support import CLIENT_ID, CLIENT_SECRET, FakeStrava
+from support import CLIENT_ID, CLIENT_SECRET, FakeStrava, service_env
 
 from service.launch import command, wait_until
 from service.models import Activity, ActivityStream, SyncJob, SyncStatus
@@ -56,8 +56,8 @@ def strava() -> Iterator[FakeStrava]:
 @pytest.fixture
 def env(strava: FakeStrava, database_url: str, redis_url: str, engine: Engine) -> dict[str, str]:
     return service_env(
-        strava,
         database_url,
+        strava,
         redis_url,
         SYNC_PAGE_SIZE="100",
         HYDRATE_RECENT_WEEKS=str(RECENT_WEEKS),

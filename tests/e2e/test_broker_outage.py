@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.processes import connect, service_env, subscribe, web, worker
+from e2e.processes import connect, subscribe, web, worker
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, select
-from support import FakeStrava
+from support import FakeStrava, service_env
 
 from service.launch import command, running, wait_until
 from service.models import Activity, HydrationStatus, InboxEvent, InboxStatus
@@ -100,7 +100,7 @@ def test_a_burst_during_a_broker_outage_is_processed_after_it_returns(
 ) -> None:
     db_number = make_url(redis_url).database or "0"
     env = service_env(
-        strava, database_url, redis_url, RELAY_AFTER_SECONDS="1", RELAY_INTERVAL_SECONDS="0.5"
+        database_url, strava, redis_url, RELAY_AFTER_SECONDS="1", RELAY_INTERVAL_SECONDS="0.5"
     )
     through_proxy = {**env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/{db_number}"}
     with (

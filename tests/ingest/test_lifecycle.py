@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN
+from support import service_env
 
 from service.cli import main
 from service.cli.events import parse_since
@@ -170,15 +170,7 @@ def test_since_takes_a_duration_or_an_iso_time(value: str, expected: datetime) -
 
 
 def cli(database_url: str, *args: str) -> Any:
-    env = {
-        "DATABASE_URL": database_url,
-        "BROKER_URL": "memory://",
-        "STRAVA_CLIENT_ID": str(CLIENT_ID),
-        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
-        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
-        "TOKEN_KEY": TOKEN_KEY,
-    }
-    return CliRunner().invoke(main, ["events", *args], env=env)
+    return CliRunner().invoke(main, ["events", *args], env=service_env(database_url))
 
 
 def test_the_events_failed_command_prints_each_dead_event_with_its_error(

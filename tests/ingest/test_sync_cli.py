@@ -8,7 +8,7 @@ from datetime import timedelta
 import redis
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+from support import FakeStrava, service_env
 from sync_support import activities, job
 
 from service.cli import main
@@ -18,17 +18,7 @@ from service.models import SyncKind, SyncStatus, utcnow
 
 
 def sync(database_url: str, strava: FakeStrava, *args: str, broker: str = "memory://") -> Result:
-    env = {
-        "DATABASE_URL": database_url,
-        "BROKER_URL": broker,
-        "STRAVA_CLIENT_ID": str(CLIENT_ID),
-        "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
-        "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
-        "TOKEN_KEY": TOKEN_KEY,
-        "STRAVA_API_URL": strava.server.api_url,
-        "STRAVA_OAUTH_URL": strava.server.oauth_url,
-        "SYNC_PAGE_SIZE": "2",
-    }
+    env = service_env(database_url, strava, broker, SYNC_PAGE_SIZE="2")
     return CliRunner().invoke(main, ["sync", *args], env=env)
 
 
