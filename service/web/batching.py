@@ -244,7 +244,7 @@ class InboxBatcher:
             self._handoffs.put_nowait(to_send)
 
     async def _bounded(self, work: Awaitable[T], interrupt: Callable[[], bool]) -> T:
-        """Await ``work`` (a thread's result), cutting its connection whenever it goes
+        """Await ``work`` (a database step), cutting its connection whenever it goes
         unanswered past the requests' deadline: they were answered 503 by the watchdog already
         (one tick later, so that they are told `database_timeout`), but the stage must not stay
         stuck behind a server that never answers."""
