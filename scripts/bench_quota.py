@@ -13,8 +13,9 @@ hydrations (recent ones at `recent` tier, older ones at `backfill`).
 
 Printed: per window the requests Strava counted (by tier), its 429s, the scheduler's own
 count, denials, and the budget of the tiers with waiting work; then the share of that budget
-used while work waited, and webhook-to-hydrated latency percentiles without and with the
-backlog, each against its target (PASS/FAIL).
+used while work waited, and webhook-to-hydrated latency percentiles (detail and streams, both
+fetched at webhook priority) without and with the backlog, each against its target
+(PASS/FAIL); the latency to the detail alone is shown too.
 
 Needs PostgreSQL and Redis; the database named in --database-url is dropped and recreated
 and the Redis db in --redis-url is flushed. Run: `.venv/bin/python scripts/bench_quota.py`.
@@ -452,8 +453,9 @@ class Outcome:
     hydrated: dict[int, float]
     hits: list[Hit]
     samples: dict[int, Sample]
-    # (received_at, hydrated_at or None) of every webhook create stored in the inbox
-    events: list[tuple[float, float | None]]
+    # Every webhook create stored in the inbox: received_at, then when its event was done (the
+    # detail stored) and when the activity was complete (streams too), None for not (yet).
+    events: list[tuple[float, float | None, float | None]]
     created: int
     stream_errors: list[str]
     throttled: int
@@ -525,14 +527,18 @@ class Latencies:
         )
 
 
-def latencies(outcome: Outcome, rows: list[WindowRow]) -> tuple[Latencies, Latencies]:
-    """Webhook-to-hydrated per event: without backlog (phase A) and with it (the windows of
-    phase B in which backlog work waited throughout)."""
+def latencies(
+    outcome: Outcome, rows: list[WindowRow], *, complete: bool = False
+) -> tuple[Latencies, Latencies]:
+    """Webhook-to-detail per event (with ``complete``: to the activity complete, streams
+    included): without backlog (phase A) and with it (the windows of phase B in which backlog
+    work waited throughout)."""
     waiting = {row.index for row in rows if row.budget is not None}
     baseline = set(range(outcome.plan.first, outcome.plan.load))
     values: dict[str, list[float]] = {"A": [], "B": []}
     missing: Counter[str] = Counter()
-    for received, hydrated in outcome.events:
+    for received, detail_at, complete_at in outcome.events:
+        hydrated = complete_at if complete else detail_at
         window = window_of(received, outcome.plan.length)
         key = "A" if window in baseline else "B" if window in waiting else None
         if key is None:
@@ -587,7 +593,8 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
     filled = sum(min(row.total, row.budget or 0) for row in waiting)
     utilization = filled / allowed if allowed else math.nan
     refused = sum(1 for hit in outcome.hits if not hit.allowed)
-    without, with_backlog = latencies(outcome, rows)
+    without, with_backlog = latencies(outcome, rows, complete=True)
+    detail_without, detail_with = latencies(outcome, rows)
     per_tier = Counter(outcome.tiers.values())
     done = sum(1 for a in outcome.tiers if a in outcome.hydrated)
     load_start = outcome.plan.load * outcome.plan.length
@@ -616,9 +623,12 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
     print(f"  webhook creates sent {outcome.created}, stored {len(outcome.events)}")
     if outcome.stream_errors:
         print(f"  creates that failed: {len(outcome.stream_errors)}: {outcome.stream_errors[:3]}")
-    print("webhook-to-hydrated latency (activity hydrated_at - inbox received_at)")
+    print("webhook-to-hydrated latency (complete, streams included: hydrated_at - received_at)")
     print("  " + without.line("without backlog"))
     print("  " + with_backlog.line("with backlog"))
+    print("webhook-to-detail latency (the event done, its detail stored: processed_at)")
+    print("  " + detail_without.line("without backlog"))
+    print("  " + detail_with.line("with backlog"))
 
     p99_a, p99_b = percentile(without.values, 99), percentile(with_backlog.values, 99)
     checks = [
@@ -776,17 +786,26 @@ def listed_at(engine: Engine, athlete_id: int) -> float | None:
     return finished.timestamp() if isinstance(finished, datetime) else None
 
 
-def event_times(engine: Engine) -> list[tuple[float, float | None]]:
+def event_times(engine: Engine) -> list[tuple[float, float | None, float | None]]:
     query = (
-        sa.select(col(InboxEvent.received_at), col(Activity.hydrated_at))
+        sa.select(
+            col(InboxEvent.received_at),
+            col(InboxEvent.processed_at),
+            col(Activity.hydrated_at),
+            col(Activity.hydration_status),
+        )
         .select_from(InboxEvent)
         .outerjoin(Activity, col(Activity.id) == col(InboxEvent.object_id))
         .where(col(InboxEvent.object_type) == "activity", col(InboxEvent.aspect_type) == "create")
     )
     with engine.connect() as connection:
         return [
-            (received.timestamp(), hydrated.timestamp() if hydrated else None)
-            for received, hydrated in connection.execute(query)
+            (
+                received.timestamp(),
+                processed.timestamp() if processed else None,
+                hydrated.timestamp() if hydrated and status == "complete" else None,
+            )
+            for received, processed, hydrated, status in connection.execute(query)
         ]
 
 

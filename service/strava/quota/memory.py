@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from service.strava.quota.scheduler import (
+    BUCKETS,
     WINDOWS,
     Bucket,
     Clock,
@@ -16,9 +17,10 @@ from service.strava.quota.scheduler import (
     QuotaScheduler,
     Reconciliation,
     blocking_windows,
+    held_for_realtime,
     window_index,
 )
-from service.strava.quota.tiers import Tier
+from service.strava.quota.tiers import REALTIME_TIERS, Tier
 from service.strava.ratelimit import Window
 
 
@@ -29,6 +31,13 @@ class _WindowCounts:
     index: int
     used: Counter[Bucket] = field(default_factory=Counter)
     by_tier: Counter[tuple[Bucket, Tier]] = field(default_factory=Counter)
+    denied: Counter[Tier] = field(default_factory=Counter)
+
+    def realtime_used(self, bucket: Bucket) -> int:
+        return sum(self.by_tier[(bucket, tier)] for tier in REALTIME_TIERS)
+
+    def realtime_wanted(self, bucket: Bucket) -> int:
+        return self.realtime_used(bucket) + sum(self.denied[tier] for tier in REALTIME_TIERS)
 
 
 class MemoryQuotaScheduler(QuotaScheduler):
@@ -47,6 +56,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
         super().__init__(config, clock)
         self._lock = threading.Lock()
         self._windows: dict[Window, _WindowCounts] = {}
+        # The short window before the current one (for held_for_realtime).
+        self._previous_short = _WindowCounts(-1)
         self._limits: dict[tuple[Bucket, Window], int] = {}
         self._throttled = 0
         self._denials: Counter[Tier] = Counter()
@@ -58,8 +69,18 @@ class MemoryQuotaScheduler(QuotaScheduler):
         index = window_index(now, self.config.length(window))
         counts = self._windows.get(window)
         if counts is None or counts.index != index:
+            if window == "short":
+                self._previous_short = _WindowCounts(index - 1)
+                if counts is not None and counts.index == index - 1:
+                    self._previous_short = counts
             counts = self._windows[window] = _WindowCounts(index)
         return counts
+
+    def _held(self, bucket: Bucket, now: float) -> int:
+        return held_for_realtime(
+            self._previous_short.realtime_wanted(bucket),
+            self._current("short", now).realtime_used(bucket),
+        )
 
     def _limit(self, bucket: Bucket, window: Window) -> int:
         return self._limits.get((bucket, window), self.config.default_limit(bucket, window))
@@ -73,9 +94,11 @@ class MemoryQuotaScheduler(QuotaScheduler):
                 buckets,
                 used=lambda bucket, window: current[window].used[bucket],
                 limit=self._limit,
+                held=lambda bucket: self._held(bucket, now),
             )
             if blocked:
                 self._denials[tier] += 1
+                current["short"].denied[tier] += 1
                 return blocked
             for counts in current.values():
                 for bucket in buckets:
@@ -113,4 +136,7 @@ class MemoryQuotaScheduler(QuotaScheduler):
                 limits=dict(self._limits),
                 throttled=self._throttled,
                 denials=dict(self._denials),
+                realtime_wanted_before={
+                    bucket: self._previous_short.realtime_wanted(bucket) for bucket in BUCKETS
+                },
             )

@@ -6,8 +6,10 @@ check "does one more request fit" and the increments cannot interleave with anot
 
 Keys, under ``prefix`` (by default ``strava-ingest:quota:``):
 
-- ``{window}:{length}:{index}``: a hash per window instance with ``overall``, ``read`` and
-  ``{bucket}:{tier}`` counts; it expires shortly after its window ends, so nothing accumulates.
+- ``{window}:{length}:{index}``: a hash per window instance with ``overall``, ``read``,
+  ``{bucket}:{tier}`` and (short windows) ``denied:{tier}`` counts; it expires shortly after
+  its window ends (a short window's after the next one, which reads its real-time counts), so
+  nothing accumulates.
 - ``limits``: a hash of limits adopted from Strava's headers (``overall:short`` ...).
 - ``throttled``: the number of 429s seen (a metric); ``denials``: refusals per tier.
 """
@@ -23,6 +25,7 @@ import redis
 from service.strava.quota.scheduler import (
     ALLOWANCE_TOLERANCE,
     BUCKETS,
+    LAST_REALTIME,
     WINDOWS,
     Bucket,
     Clock,
@@ -31,8 +34,9 @@ from service.strava.quota.scheduler import (
     QuotaScheduler,
     Reconciliation,
     window_index,
+    yields_to_realtime,
 )
-from service.strava.quota.tiers import Tier
+from service.strava.quota.tiers import REALTIME_TIERS, Tier
 from service.strava.ratelimit import Window
 
 DEFAULT_PREFIX = "strava-ingest:quota:"
@@ -42,23 +46,41 @@ DEFAULT_PREFIX = "strava-ingest:quota:"
 EXPIRY_GRACE_SECONDS = 60
 
 # The same rule as scheduler.blocking_windows: one more request must fit under
-# floor(limit x factor + tolerance) in every (window, bucket), else nothing is counted.
+# floor(limit x factor + tolerance) in every (window, bucket) and, for a tier below the
+# real-time ones in the short window, leave held_for_realtime free under the real-time tiers'
+# room; else nothing is counted but the denial (in all, and per short window as
+# `denied:{tier}`). KEYS[5] is the previous short window.
 _RESERVE = """
 local tier, tolerance = ARGV[1], tonumber(ARGV[6])
+local yields, realtime_factor = ARGV[7] == '1', tonumber(ARGV[8])
+local realtime_tiers = {@REALTIME_TIERS@}
 local windows = {
   {key = KEYS[1], name = 'short', factor = tonumber(ARGV[2]), ttl = ARGV[4]},
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
 }
 local buckets = {}
-for i = 7, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   table.insert(buckets, {name = ARGV[i], short = ARGV[i + 1], daily = ARGV[i + 2]})
+end
+local function realtime(key, prefix)
+  local total = 0
+  for _, name in ipairs(realtime_tiers) do
+    total = total + tonumber(redis.call('HGET', key, prefix .. ':' .. name) or '0')
+  end
+  return total
 end
 local blocked = {}
 for _, w in ipairs(windows) do
   for _, b in ipairs(buckets) do
     local limit = tonumber(redis.call('HGET', KEYS[3], b.name .. ':' .. w.name) or b[w.name])
     local used = tonumber(redis.call('HGET', w.key, b.name) or '0')
-    if used + 1 > math.floor(limit * w.factor + tolerance) then
+    local full = used + 1 > math.floor(limit * w.factor + tolerance)
+    if not full and yields and w.name == 'short' then
+      local wanted = realtime(KEYS[5], b.name) + realtime(KEYS[5], 'denied')
+      local held = math.max(0, wanted - realtime(w.key, b.name))
+      full = used + 1 + held > math.floor(limit * realtime_factor + tolerance)
+    end
+    if full then
       table.insert(blocked, w.name)
       break
     end
@@ -66,6 +88,8 @@ for _, w in ipairs(windows) do
 end
 if #blocked > 0 then
   redis.call('HINCRBY', KEYS[4], tier, 1)
+  redis.call('HINCRBY', KEYS[1], 'denied:' .. tier, 1)
+  redis.call('EXPIRE', KEYS[1], windows[1].ttl)
   return blocked
 end
 for _, w in ipairs(windows) do
@@ -76,7 +100,7 @@ for _, w in ipairs(windows) do
   redis.call('EXPIRE', w.key, w.ttl)
 end
 return blocked
-"""
+""".replace("@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in REALTIME_TIERS))
 
 # Applies a scheduler.Reconciliation: adopt limits, raise (never lower) counts to the reported
 # usage, and on a 429 count it and raise the refused buckets to their limit.
@@ -160,7 +184,9 @@ class RedisQuotaScheduler(QuotaScheduler):
     def _ttl(self, window: Window, now: float) -> int:
         length = self.config.length(window)
         ends = (window_index(now, length) + 1) * length
-        return max(1, math.ceil(ends - now)) + EXPIRY_GRACE_SECONDS
+        # The next short window reads this one's real-time counts (held_for_realtime).
+        kept = length if window == "short" else 0
+        return max(1, math.ceil(ends - now)) + kept + EXPIRY_GRACE_SECONDS
 
     def _shared_keys(self, now: float) -> list[str]:
         return [
@@ -177,6 +203,8 @@ class RedisQuotaScheduler(QuotaScheduler):
             self._ttl("short", now),
             self._ttl("daily", now),
             repr(ALLOWANCE_TOLERANCE),
+            "1" if yields_to_realtime(tier) else "0",
+            repr(self.config.factor(LAST_REALTIME, "short")),
         ]
         for bucket in buckets:
             args += [
@@ -184,7 +212,8 @@ class RedisQuotaScheduler(QuotaScheduler):
                 self.config.default_limit(bucket, "short"),
                 self.config.default_limit(bucket, "daily"),
             ]
-        keys = [*self._shared_keys(now), f"{self._prefix}denials"]
+        previous = self._window_key("short", now - self.config.window_seconds)
+        keys = [*self._shared_keys(now), f"{self._prefix}denials", previous]
         blocked: list[bytes] = self._reserve_script(keys=keys, args=args)
         return tuple(w for w in WINDOWS if w.encode() in blocked)
 
@@ -213,7 +242,10 @@ class RedisQuotaScheduler(QuotaScheduler):
         pipe.hgetall(f"{self._prefix}limits")
         pipe.get(f"{self._prefix}throttled")
         pipe.hgetall(f"{self._prefix}denials")
-        *per_window, limits, throttled, denials = pipe.execute()
+        pipe.hgetall(self._window_key("short", now - self.config.window_seconds))
+        *per_window, limits, throttled, denials, before = pipe.execute()
+        previous = _decoded(before)
+        refused = sum(previous.get(f"denied:{tier.value}", 0) for tier in REALTIME_TIERS)
         used: dict[tuple[Bucket, Window], int] = {}
         used_by_tier: dict[tuple[Bucket, Window, Tier], int] = {}
         for window, fields in zip(WINDOWS, per_window, strict=True):
@@ -236,6 +268,11 @@ class RedisQuotaScheduler(QuotaScheduler):
             limits=adopted,
             throttled=int(throttled or 0),
             denials={Tier(name): value for name, value in _decoded(denials).items()},
+            realtime_wanted_before={
+                bucket: refused
+                + sum(previous.get(f"{bucket}:{tier.value}", 0) for tier in REALTIME_TIERS)
+                for bucket in BUCKETS
+            },
         )
 
 

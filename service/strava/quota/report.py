@@ -8,13 +8,15 @@ from service.strava.quota.tiers import TIERS_BY_PRIORITY
 
 def format_status(status: QuotaStatus) -> str:
     """One row per bucket and window: used/limit, time to reset, then used/allowed per tier
-    (highest tier first) and the usage that is not ours (other clients of the app)."""
-    header = ["bucket", "window", "used/limit", "resets in", *TIERS_BY_PRIORITY, "other"]
+    (highest tier first), the usage that is not ours (other clients of the app) and what the
+    lower tiers leave free for real-time work."""
+    header = ["bucket", "window", "used/limit", "resets in", *TIERS_BY_PRIORITY, "other", "held"]
     rows = [_row(window) for window in status.windows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
         f"quota ({status.backend}) at {status.at.isoformat(timespec='seconds')}, "
-        f"safety margin {status.safety_margin:.0%}; tiers show used/allowed",
+        f"safety margin {status.safety_margin:.0%}; tiers show used/allowed; held: left free "
+        "for real-time work by the lower tiers",
         _line(header, widths),
         *(_line(row, widths) for row in rows),
         f"429s: {status.throttled}",
@@ -33,6 +35,7 @@ def _row(window: WindowStatus) -> list[str]:
         _duration(window.seconds_to_reset),
         *(f"{window.used_by_tier[tier]}/{window.allowed[tier]}" for tier in TIERS_BY_PRIORITY),
         str(max(0, window.used - ours)),
+        str(window.held_for_realtime),
     ]
 
 

@@ -7,7 +7,13 @@ and never sends one the budget cannot cover. After the response it reconciles it
 with the usage Strava reports (§2.2), which also counts other clients of the same app.
 
 Lower priority tiers may fill only a share of each window, and a safety margin is never spent,
-so a long backfill cannot starve webhooks or a user waiting on a page.
+so a long backfill cannot starve webhooks or a user waiting on a page. A fixed share is not
+enough on its own: a backfill fills its share early in the window, and real-time work that needs
+more than the rest (a webhook create with its streams costs two calls) waited for the next
+window (scripts/bench_quota.py: webhook p99 with a backlog 28 s, where one call per create had
+given 4.7 s). So in the short window the lower tiers also leave room for what the real-time
+tiers wanted in the previous one (what they used and what was refused to them), less what they
+have used already in this one (docs/benchmarks/quota.md).
 
 ``QuotaScheduler`` holds the policy; a backend (``memory.py`` for one process, ``redis.py`` for
 many) only keeps the counters and applies a reservation or a reconciliation atomically. The
@@ -25,7 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from service.strava.client import RequestKind
-from service.strava.quota.tiers import TIERS_BY_PRIORITY, Tier
+from service.strava.quota.tiers import REALTIME_TIERS, TIERS_BY_PRIORITY, Tier
 from service.strava.ratelimit import RateLimitSnapshot, Window, WindowPair, exhausted_window
 
 if TYPE_CHECKING:
@@ -149,22 +155,47 @@ def buckets_spent(kind: RequestKind) -> tuple[Bucket, ...]:
     return ()
 
 
+def yields_to_realtime(tier: Tier) -> bool:
+    """Whether ``tier`` leaves room for the real-time tiers' recent demand."""
+    return tier not in REALTIME_TIERS
+
+
+# The real-time tiers' own room in a window is the allowance of the lowest of them.
+LAST_REALTIME = REALTIME_TIERS[-1]
+
+
+def held_for_realtime(wanted_before: int, used_now: int) -> int:
+    """Requests the lower tiers leave free in this short window: what the real-time tiers
+    wanted in the previous one (used, and refused: work that waited for this window), less
+    what they have used in this one so far. No margin for chance: scripts/bench_quota.py
+    measured one standard deviation of margin costing the backfill a quarter of its
+    throughput for a few webhooks less waiting (docs/benchmarks/quota.md)."""
+    return max(0, wanted_before - used_now)
+
+
 def blocking_windows(
     config: QuotaConfig,
     tier: Tier,
     buckets: tuple[Bucket, ...],
     used: Callable[[Bucket, Window], int],
     limit: Callable[[Bucket, Window], int],
+    held: Callable[[Bucket], int] = lambda _bucket: 0,
 ) -> tuple[Window, ...]:
-    """The windows in which one more request of ``tier`` would not fit (empty: it fits)."""
-    return tuple(
-        window
-        for window in WINDOWS
-        if any(
-            used(bucket, window) + 1 > allowance(limit(bucket, window), config.factor(tier, window))
-            for bucket in buckets
-        )
-    )
+    """The windows in which one more request of ``tier`` would not fit (empty: it fits).
+
+    ``held(bucket)`` is ``held_for_realtime`` for the short window: a tier below the real-time
+    ones must also leave that much free under the real-time tiers' own room."""
+
+    def full(bucket: Bucket, window: Window) -> bool:
+        top = limit(bucket, window)
+        after = used(bucket, window) + 1
+        if after > allowance(top, config.factor(tier, window)):
+            return True
+        if window != "short" or not yields_to_realtime(tier):
+            return False
+        return after + held(bucket) > allowance(top, config.factor(LAST_REALTIME, window))
+
+    return tuple(window for window in WINDOWS if any(full(bucket, window) for bucket in buckets))
 
 
 @dataclass(frozen=True)
@@ -257,6 +288,8 @@ class Counters:
         limits: limits adopted from Strava's headers; absent ones are the configured ones.
         throttled: 429s seen since the backend was created (a metric; never resets).
         denials: reservations refused per tier since the backend was created.
+        realtime_wanted_before: per bucket, what the real-time tiers used and were refused in
+            the previous short window.
     """
 
     used: Mapping[tuple[Bucket, Window], int]
@@ -264,6 +297,7 @@ class Counters:
     limits: Mapping[tuple[Bucket, Window], int]
     throttled: int
     denials: Mapping[Tier, int]
+    realtime_wanted_before: Mapping[Bucket, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,6 +310,7 @@ class WindowStatus:
     limit: int
     allowed: Mapping[Tier, int]
     used_by_tier: Mapping[Tier, int]
+    held_for_realtime: int
     started_at: datetime
     resets_at: datetime
     seconds_to_reset: float
@@ -290,6 +325,8 @@ class WindowStatus:
             "seconds_to_reset": round(self.seconds_to_reset, 3),
             # Reported usage beyond our own reservations: other clients of the app (§2.2).
             "other": max(0, self.used - ours),
+            # Left free by the lower tiers for real-time work (short window only).
+            "held_for_realtime": self.held_for_realtime,
             "tiers": {
                 tier.value: {"used": self.used_by_tier[tier], "allowed": self.allowed[tier]}
                 for tier in TIERS_BY_PRIORITY
@@ -427,6 +464,14 @@ class QuotaScheduler(ABC):
                 tier: counters.used_by_tier.get((bucket, window, tier), 0)
                 for tier in TIERS_BY_PRIORITY
             },
+            held_for_realtime=(
+                held_for_realtime(
+                    counters.realtime_wanted_before.get(bucket, 0),
+                    sum(counters.used_by_tier.get((bucket, window, t), 0) for t in REALTIME_TIERS),
+                )
+                if window == "short"
+                else 0
+            ),
             started_at=window_start(index, length),
             resets_at=window_start(index + 1, length),
             seconds_to_reset=(index + 1) * length - now,

@@ -35,14 +35,15 @@ def test_the_table_shows_each_window_with_usage_per_tier_and_time_to_reset() -> 
     lines = format_status(scheduler.status()).splitlines()
 
     assert lines[0] == (
-        "quota (memory) at 2026-06-01T12:07:30+00:00, safety margin 5%; tiers show used/allowed"
+        "quota (memory) at 2026-06-01T12:07:30+00:00, safety margin 5%; tiers show used/allowed; "
+        "held: left free for real-time work by the lower tiers"
     )
     assert lines[1].split() == [
         "bucket", "window", "used/limit", "resets", "in",
-        "on_demand", "webhook", "recent", "backfill", "reconcile", "other",
+        "on_demand", "webhook", "recent", "backfill", "reconcile", "other", "held",
     ]  # fmt: skip
     assert lines[2].split() == [
-        "overall", "short", "2/200", "7m30s", "0/190", "1/190", "0/161", "1/133", "0/95", "0",
+        "overall", "short", "2/200", "7m30s", "0/190", "1/190", "0/161", "1/133", "0/95", "0", "0",
     ]  # fmt: skip
     assert lines[5].split()[:4] == ["read", "daily", "2/1000", "11h52m30s"]
     assert lines[6] == "429s: 0"
@@ -56,7 +57,7 @@ def test_the_table_shows_usage_by_other_clients_and_429s() -> None:
     text = format_status(scheduler.status())
 
     assert "429s: 1" in text
-    assert text.splitlines()[4].split()[-1] == "100"  # read short: full, none of it ours
+    assert text.splitlines()[4].split()[-2] == "100"  # read short: full, none of it ours
 
 
 def test_quota_command_prints_the_shared_windows(redis_url: str) -> None:

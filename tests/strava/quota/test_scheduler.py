@@ -263,6 +263,86 @@ def test_a_tier_stops_at_its_daily_share_across_short_windows(
     assert denied.value.window == "daily"
 
 
+# Room held for real-time work
+
+
+def test_lower_tiers_leave_room_for_what_real_time_work_used_in_the_last_window(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+    for _ in range(40):
+        scheduler.reserve(Tier.WEBHOOK, "read")
+
+    clock.now = NOON + QUARTER
+    held = scheduler.status().as_json()["buckets"]["read"]
+    backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
+    recent = reserve_until_denied(scheduler, Tier.RECENT)
+    webhooks = reserve_until_denied(scheduler, Tier.WEBHOOK)
+
+    # 95 - 40: without the hold the backfill would take its 66 and leave webhooks 29.
+    assert (backfill, recent, webhooks) == (55, 0, 40)
+    assert (held["short"]["held_for_realtime"], held["daily"]["held_for_realtime"]) == (40, 0)
+
+
+def test_the_room_held_shrinks_as_real_time_work_uses_it(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+    for _ in range(60):
+        scheduler.reserve(Tier.ON_DEMAND, "read")
+
+    clock.now = NOON + QUARTER
+    for _ in range(20):
+        scheduler.reserve(Tier.WEBHOOK, "read")
+    backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
+
+    # 20 of the 60 held are used, 40 still held: the backfill stops at 95 - 20 - 40 = 35,
+    # where its own share would have let it reach 66 - 20 = 46.
+    assert backfill == 35
+
+
+def test_what_was_refused_to_real_time_work_counts_as_what_it_wanted(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+    reserve_until_denied(scheduler, Tier.BACKFILL)  # 66, before the webhooks came
+    granted = reserve_until_denied(scheduler, Tier.WEBHOOK)  # 29, and 1 refused
+    for _ in range(10):
+        with pytest.raises(QuotaExceeded):
+            scheduler.reserve(Tier.WEBHOOK, "read")
+
+    clock.now = NOON + QUARTER
+
+    # The webhooks wanted 29 + 11 = 40: the backfill stops at 95 - 40.
+    assert granted == 29
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 55
+
+
+def test_nothing_is_held_after_a_window_without_real_time_work(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+    for _ in range(40):
+        scheduler.reserve(Tier.WEBHOOK, "read")
+
+    clock.now = NOON + 2 * QUARTER  # the quarter in between had none
+
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66
+
+
+def test_real_time_tiers_themselves_are_never_held_back(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock)
+    for _ in range(90):
+        scheduler.reserve(Tier.ON_DEMAND, "read")
+
+    clock.now = NOON + QUARTER
+
+    assert reserve_until_denied(scheduler, Tier.WEBHOOK) == 95
+
+
 # Denials
 
 
@@ -501,16 +581,17 @@ def test_status_as_json_has_every_bucket_window_and_tier(make_scheduler: MakeSch
 # Redis specifics
 
 
-def test_redis_window_keys_expire_soon_after_their_window(redis_url: str) -> None:
+def test_redis_window_keys_expire_soon_after_they_are_last_read(redis_url: str) -> None:
     scheduler = RedisQuotaScheduler.from_url(redis_url, CONFIG, FakeClock(NOON + 60))
     scheduler.reserve(Tier.WEBHOOK, "read")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
 
     ttls = sorted(client.ttl(key) for key in client.keys(f"{DEFAULT_PREFIX}*:*:*"))
 
-    # 14 minutes left in the quarter and 11h59m in the day, each plus the grace period.
+    # 14 minutes left in the quarter and 11h59m in the day, each plus the grace period; a
+    # quarter's counts are also read through the next quarter (held for real-time work).
     short, daily = ttls
-    assert 840 - 5 <= short - EXPIRY_GRACE_SECONDS <= 840
+    assert 840 - 5 <= short - QUARTER - EXPIRY_GRACE_SECONDS <= 840
     assert 43140 - 5 <= daily - EXPIRY_GRACE_SECONDS <= 43140
     client.close()
     scheduler.close()
