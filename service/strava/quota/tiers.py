@@ -18,6 +18,6 @@ class Tier(StrEnum):
 
 TIERS_BY_PRIORITY: tuple[Tier, ...] = tuple(Tier)
 
-# The tiers someone is waiting on now. What they used in the last short window is held back from
-# the lower tiers in the next one (service/strava/quota/scheduler.py `blocking_windows`).
+# The tiers someone is waiting on now. What they wanted in the last short window (used, and
+# refused) is held free from the lower tiers in the next one (scheduler.py `held_for_realtime`).
 REALTIME_TIERS: tuple[Tier, ...] = (Tier.ON_DEMAND, Tier.WEBHOOK)
