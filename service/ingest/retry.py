@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.strava.errors import RateLimited, Transient
 from service.strava.quota import QuotaExceeded
+from service.strava.quota.tiers import REALTIME_TIERS
 from service.strava.ratelimit import Window
 
 
@@ -49,12 +50,15 @@ class Backoff:
       max_attempts: attempts in all, after which the work fails for good.
       spread: the window over which work waiting for quota is scattered after the boundary,
         so that it does not all wake in the same instant.
+      realtime_spread: the same for real-time work (webhook, on demand): there is little of
+        it, room is held for it in the new window, and someone is waiting on it.
     """
 
     base: timedelta = timedelta(seconds=2)
     cap: timedelta = timedelta(minutes=10)
     max_attempts: int = 8
     spread: timedelta = timedelta(seconds=10)
+    realtime_spread: timedelta = timedelta(seconds=1)
 
     def delay(self, attempts: int, rng: random.Random) -> timedelta:
         ceiling: timedelta = min(self.cap, self.base * 2 ** max(attempts - 1, 0))
@@ -76,6 +80,8 @@ def next_step(
     """Decide after a failed attempt; `attempts` counts failed attempts including this one."""
     spread = backoff.spread * rng.random()
     if isinstance(error, QuotaExceeded):
+        if error.tier in REALTIME_TIERS:
+            spread = backoff.realtime_spread * rng.random()
         return WaitForQuota(error.retry_at + spread)
     if isinstance(error, RateLimited):
         # Strava said 429 although we reserved: nothing more until its window resets (§2.3).

@@ -37,6 +37,31 @@ def test_a_denied_reservation_waits_for_the_window_it_named() -> None:
     assert NEXT_QUARTER <= step.at <= NEXT_QUARTER + POLICY.spread
 
 
+@pytest.mark.parametrize("tier", [Tier.WEBHOOK, Tier.ON_DEMAND])
+def test_denied_real_time_work_comes_back_right_after_the_boundary(tier: Tier) -> None:
+    # Backlog work is scattered over POLICY.spread; webhooks are few and someone waits.
+    steps = [
+        next_step(
+            QuotaExceeded(tier, "short", NEXT_QUARTER),
+            attempts=1,
+            now=NOW,
+            window_reset=reset,
+            backoff=POLICY,
+            rng=random.Random(seed),
+        )
+        for seed in range(50)
+    ]
+
+    assert all(isinstance(step, WaitForQuota) for step in steps)
+    latest = max(step.at for step in steps if isinstance(step, WaitForQuota))
+    assert (
+        NEXT_QUARTER
+        <= latest
+        <= NEXT_QUARTER + POLICY.realtime_spread
+        < NEXT_QUARTER + POLICY.spread
+    )
+
+
 @pytest.mark.parametrize(("window", "expected"), [("short", NEXT_QUARTER), ("daily", NEXT_DAY)])
 def test_a_429_waits_until_its_window_resets(window: Window, expected: datetime) -> None:
     error = RateLimited("429", status_code=429)
