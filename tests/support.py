@@ -84,11 +84,12 @@ class Workers:
     athlete_id: int
 
 
-class StallingProxy:
-    """A TCP proxy to PostgreSQL on a loopback port. While `stalled`, it accepts connections
-    and reads what is sent but forwards nothing, in either direction: a server that hangs (or a
-    dead network path whose packets are still acknowledged), which only a client-side deadline
-    can end."""
+class LoopbackProxy:
+    """A TCP proxy to `upstream` on a loopback port, with two faults to inject. While `flowing`
+    is clear it accepts connections and reads what is sent but forwards nothing, in either
+    direction: a server that hangs (or a dead network path whose packets are still
+    acknowledged), which only a client-side deadline can end. `sever()` drops every
+    connection and refuses new ones until `restore()`: a server that is gone."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -96,10 +97,26 @@ class StallingProxy:
         self.port = self._listener.getsockname()[1]
         self.flowing = threading.Event()
         self.flowing.set()
+        self._severed = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def sever(self) -> None:
+        self._severed.set()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        self._severed.clear()
 
     def close(self) -> None:
         self.flowing.set()
+        self.sever()
         self._listener.close()
 
     def _accept(self) -> None:
@@ -108,7 +125,12 @@ class StallingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._severed.is_set():
+                client.close()
+                continue
             upstream = socket.create_connection(self.upstream)
+            with self._lock:
+                self._open.update((client, upstream))
             for source, target in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
@@ -119,4 +141,4 @@ class StallingProxy:
                 target.sendall(data)
         for sock in (source, target):
             with contextlib.suppress(OSError):
-                sock.close()
+                sock.shutdown(socket.SHUT_RDWR)

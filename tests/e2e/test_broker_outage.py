@@ -7,9 +7,6 @@ cuts and restores; the worker talks to Redis directly, so only the hand-off is i
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 from e2e.processes import connect, subscribe, web, worker
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, select
-from support import FakeStrava, service_env
+from support import FakeStrava, LoopbackProxy, service_env
 
 from service.launch import command, running, wait_until
 from service.models import Activity, HydrationStatus, InboxEvent, InboxStatus
@@ -28,64 +25,10 @@ DEADLINE = 45.0
 BURST = 12
 
 
-class SeveringProxy:
-    """A TCP proxy to `upstream` on a loopback port; `sever()` drops every connection and
-    refuses new ones until `restore()`."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._severed = threading.Event()
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def sever(self) -> None:
-        self._severed.set()
-        with self._lock:
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._open.clear()
-
-    def restore(self) -> None:
-        self._severed.clear()
-
-    def close(self) -> None:
-        self.sever()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self._severed.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(self.upstream)
-            with self._lock:
-                self._open.update((client, upstream))
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                target.sendall(data)
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
 @pytest.fixture
-def proxy(redis_url: str) -> Iterator[SeveringProxy]:
+def proxy(redis_url: str) -> Iterator[LoopbackProxy]:
     parsed = make_url(redis_url)
-    severing = SeveringProxy((parsed.host or "127.0.0.1", parsed.port or 6379))
+    severing = LoopbackProxy((parsed.host or "127.0.0.1", parsed.port or 6379))
     yield severing
     severing.close()
 
@@ -95,7 +38,7 @@ def test_a_burst_during_a_broker_outage_is_processed_after_it_returns(
     engine: Engine,
     database_url: str,
     redis_url: str,
-    proxy: SeveringProxy,
+    proxy: LoopbackProxy,
     tmp_path: Path,
 ) -> None:
     db_number = make_url(redis_url).database or "0"

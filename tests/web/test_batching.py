@@ -14,7 +14,7 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from support import StallingProxy
+from support import LoopbackProxy
 
 from service.db import create_db_engine
 from service.ingest.events import WebhookEvent
@@ -216,7 +216,7 @@ def test_a_database_that_never_answers_gets_503_well_within_two_seconds() -> Non
 
 
 def test_a_connection_that_stops_answering_is_cut_and_the_next_batch_reconnects(
-    stalling_engine: tuple[Engine, StallingProxy], engine: Engine
+    stalling_engine: tuple[Engine, LoopbackProxy], engine: Engine
 ) -> None:
     proxied, proxy = stalling_engine
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
-from support import FakeStrava, StallingProxy
+from support import FakeStrava, LoopbackProxy
 
 from service.config import Settings
 from service.db import create_db_engine
@@ -196,7 +196,7 @@ def test_a_database_that_never_answers_the_first_read_gets_503_within_the_timeou
 
 
 def test_a_stalled_database_leaves_the_last_id_read_in_use_within_the_timeout(
-    stalling_engine: tuple[Engine, StallingProxy],
+    stalling_engine: tuple[Engine, LoopbackProxy],
 ) -> None:
     proxied, proxy = stalling_engine
     now = [0.0]
