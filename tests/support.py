@@ -12,6 +12,7 @@ from service.messaging import Dispatcher
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
+from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 CLIENT_ID = 4242
 CLIENT_SECRET = "test-client-secret"
@@ -31,6 +32,17 @@ class FakeStrava:
     def urls(self) -> dict[str, str]:
         """Settings overrides that point the service at this emulator."""
         return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
+
+
+def exhaust_quota(ctx: IngestContext) -> None:
+    """As if Strava had reported every bucket full for the current windows."""
+    full = RateLimitSnapshot(
+        limit=WindowPair(200, 2000),
+        usage=WindowPair(200, 200),
+        read_limit=WindowPair(100, 1000),
+        read_usage=WindowPair(100, 100),
+    )
+    ctx.quota.observe("read", 200, full)
 
 
 def service_env(

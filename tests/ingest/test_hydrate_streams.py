@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from support import FakeStrava
+from support import FakeStrava, exhaust_quota
 from sync_support import Clock
 
 from service.config import Settings
@@ -27,7 +27,6 @@ from service.ingest.workitems import HYDRATIONS
 from service.models import Activity, ActivityStream, HydrationStatus, utcnow
 from service.strava.quota import Tier, using_tier
 from service.strava.quota.scheduler import QuotaExceeded
-from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
 
 DETAIL = "GET /activities/{id}"
@@ -64,17 +63,6 @@ def streams_of(engine: Engine, activity_id: int) -> dict[str, ActivityStream]:
             select(ActivityStream).where(ActivityStream.activity_id == activity_id)
         ).all()
     return {stream.type: stream for stream in found}
-
-
-def exhaust_quota(ctx: IngestContext) -> None:
-    """As if Strava had reported every bucket full for the current windows."""
-    full = RateLimitSnapshot(
-        limit=WindowPair(200, 2000),
-        usage=WindowPair(200, 200),
-        read_limit=WindowPair(100, 1000),
-        read_usage=WindowPair(100, 100),
-    )
-    ctx.quota.observe("read", 200, full)
 
 
 def after_the_detail(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
-from support import FakeStrava
+from support import FakeStrava, exhaust_quota
 from sync_support import Clock, Sent, activities, job, run_to_end, summaries_by_id
 
 from service.ingest import backfill, sync
@@ -42,17 +42,6 @@ def backfill_job(ctx: IngestContext, athlete_id: int, kind: SyncKind = SyncKind.
     started = start_job(ctx.engine, athlete_id, kind, ctx.clock())
     assert started.job.id is not None
     return started.job.id
-
-
-def exhaust_quota(ctx: IngestContext) -> None:
-    """As if Strava had reported every bucket full for the current windows."""
-    full = RateLimitSnapshot(
-        limit=WindowPair(200, 2000),
-        usage=WindowPair(200, 200),
-        read_limit=WindowPair(100, 1000),
-        read_usage=WindowPair(100, 100),
-    )
-    ctx.quota.observe("read", 200, full)
 
 
 def test_a_backfill_stores_every_page_of_the_history_and_ends_on_an_empty_page(

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import dramatiq
 import pytest
 from sqlalchemy.engine import Engine
-from support import FakeStrava
+from support import FakeStrava, exhaust_quota
 from sync_support import activities, job
 
 from service.config import Settings
@@ -16,7 +16,6 @@ from service.ingest.sync import SyncOptions, start_job
 from service.launch import wait_until
 from service.messaging import Dispatcher, build_broker
 from service.models import SyncKind, SyncStatus, utcnow
-from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
 from workers.actors import declare_actors
 
@@ -54,10 +53,7 @@ def test_a_job_denied_quota_shows_rate_limited_and_resumes_by_itself(
     connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
     job_id = start_job(ctx.engine, athlete_id, SyncKind.BACKFILL, utcnow()).job.id
     assert job_id is not None
-    full = RateLimitSnapshot(
-        WindowPair(200, 2000), WindowPair(200, 200), WindowPair(100, 1000), WindowPair(100, 100)
-    )
-    ctx.quota.observe("read", 200, full)
+    exhaust_quota(ctx)
 
     dispatcher.send_sync(job_id)
 

@@ -7,14 +7,12 @@ from datetime import timedelta
 import pytest
 import redis
 from sqlmodel import Session
-from support import FakeStrava, Workers
+from support import FakeStrava, Workers, exhaust_quota
 
-from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.launch import wait_until
 from service.models import Activity, InboxEvent, InboxStatus, utcnow
-from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 DEADLINE = 20.0
 # Sped-up windows, so that "wait for the next window" takes seconds.
@@ -61,20 +59,6 @@ def hydrated(workers: Workers, activity_id: int) -> bool:
     with Session(workers.ctx.engine) as session:
         row = session.get(Activity, activity_id)
     return row is not None and row.hydration_status == "complete"
-
-
-def exhaust_quota(ctx: IngestContext) -> None:
-    """As if Strava had reported every bucket full for the current windows."""
-    ctx.quota.observe(
-        "read",
-        200,
-        RateLimitSnapshot(
-            limit=WindowPair(200, 2000),
-            usage=WindowPair(200, 200),
-            read_limit=WindowPair(100, 1000),
-            read_usage=WindowPair(100, 100),
-        ),
-    )
 
 
 def dead_letters(broker_redis: redis.Redis) -> int:
