@@ -38,12 +38,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from service.config import Settings
-from service.db import create_db_engine, session_scope, upgrade_schema
+from service.db import create_db_engine, recreate_database, session_scope, upgrade_schema
 from service.ingest import sync
 from service.ingest.athletes import connect_athlete
 from service.ingest.backfill import upsert_summaries
@@ -88,17 +87,6 @@ class Bench:
     quota_clock: Clock
     athlete_id: int
     emulator_urls: tuple[str, str]  # API and OAuth, for a worker process of its own
-
-
-def recreate(url: str) -> None:
-    parsed = make_url(url)
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(
-        admin.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-    ) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{parsed.database}"')
-    upgrade_schema(url)
 
 
 def bench_settings(url: str) -> Settings:
@@ -385,7 +373,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.activities
 
-    recreate(args.database_url)
+    recreate_database(args.database_url)
+    upgrade_schema(args.database_url)
     started = time.perf_counter()
     emulator = Emulator(
         EmulatorConfig(

@@ -250,17 +250,6 @@ def run_wrk(url: str, args: argparse.Namespace, script: Path, duration: float) -
     }
 
 
-def recreate_database(url: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{parsed.database}"')
-
-
 @contextmanager
 def server(args: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[None]:
     from service.launch import answers, running
@@ -283,7 +272,7 @@ def main() -> None:
     import redis
     import sqlalchemy as sa
 
-    from service.db import create_db_engine, upgrade_schema
+    from service.db import create_db_engine, recreate_database, upgrade_schema
     from service.launch import command, free_port, running, wait_until
 
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))

@@ -41,17 +41,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import psycopg
 import redis
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped
 from sqlmodel import col
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
-from service.db import create_db_engine
+from service.db import create_db_engine, recreate_database
 from service.ingest.policy import HydrationPolicy, plan_hydration
 from service.launch import DeadlineExceeded, answers, command, free_port, running, wait_until
 from service.models import Activity, InboxEvent
@@ -182,15 +181,6 @@ class RecordingLimiter(RateLimiter):
 
 
 # -- the service -----------------------------------------------------------------------------
-
-
-def recreate_database(url: str) -> None:
-    parsed = make_url(url)
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{parsed.database}"')
 
 
 def service_env(options: Options, api_url: str, oauth_url: str, client_id: int) -> dict[str, str]:

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -76,6 +76,29 @@ def upgrade_schema(database_url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(database_url), revision)
+
+
+def drop_database(database_url: str) -> None:
+    """Drop the PostgreSQL database ``database_url`` names, closing its connections. For the
+    test suite and the benchmarks, which each own a database of their own."""
+    _administer(database_url, create=False)
+
+
+def recreate_database(database_url: str) -> None:
+    """Drop the PostgreSQL database ``database_url`` names and create it empty (as
+    ``drop_database``: tests and benchmarks only)."""
+    _administer(database_url, create=True)
+
+
+def _administer(database_url: str, *, create: bool) -> None:
+    import psycopg
+
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        if create:
+            c.execute(f'CREATE DATABASE "{url.database}"')
 
 
 def check_schema(engine: Engine) -> None:

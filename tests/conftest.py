@@ -10,15 +10,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
 
 from service.config import Settings
-from service.db import create_db_engine, upgrade_schema
+from service.db import create_db_engine, recreate_database, upgrade_schema
 from service.models import SQLModel
 from service.strava.emulator import Emulator, EmulatorConfig
 from service.strava.emulator.server import EmulatorServer
@@ -29,19 +28,10 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def _recreate_database(url: str) -> None:
-    parsed = make_url(url)
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{parsed.database}"')
-
-
 @pytest.fixture(scope="session")
 def database_url() -> str:
     """A fresh PostgreSQL database, migrated to head by the real migrations."""
-    _recreate_database(DATABASE_URL)
+    recreate_database(DATABASE_URL)
     upgrade_schema(DATABASE_URL)
     return DATABASE_URL
 

@@ -7,13 +7,18 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from service.db import alembic_config, create_db_engine, upgrade_schema
+from service.db import (
+    alembic_config,
+    create_db_engine,
+    drop_database,
+    recreate_database,
+    upgrade_schema,
+)
 
 INSERT_ATHLETE = (
     "INSERT INTO athletes (id, scopes, status, connected_at, created_at, updated_at) "
@@ -40,15 +45,10 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/strava_ingest_test"
         )
     )
-    database = f"{base.database}_migration"
-    admin = base.set(database="postgres").render_as_string(hide_password=False)
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{database}"')
-    yield base.set(database=database).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    url = base.set(database=f"{base.database}_migration").render_as_string(hide_password=False)
+    recreate_database(url)
+    yield url
+    drop_database(url)
 
 
 def tables(url: str) -> set[str]:
