@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -252,6 +252,24 @@ def stranded_events(engine: Engine, before: datetime, limit: int = 500) -> list[
     return [row for row in rows if row is not None]
 
 
+def send_until_refused(
+    inbox_ids: Iterable[int], send: Callable[[int], None], purpose: str
+) -> list[int]:
+    """Hand events to the broker in order; stop at the first refusal (logged under
+    ``purpose``), since the broker is then down: the relay sends the rest later."""
+    sent: list[int] = []
+    for inbox_id in inbox_ids:
+        try:
+            send(inbox_id)
+        except Exception:
+            log.exception(
+                "%s: broker refused inbox_id=%s; the relay will re-send", purpose, inbox_id
+            )
+            break
+        sent.append(inbox_id)
+    return sent
+
+
 def relay(
     engine: Engine,
     send: Callable[[int], None],
@@ -265,14 +283,7 @@ def relay(
     Rows younger than `older_than` are left alone: the web request that stored them may
     still be about to enqueue them. Returns how many were handed over.
     """
-    sent: list[int] = []
-    for inbox_id in stranded_events(engine, now() - older_than):
-        try:
-            send(inbox_id)
-        except Exception:
-            log.exception("relay: broker refused event inbox_id=%s; will retry", inbox_id)
-            break
-        sent.append(inbox_id)
+    sent = send_until_refused(stranded_events(engine, now() - older_than), send, "relay")
     _mark_resent(engine, sent)
     if sent:
         log.info("relay: re-sent %d stranded events", len(sent))

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from service.db import session_scope
-from service.ingest.inbox import mark_enqueued
+from service.ingest.inbox import mark_enqueued, send_until_refused
 from service.models import ActivityRemoval, InboxEvent, InboxStatus
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,7 @@ def reset_for_replay(
 
 def send_all(engine: Engine, inbox_ids: Sequence[int], send: Callable[[int], None]) -> int:
     """Hand the rows to the broker; stops at the first refusal (the relay sends the rest)."""
-    sent: list[int] = []
-    for inbox_id in inbox_ids:
-        try:
-            send(inbox_id)
-        except Exception:
-            log.exception("replay: broker refused inbox_id=%s; the relay will re-send", inbox_id)
-            break
-        sent.append(inbox_id)
+    sent = send_until_refused(inbox_ids, send, "replay")
     mark_enqueued(engine, sent)
     return len(sent)
 
