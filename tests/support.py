@@ -6,8 +6,11 @@ import contextlib
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from service.ingest.context import IngestContext
+from service.ingest.events import WebhookEvent
+from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
@@ -32,6 +35,25 @@ class FakeStrava:
     def urls(self) -> dict[str, str]:
         """Settings overrides that point the service at this emulator."""
         return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
+
+
+# The event time of stored webhook events unless a test gives its own.
+EVENT_TIME = 1_700_000_000
+
+
+def stored_event(ctx: IngestContext, object_id: int, owner_id: int, aspect: str, **kw: Any) -> int:
+    """Store a webhook event in the inbox as the web app would; its inbox id. `kw` may give
+    `object_type` (default "activity"), `event_time` and `updates`."""
+    event = WebhookEvent(
+        object_type=kw.pop("object_type", "activity"),
+        object_id=object_id,
+        aspect_type=aspect,
+        owner_id=owner_id,
+        subscription_id=1,
+        event_time=kw.pop("event_time", EVENT_TIME),
+        updates=kw.pop("updates", {}),
+    )
+    return store_event(ctx.engine, event).id
 
 
 def exhaust_quota(ctx: IngestContext) -> None:

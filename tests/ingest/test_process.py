@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session, select
-from support import FakeStrava
+from support import EVENT_TIME, FakeStrava
+from support import stored_event as stored
 
 from service.ingest.context import IngestContext
-from service.ingest.events import WebhookEvent
 from service.ingest.hydrate import hydrate_missing_streams, hydrate_stored
-from service.ingest.inbox import store_event
 from service.ingest.policy import HydrationPolicy, streams_for
 from service.ingest.process import Deferred, process_event
 from service.models import (
@@ -33,8 +32,7 @@ from service.models import (
 from service.strava.errors import Transient
 from service.strava.quota import Tier, using_tier
 
-SUBSCRIPTION = 1
-T = 1_700_000_000
+T = EVENT_TIME
 WINDOW = timedelta(seconds=3)
 FETCH = "GET /activities/{id}"
 
@@ -62,19 +60,6 @@ def clock(ctx: IngestContext) -> Clock:
     ctx.clock = clock
     ctx.coalesce_window = WINDOW
     return clock
-
-
-def stored(ctx: IngestContext, object_id: int, owner_id: int, aspect: str, **kw: Any) -> int:
-    event = WebhookEvent(
-        object_type=kw.pop("object_type", "activity"),
-        object_id=object_id,
-        aspect_type=aspect,
-        owner_id=owner_id,
-        subscription_id=SUBSCRIPTION,
-        event_time=kw.pop("event_time", T),
-        updates=kw.pop("updates", {}),
-    )
-    return store_event(ctx.engine, event).id
 
 
 def settle(ctx: IngestContext, clock: Clock, *inbox_ids: int) -> list[Any]:

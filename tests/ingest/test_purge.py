@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session, func, select
-from support import FakeStrava
+from support import EVENT_TIME, FakeStrava
+from support import stored_event as stored
 
 from service.ingest.context import IngestContext
-from service.ingest.events import WebhookEvent
-from service.ingest.inbox import store_event
 from service.ingest.process import process_event
 from service.ingest.purge import purge_athlete
 from service.ingest.sync import get_job, start_job
@@ -28,7 +27,7 @@ from service.models import (
 )
 from service.strava.quota import Tier, using_tier
 
-T = 1_700_000_000
+T = EVENT_TIME
 
 
 @pytest.fixture(autouse=True)
@@ -36,19 +35,6 @@ def webhook_tier(ctx: IngestContext) -> Iterator[None]:
     ctx.coalesce_window = timedelta(0)
     with using_tier(Tier.WEBHOOK):
         yield
-
-
-def stored(ctx: IngestContext, object_id: int, owner_id: int, aspect: str, **kw: Any) -> int:
-    event = WebhookEvent(
-        object_type=kw.pop("object_type", "activity"),
-        object_id=object_id,
-        aspect_type=aspect,
-        owner_id=owner_id,
-        subscription_id=1,
-        event_time=kw.pop("event_time", T),
-        updates=kw.pop("updates", {}),
-    )
-    return store_event(ctx.engine, event).id
 
 
 def deauthorization(
