@@ -27,7 +27,7 @@ from service.strava.client import AsyncStravaClient
 from service.strava.clients import async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
 from service.web import health, metrics, oauth, status, webhooks
-from service.web.batching import InboxBatcher
+from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
 from service.web.trust import RedactPathSecret, SubscriptionGate
@@ -81,8 +81,14 @@ def create_app(
                 db,
                 settings.strava_subscription_id,
                 settings.subscription_cache_seconds,
-                # What Strava's two seconds leave after the commit's own deadline.
-                timeout=max(0.1, STRAVA_ANSWER_SECONDS - 0.1 - settings.ingest_deadline_seconds),
+                # What Strava's two seconds leave after the commit's own deadline, which the
+                # watchdog enforces to within one tick.
+                timeout=max(
+                    WATCHDOG_TICK_SECONDS,
+                    STRAVA_ANSWER_SECONDS
+                    - WATCHDOG_TICK_SECONDS
+                    - settings.ingest_deadline_seconds,
+                ),
             )
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(
