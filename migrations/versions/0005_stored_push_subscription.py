@@ -1,4 +1,4 @@
-"""webhook trust (issue 5, web): the stored push subscription id
+"""Webhook trust: the stored push subscription id
 
 Revision ID: 0005
 Revises: 0004
