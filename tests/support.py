@@ -8,14 +8,20 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
+from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
+from service.ingest.crypto import TokenCipher
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
+from service.models import utcnow
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
+from service.strava.schemas import TokenResponse
 
 CLIENT_ID = 4242
 CLIENT_SECRET = "test-client-secret"
@@ -54,6 +60,15 @@ def stored_event(ctx: IngestContext, object_id: int, owner_id: int, aspect: str,
         updates=kw.pop("updates", {}),
     )
     return store_event(ctx.engine, event).id
+
+
+def connect_emulator_athlete(engine: Engine, strava: FakeStrava) -> int:
+    """The emulator's first athlete, connected as the OAuth callback connects one: its tokens
+    are in our database."""
+    athlete_id = strava.emulator.athlete_ids[0]
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
+    connect_athlete(engine, TokenCipher(TOKEN_KEY), token, "read,activity:read_all", utcnow())
+    return athlete_id
 
 
 def exhaust_quota(ctx: IngestContext) -> None:
