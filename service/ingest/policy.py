@@ -3,7 +3,7 @@
 Listing summaries is cheap (one call per 200, strava-api.md §4.1); hydrating costs a call per
 activity (§4.2), so only what the product needs soon is hydrated eagerly: the recent window
 of the configured sport types at `recent` priority, older ones at `backfill` priority or only
-on demand (DESIGN.md, "Two phases").
+on demand (README, "Connecting athletes, backfill and reconciliation").
 """
 
 from __future__ import annotations

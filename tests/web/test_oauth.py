@@ -1,6 +1,6 @@
 """The OAuth routes against Strava faked at the HTTP boundary (httpx.MockTransport).
 
-Response bodies follow the recordings in strava-fixtures/oauth/ (strava-api.md §3.2, §3.3);
+Response bodies follow the recordings in tests/cassettes/oauth/ (strava-api.md §3.2, §3.3);
 tokens and codes are made up.
 """
 
@@ -27,7 +27,7 @@ ATHLETE_ID = 12342176
 
 
 def token_body(access: str = "access-1", refresh: str = "refresh-1") -> dict[str, Any]:
-    # Shape of token_authorization_code.yml.
+    # Shape of token_authorization_code.yaml.
     return {
         "token_type": "Bearer",
         "expires_at": 1542940199,
@@ -45,7 +45,7 @@ def token_body(access: str = "access-1", refresh: str = "refresh-1") -> dict[str
     }
 
 
-# token_invalid_code.yml
+# token_invalid_code.yaml
 INVALID_CODE = {
     "message": "Bad Request",
     "errors": [{"resource": "RequestToken", "field": "code", "code": "invalid"}],

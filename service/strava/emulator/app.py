@@ -174,7 +174,7 @@ class Api:
     async def streams(self, request: Request, token: AccessToken) -> Response:
         """Streams keyed by type when ``key_by_type=true`` (§4.3), else the array form.
 
-        Without ``keys`` only distance comes back (client/activity_streams.yml). With keys,
+        Without ``keys`` only distance comes back (client/activity_streams.yaml). With keys,
         distance, the axis the others are indexed by, is added too (community reports that
         Strava always includes it; UNCONFIRMED).
         """
