@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # One row at most: Strava allows one subscription per app (strava-api.md §1.1).
+    # One row at most: Strava allows one subscription per app (docs/strava.md §1.1).
     op.create_table(
         "push_subscription",
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),

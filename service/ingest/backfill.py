@@ -1,7 +1,7 @@
 """Phase 1 of a sync: pages of summaries, listed backward with a keyset cursor and stored in
 bulk, the cursor committed in the same transaction as the page it covers.
 
-`GET /athlete/activities` is page-based (strava-api.md §4.1); offsets shift when activities
+`GET /athlete/activities` is page-based (docs/strava.md §4.1); offsets shift when activities
 are uploaded or deleted during a long import, so the cursor is a keyset: `before` = the
 oldest start second seen. Whether `before` is exclusive is UNCONFIRMED (§4.1, §7 question 1;
 the emulator takes it as exclusive), and several activities can share that second with only

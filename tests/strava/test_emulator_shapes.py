@@ -51,7 +51,7 @@ SENSOR_KEYS = {
     "elev_low",
     "upload_id_str",
 }
-# Power keys of the swagger SummaryActivity (strava-api.md §4.4), sent for power-meter activities;
+# Power keys of the swagger SummaryActivity (docs/strava.md §4.4), sent for power-meter activities;
 # none of the recorded runs had one.
 POWER_KEYS = {"average_watts", "max_watts", "weighted_average_watts", "device_watts", "kilojoules"}
 # Detail keys the emulator omits when there is nothing to say (no gear, manual entry, no device).

@@ -33,7 +33,7 @@ class Handlers:
         """Approve at once as the logged-in athlete and redirect back with code and scope.
 
         The redirect carries ``state``, ``code`` and the granted ``scope``, which always
-        includes ``read`` (observed, strava-api.md §3.1).
+        includes ``read`` (observed, docs/strava.md §3.1).
         """
         self.emu.count("GET /oauth/authorize")
         query = request.query_params

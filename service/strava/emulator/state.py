@@ -1,4 +1,4 @@
-"""OAuth codes and tokens, and the push subscription (strava-api.md §1.1, §3).
+"""OAuth codes and tokens, and the push subscription (docs/strava.md §1.1, §3).
 
 Not locked itself: the emulator calls it with its own lock held.
 """
