@@ -58,7 +58,7 @@ class Settings(DatabaseSettings):
     strava_api_url: str = "https://www.strava.com/api/v3"
     strava_oauth_url: str = "https://www.strava.com/oauth"
     webhook_path: str = "/webhooks/strava"
-    # Webhook trust (issue 5; service/web/trust.py). A secret last path segment: Strava then
+    # Webhook trust (service/web/trust.py). A secret last path segment: Strava then
     # calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}`, so give that as `--callback-url`.
     webhook_secret: SecretStr | None = None
     # Verify `X-Strava-Signature` only when set: Strava documents no signature (§1.8).
@@ -86,7 +86,7 @@ class Settings(DatabaseSettings):
     # The relay re-sends inbox rows that stayed `received` longer than this.
     relay_after_seconds: Annotated[float, Field(ge=0)] = 10.0
     relay_interval_seconds: Annotated[float, Field(gt=0)] = 15.0
-    # Webhook events (issue 5; docs/events.md). Events for one activity within this window
+    # Webhook events (docs/events.md). Events for one activity within this window
     # share one fetch: Strava may send several events for one save (docs/strava.md §1.4).
     event_coalesce_seconds: Annotated[float, Field(ge=0)] = 3.0
     # Attempts in all for an event or a hydration that keeps failing before it is `failed`.
@@ -97,11 +97,11 @@ class Settings(DatabaseSettings):
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"
 
-    # OAuth connect (issue 4, service/web/oauth.py): how long a signed `state` is valid, and
+    # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs (comma-separated prefixes) `/auth/strava/connect?return_to=` accepts.
     oauth_state_seconds: Annotated[int, Field(gt=0)] = 600
     oauth_return_urls: str = ""
-    # Sync jobs (issue 4, service/ingest/sync.py). Strava's largest page is 200 (§4.1).
+    # Sync jobs (service/ingest/sync.py). Strava's largest page is 200 (§4.1).
     sync_page_size: Annotated[int, Field(ge=2, le=200)] = 200
     sync_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
     sync_sweep_interval_seconds: Annotated[float, Field(gt=0)] = 30.0

@@ -268,7 +268,7 @@ _ACTIVE_SYNC = "status IN ('queued', 'running', 'rate_limited')"
 
 
 class SyncJob(SQLModel, table=True):
-    """One listing pass over an athlete's activities (issue 4): a backfill, a reconciliation
+    """One listing pass over an athlete's activities: a backfill, a reconciliation
     or a full refresh. `cursor` is committed with each page it covers, so a job resumes
     exactly where it stopped; a partial unique index allows one active job per athlete."""
 

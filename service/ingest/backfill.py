@@ -159,7 +159,7 @@ def upsert_summaries(
     if not summaries:
         return PageResult(frozenset(), frozenset(), [])
     # A listing changes the summary's columns only: never the detail, the hydration state or
-    # anything else the app owns (issue 4: summaries never overwrite stored detail).
+    # anything else the app owns: summaries never overwrite stored detail.
     page = _Page(shared={"hydrate_attempts": 0, "created_at": now, "updated_at": now})
     tiers: dict[int, Tier | None] = {}
     for position, (summary, raw) in enumerate(zip(summaries, raws, strict=True), start=1):

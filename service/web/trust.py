@@ -1,4 +1,4 @@
-"""What a webhook request must show before its event is stored (issue 5, docs/strava.md §1.8).
+"""What a webhook request must show before its event is stored (docs/strava.md §1.8).
 
 Strava documents no signature on events, so trust rests on what we can check cheaply and
 without calling Strava: an optional secret path segment, a body that looks like Strava's (JSON,
