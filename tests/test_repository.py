@@ -99,6 +99,24 @@ def test_no_tracked_file_names_a_machine_path_an_outside_document_or_a_tracker_n
     assert not found, "\n".join(found)
 
 
+def test_every_section_cited_exists_in_docs_strava_md() -> None:
+    # Code, tests and docs cite docs/strava.md by section ("§4.1", "§7 question 2").
+    text = (ROOT / "docs" / "strava.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.MULTILINE))
+    open_questions = text.split("## 7.", 1)[1]
+    questions = set(re.findall(r"^(\d+)\. ", open_questions, re.MULTILINE))
+    missing: list[str] = []
+    for path in tracked_files():
+        for number, line in enumerate(text_lines(ROOT / path) or [], start=1):
+            for section in re.findall(r"§(\d+(?:\.\d+)?)", line):
+                if section not in sections:
+                    missing.append(f"{path.as_posix()}:{number}: §{section}")
+            for question in re.findall(r"§7 question (\d+)", line):
+                if question not in questions:
+                    missing.append(f"{path.as_posix()}:{number}: §7 question {question}")
+    assert not missing, "\n".join(missing)
+
+
 def test_the_walk_without_git_finds_the_sources_and_skips_the_virtualenv() -> None:
     walked = {path.as_posix() for path in tracked_files(use_git=False)}
 
