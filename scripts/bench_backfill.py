@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the two-phase backfill (issue 4): one athlete with N activities on the emulator.
+"""Benchmark of the two-phase backfill: one athlete with N activities on the emulator.
 
 Printed, each against its target:
   - list calls used by a clean backfill (target ceil(N/200)+1),

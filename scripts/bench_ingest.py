@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Durable ingest speed (issue 5 item 4): how close the webhook endpoint, which answers only
+"""Durable ingest speed: how close the webhook endpoint, which answers only
 after the event is committed to PostgreSQL, comes to the web stack's own limit.
 
 In one run on this machine it measures, with the same uvicorn settings (`--workers`

@@ -7,9 +7,10 @@ order), statuses and URIs are copied as recorded: the point of these cassettes i
 Strava's real answers. Where each interaction came from is kept in the cassette's ``metadata``
 (which vcrpy loads and leaves alone).
 
-Examples:
-    scripts/convert_cassettes.py /work/shared/strava-fixtures tests/cassettes
-    scripts/convert_cassettes.py fixtures/client/activity.yml tests/cassettes/client
+Examples, with RUBY_CLIENT a checkout of https://github.com/dblock/strava-ruby-client:
+    scripts/convert_cassettes.py "$RUBY_CLIENT/spec/fixtures/strava" tests/cassettes
+    scripts/convert_cassettes.py "$RUBY_CLIENT/spec/fixtures/strava/client/activity.yml" \
+        tests/cassettes/client
 """
 
 from __future__ import annotations

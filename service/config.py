@@ -26,7 +26,7 @@ class Mode(StrEnum):
 
 _DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://")
 _BROKER_SCHEMES = ("memory://", "redis://", "rediss://")
-# The stream types `GET /activities/{id}/streams` takes (strava-api.md §4.3).
+# The stream types `GET /activities/{id}/streams` takes (docs/strava.md §4.3).
 STREAM_TYPES = (
     "time", "distance", "latlng", "altitude", "velocity_smooth", "heartrate", "cadence",
     "watts", "temp", "moving", "grade_smooth",
@@ -58,7 +58,7 @@ class Settings(DatabaseSettings):
     strava_api_url: str = "https://www.strava.com/api/v3"
     strava_oauth_url: str = "https://www.strava.com/oauth"
     webhook_path: str = "/webhooks/strava"
-    # Webhook trust (issue 5; service/web/trust.py). A secret last path segment: Strava then
+    # Webhook trust (service/web/trust.py). A secret last path segment: Strava then
     # calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}`, so give that as `--callback-url`.
     webhook_secret: SecretStr | None = None
     # Verify `X-Strava-Signature` only when set: Strava documents no signature (§1.8).
@@ -80,14 +80,14 @@ class Settings(DatabaseSettings):
     oauth_scopes: str = "read,activity:read_all"
     # Where Strava sends the athlete back after authorizing; derived from the request if unset.
     public_url: str | None = None
-    # Refresh an access token that expires sooner than this (strava-api.md §3.3).
+    # Refresh an access token that expires sooner than this (docs/strava.md §3.3).
     token_refresh_margin_seconds: Annotated[int, Field(ge=0)] = 300
     strava_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     # The relay re-sends inbox rows that stayed `received` longer than this.
     relay_after_seconds: Annotated[float, Field(ge=0)] = 10.0
     relay_interval_seconds: Annotated[float, Field(gt=0)] = 15.0
-    # Webhook events (issue 5; docs/events.md). Events for one activity within this window
-    # share one fetch: Strava may send several events for one save (strava-api.md §1.4).
+    # Webhook events (docs/events.md). Events for one activity within this window
+    # share one fetch: Strava may send several events for one save (docs/strava.md §1.4).
     event_coalesce_seconds: Annotated[float, Field(ge=0)] = 3.0
     # Attempts in all for an event or a hydration that keeps failing before it is `failed`.
     retry_max_attempts: Annotated[int, Field(gt=0)] = 8
@@ -97,11 +97,11 @@ class Settings(DatabaseSettings):
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"
 
-    # OAuth connect (issue 4, service/web/oauth.py): how long a signed `state` is valid, and
+    # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs (comma-separated prefixes) `/auth/strava/connect?return_to=` accepts.
     oauth_state_seconds: Annotated[int, Field(gt=0)] = 600
     oauth_return_urls: str = ""
-    # Sync jobs (issue 4, service/ingest/sync.py). Strava's largest page is 200 (§4.1).
+    # Sync jobs (service/ingest/sync.py). Strava's largest page is 200 (§4.1).
     sync_page_size: Annotated[int, Field(ge=2, le=200)] = 200
     sync_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
     sync_sweep_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
@@ -111,7 +111,7 @@ class Settings(DatabaseSettings):
     hydrate_recent_weeks: Annotated[int, Field(ge=0)] = 12
     hydrate_sport_types: str = ""
     hydrate_older: Literal["backfill", "on_demand"] = "backfill"
-    # Streams (strava-api.md §4.3) after a listed activity's detail: one more read call
+    # Streams (docs/strava.md §4.3) after a listed activity's detail: one more read call
     # each, so by default only above backfill priority (the recent window, on demand);
     # "all" adds older ones, "none" never. Keys: comma-separated stream types.
     hydrate_streams: Literal["all", "recent", "none"] = "recent"
@@ -125,7 +125,7 @@ class Settings(DatabaseSettings):
     reconcile_period_seconds: Annotated[int, Field(gt=0)] = 86400
     reconcile_check_seconds: Annotated[float, Field(gt=0)] = 300.0
 
-    # The quota scheduler (strava-api.md §2). Window lengths are settings so that simulations
+    # The quota scheduler (docs/strava.md §2). Window lengths are settings so that simulations
     # can run sped up; Strava's are 900 s (aligned to :00/:15/:30/:45) and the UTC day.
     quota_window_seconds: Annotated[int, Field(gt=0)] = 900
     quota_day_seconds: Annotated[int, Field(gt=0)] = 86400

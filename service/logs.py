@@ -6,7 +6,7 @@ import logging
 import re
 
 # Query parameters that carry secrets: the handshake's verify token, OAuth codes, client
-# credentials (subscription calls put them in the query, strava-api.md §1.1) and tokens.
+# credentials (subscription calls put them in the query, docs/strava.md §1.1) and tokens.
 _SECRET_PARAMS = re.compile(
     r"((?:hub\.verify_token|code|client_secret|access_token|refresh_token)=)[^&\s\"']+"
 )

@@ -33,7 +33,7 @@ def build_broker(broker_url: str) -> dramatiq.Broker:
         broker = StubBroker()
     else:
         # Fail fast when Redis is down: the webhook must still answer Strava within 2 s
-        # (strava-api.md §1.3), leaving the row for the relay.
+        # (docs/strava.md §1.3), leaving the row for the relay.
         client = redis.Redis.from_url(
             broker_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
         )

@@ -1,6 +1,6 @@
 """SQLModel tables: athletes, activities and the webhook inbox.
 
-Strava ids are int64 (activity ids already exceed 2^32, strava-api.md §1.4), so every Strava
+Strava ids are int64 (activity ids already exceed 2^32, docs/strava.md §1.4), so every Strava
 id is a BIGINT. Timestamps are stored timezone-aware and always come back as UTC, also from
 SQLite, which keeps no zone of its own.
 """
@@ -139,7 +139,7 @@ class Activity(SQLModel, table=True):
     sport_type: str | None = None
     type: str | None = None
     start_date: datetime | None = _timestamp()
-    # Strava writes the local wall clock with a "Z" suffix (strava-api.md §4.4): kept naive.
+    # Strava writes the local wall clock with a "Z" suffix (docs/strava.md §4.4): kept naive.
     start_date_local: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime()))
     timezone: str | None = None
     utc_offset: float | None = None
@@ -185,7 +185,7 @@ class Activity(SQLModel, table=True):
 
 class RemovalReason(StrEnum):
     DELETED = "deleted"
-    # Only with the `activity:read` scope: deleted, or made "Only You" (strava-api.md §1.4).
+    # Only with the `activity:read` scope: deleted, or made "Only You" (docs/strava.md §1.4).
     HIDDEN = "hidden"
 
 
@@ -206,7 +206,7 @@ class ActivityRemoval(SQLModel, table=True):
 
 
 class ActivityStream(SQLModel, table=True):
-    """One stream of an activity (`GET /activities/{id}/streams`, keyed by type, strava-api.md
+    """One stream of an activity (`GET /activities/{id}/streams`, keyed by type, docs/strava.md
     §4.3), as Strava sent it. Removed with its activity (ON DELETE CASCADE): deletes and
     purges need no step of their own."""
 
@@ -268,7 +268,7 @@ _ACTIVE_SYNC = "status IN ('queued', 'running', 'rate_limited')"
 
 
 class SyncJob(SQLModel, table=True):
-    """One listing pass over an athlete's activities (issue 4): a backfill, a reconciliation
+    """One listing pass over an athlete's activities: a backfill, a reconciliation
     or a full refresh. `cursor` is committed with each page it covers, so a job resumes
     exactly where it stopped; a partial unique index allows one active job per athlete."""
 
@@ -358,7 +358,7 @@ class InboxEvent(SQLModel, table=True):
 
 
 class PushSubscription(SQLModel, table=True):
-    """The app's one Strava push subscription (strava-api.md §1.1), as `strava-ingest
+    """The app's one Strava push subscription (docs/strava.md §1.1), as `strava-ingest
     subscription create | view` last saw it. Webhook events must name its id (§1.8)."""
 
     __tablename__ = "push_subscription"

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
+from service.ingest.crypto import TokenCipher
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
+from service.models import InboxEvent, InboxStatus, utcnow
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
+from service.strava.schemas import TokenResponse
 
 CLIENT_ID = 4242
 CLIENT_SECRET = "test-client-secret"
@@ -54,6 +63,55 @@ def stored_event(ctx: IngestContext, object_id: int, owner_id: int, aspect: str,
         updates=kw.pop("updates", {}),
     )
     return store_event(ctx.engine, event).id
+
+
+def connect_emulator_athlete(engine: Engine, strava: FakeStrava) -> int:
+    """The emulator's first athlete, connected as the OAuth callback connects one: its tokens
+    are in our database."""
+    athlete_id = strava.emulator.athlete_ids[0]
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
+    connect_athlete(engine, TokenCipher(TOKEN_KEY), token, "read,activity:read_all", utcnow())
+    return athlete_id
+
+
+_inbox_serial = itertools.count(1)
+
+
+def inbox_row(
+    engine: Engine,
+    status: InboxStatus,
+    *,
+    received_at: datetime,
+    attempts: int = 1,
+    last_error: str | None = None,
+) -> int:
+    """An inbox row in `status`, received at `received_at` and, unless it failed, finished
+    then too; its inbox id. Each row is a distinct activity create."""
+    event = WebhookEvent(
+        object_type="activity",
+        object_id=next(_inbox_serial),
+        aspect_type="create",
+        owner_id=1,
+        subscription_id=1,
+        event_time=EVENT_TIME,
+    )
+    inbox_id = store_event(engine, event).id
+    with Session(engine) as session:
+        stored = session.get_one(InboxEvent, inbox_id)
+        stored.status = status.value
+        stored.received_at = received_at
+        stored.processed_at = received_at if status != InboxStatus.FAILED else None
+        stored.attempts = attempts
+        stored.last_error = last_error
+        session.add(stored)
+        session.commit()
+    return inbox_id
+
+
+def inbox_statuses(engine: Engine, *ids: int) -> list[str | None]:
+    """Each inbox row's status, None where the row is gone."""
+    with Session(engine) as session:
+        return [(r.status if (r := session.get(InboxEvent, i)) else None) for i in ids]
 
 
 def exhaust_quota(ctx: IngestContext) -> None:

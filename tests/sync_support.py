@@ -1,4 +1,4 @@
-"""Helpers for the sync tests (issue 4): run a job to its end in this thread, read rows."""
+"""Shared by the sync tests: run a job to its end in this thread, read rows."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 older_than=timedelta(seconds=settings.relay_after_seconds),
             ),
         ),
-        # Finished inbox rows past their retention (issue 5; service/ingest/lifecycle.py).
+        # Finished inbox rows past their retention (service/ingest/lifecycle.py).
         Duty(
             "inbox-prune",
             settings.inbox_prune_interval_seconds,
@@ -72,7 +72,7 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 now=utcnow(),
             ),
         ),
-        # Sync jobs whose worker died (expired lease) or whose message was lost (issue 4).
+        # Sync jobs whose worker died (expired lease) or whose message was lost.
         Duty(
             "sync-sweep",
             settings.sync_sweep_interval_seconds,

@@ -1,5 +1,5 @@
 """`strava-ingest subscription create | view | delete`: the app's one webhook subscription
-(strava-api.md §1.1).
+(docs/strava.md §1.1).
 
 Each command also records what Strava answered in our database (service/ingest/subscription.py):
 the web app answers 403 to events naming any other subscription id (§1.8).

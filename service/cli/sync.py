@@ -1,4 +1,4 @@
-"""`strava-ingest sync`: start, cancel and watch an athlete's sync job (issue 4).
+"""`strava-ingest sync`: start, cancel and watch an athlete's sync job.
 
     strava-ingest sync ATHLETE [--full]    backfill (continued), else reconcile; --full: refresh
     strava-ingest sync cancel ATHLETE      stop the active job at its next page boundary

@@ -20,7 +20,7 @@ class TokenWithoutAthlete(Exception):
     """The token response names no athlete, so there is nobody to connect.
 
     Strava includes the athlete only in the first exchange of an authorization code
-    (strava-api.md §3.2); a refresh response never carries one (§3.3).
+    (docs/strava.md §3.2); a refresh response never carries one (§3.3).
     """
 
 
@@ -49,7 +49,7 @@ def connect_athlete(
 
     A reconnect (also after a deauthorization) updates the same row: new tokens, the scopes
     granted this time, `connected` again. `scopes` is the `scope` parameter of Strava's
-    redirect, the scopes the athlete accepted (strava-api.md §3.1), not what we asked for.
+    redirect, the scopes the athlete accepted (docs/strava.md §3.1), not what we asked for.
     """
     if token.athlete is None:
         raise TokenWithoutAthlete("the token response carries no athlete")

@@ -1,7 +1,7 @@
 """Phase 1 of a sync: pages of summaries, listed backward with a keyset cursor and stored in
 bulk, the cursor committed in the same transaction as the page it covers.
 
-`GET /athlete/activities` is page-based (strava-api.md §4.1); offsets shift when activities
+`GET /athlete/activities` is page-based (docs/strava.md §4.1); offsets shift when activities
 are uploaded or deleted during a long import, so the cursor is a keyset: `before` = the
 oldest start second seen. Whether `before` is exclusive is UNCONFIRMED (§4.1, §7 question 1;
 the emulator takes it as exclusive), and several activities can share that second with only
@@ -159,7 +159,7 @@ def upsert_summaries(
     if not summaries:
         return PageResult(frozenset(), frozenset(), [])
     # A listing changes the summary's columns only: never the detail, the hydration state or
-    # anything else the app owns (issue 4: summaries never overwrite stored detail).
+    # anything else the app owns: summaries never overwrite stored detail.
     page = _Page(shared={"hydrate_attempts": 0, "created_at": now, "updated_at": now})
     tiers: dict[int, Tier | None] = {}
     for position, (summary, raw) in enumerate(zip(summaries, raws, strict=True), start=1):

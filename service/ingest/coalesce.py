@@ -203,7 +203,7 @@ def hydrate_pending(
     stream_keys: Sequence[str] = (),
 ) -> Fetched | Covered:
     """Fetch the activity once for every event gathered on it (GET /activities/{id},
-    strava-api.md §4.2) and store it without overwriting anything newer: `complete`, or
+    docs/strava.md §4.2) and store it without overwriting anything newer: `complete`, or
     `partial` with `hydration_missing = ["streams"]` when `stream_keys` are wanted, which the
     caller then fetches (service/ingest/process.py)."""
     with session_scope(ctx.engine) as session:

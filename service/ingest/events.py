@@ -15,14 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from service.models import AthleteStatus, RemovalReason
 
-# Strava's ids are int64 (strava-api.md §1.4); anything larger cannot be stored.
+# Strava's ids are int64 (docs/strava.md §1.4); anything larger cannot be stored.
 _INT64_MAX = 2**63 - 1
 StravaId = Annotated[StrictInt, Field(ge=0, le=_INT64_MAX)]
 Word = Annotated[str, Field(min_length=1, max_length=32)]
 
 
 class WebhookEvent(BaseModel):
-    """The body Strava POSTs to the callback (strava-api.md §1.4). Unknown extra fields are
+    """The body Strava POSTs to the callback (docs/strava.md §1.4). Unknown extra fields are
     ignored; unknown object and aspect types are accepted and stored, then ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -55,7 +55,7 @@ LOCAL_KEYS = frozenset(f.value for f in LocalKey)
 @dataclass(frozen=True)
 class Owner:
     """The event's owner as we know them: `status` is None for an athlete we never saw;
-    `read_all` tells whether they granted activity:read_all (strava-api.md §3.1)."""
+    `read_all` tells whether they granted activity:read_all (docs/strava.md §3.1)."""
 
     status: AthleteStatus | None
     read_all: bool = True

@@ -1,6 +1,6 @@
 """Hydration: fetching an activity's detail, and by policy its streams, with its owner's token.
 
-Two calls (strava-api.md §4.2, §4.3), each committed as it returns: the detail makes the row
+Two calls (docs/strava.md §4.2, §4.3), each committed as it returns: the detail makes the row
 `partial` with `hydration_missing = ["streams"]` until the streams are stored too. When the
 streams call is denied quota or fails, the error propagates (the actor waits or backs off)
 and the row stays `partial`; the retry fetches only the streams.

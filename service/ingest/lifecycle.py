@@ -4,7 +4,7 @@ An event that keeps failing is retried with backoff by the actors (service/inges
 up to `RETRY_MAX_ATTEMPTS` attempts, then left `failed` with its last error: a dead event.
 An operator lists them (`strava-ingest events failed`), fixes the cause, and replays them
 (`strava-ingest events replay`). Finished rows are pruned after `INBOX_RETENTION_DAYS`;
-Strava retries an event only for minutes (strava-api.md §1.3), so dedupe needs no more.
+Strava retries an event only for minutes (docs/strava.md §1.3), so dedupe needs no more.
 """
 
 from __future__ import annotations

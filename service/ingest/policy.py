@@ -1,9 +1,9 @@
 """Which listed activities get hydrated, and at what priority: a pure decision.
 
-Listing summaries is cheap (one call per 200, strava-api.md §4.1); hydrating costs a call per
+Listing summaries is cheap (one call per 200, docs/strava.md §4.1); hydrating costs a call per
 activity (§4.2), so only what the product needs soon is hydrated eagerly: the recent window
 of the configured sport types at `recent` priority, older ones at `backfill` priority or only
-on demand (DESIGN.md, "Two phases").
+on demand (README, "Connecting athletes, backfill and reconciliation").
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class HydrationPolicy:
     older: "backfill" hydrates older activities at backfill priority, "on_demand" never eagerly.
     streams: which hydrations also fetch streams: "recent" those above backfill priority,
       "all" every one, "none" none.
-    stream_keys: the stream types asked for (strava-api.md §4.3).
+    stream_keys: the stream types asked for (docs/strava.md §4.3).
     """
 
     recent: timedelta = timedelta(weeks=12)

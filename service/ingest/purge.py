@@ -1,4 +1,4 @@
-"""Deauthorization: Strava's terms require deleting the athlete's data (strava-api.md §5).
+"""Deauthorization: Strava's terms require deleting the athlete's data (docs/strava.md §5).
 
 A deauthorization arrives as an athlete `update` with `"authorized": "false"` (§1.4). The
 purge removes, in one transaction: the tokens, the activities (and what references them,

@@ -1,6 +1,6 @@
 """Reconciliation: a periodic listing per athlete that catches what the webhooks missed.
 
-Strava makes at most three delivery attempts per event (strava-api.md §1.3, §1.7), so missed
+Strava makes at most three delivery attempts per event (docs/strava.md §1.3, §1.7), so missed
 events are certain. A reconciliation job lists the athlete's activities after (newest known
 start - overlap) and upserts them, which finds late creates, uploads with an old start date
 inside the overlap, and edits to listed fields; activities stored in that window that the

@@ -1,4 +1,4 @@
-"""Our push subscription's id, as Strava last reported it (strava-api.md §1.1).
+"""Our push subscription's id, as Strava last reported it (docs/strava.md §1.1).
 
 Strava documents no signature on events (§1.8), so the id an event names is the one thing that
 ties it to us. `strava-ingest subscription create` stores the id Strava assigned, `view`

@@ -50,7 +50,7 @@ ACTIVE = tuple(status.value for status in ACTIVE_SYNC_STATUSES)
 # The quota tier of a job's list calls. A backfill's list calls run one tier above its own
 # hydrations: otherwise hundreds of older activities waiting at backfill priority fill the
 # tier's share of every window and the listing crawls (a benchmark saw 1,000 activities take
-# 2-12 windows to list). Listing is cheap and bounded, ceil(N/200)+1 calls (strava-api.md
+# 2-12 windows to list). Listing is cheap and bounded, ceil(N/200)+1 calls (docs/strava.md
 # §4.1), and every call of it brings 200 summaries, recent ones included, into view.
 # Reconciliation keeps its own tier: its daily budget is that tier's share.
 LIST_TIERS = {
@@ -71,7 +71,7 @@ class SyncOptions:
     """How jobs run.
 
     Parameters:
-      per_page: summaries per list call (Strava's maximum is 200, strava-api.md §4.1).
+      per_page: summaries per list call (Strava's maximum is 200, docs/strava.md §4.1).
       lease: how long a claim lasts without renewal; every committed page renews it.
       policy: which new rows are hydrated, at which tier.
       reconcile_overlap: a reconciliation lists after (newest known start - this).

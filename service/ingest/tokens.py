@@ -1,6 +1,6 @@
 """Access tokens for API calls on an athlete's behalf, refreshed when they run out.
 
-Strava rotates refresh tokens and invalidates the old one at once (strava-api.md §3.3), so a
+Strava rotates refresh tokens and invalidates the old one at once (docs/strava.md §3.3), so a
 refresh is single-flight per athlete: a row lock on PostgreSQL (and a process lock, which is
 all SQLite offers), a re-read after acquiring it, and the new refresh token committed before
 the access token is used. A refresh token Strava rejects is re-read once (a sibling may have

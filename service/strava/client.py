@@ -37,11 +37,11 @@ RequestKind = Literal["read", "write", "oauth"]
 """How a request spends quota, for the quota scheduler.
 
 ``read``: a GET on the API. ``write``: any other API call (push subscriptions); Strava still
-counts it as "non-upload", so it uses both buckets like a read (strava-api.md §2.1).
+counts it as "non-upload", so it uses both buckets like a read (docs/strava.md §2.1).
 ``oauth``: ``/oauth/*``; token calls carry no rate-limit headers and may not count (§2.2).
 """
 
-MAX_PER_PAGE = 200  # strava-api.md §4.1
+MAX_PER_PAGE = 200  # docs/strava.md §4.1
 
 
 def _user_agent() -> str:
@@ -61,7 +61,7 @@ class Result(Generic[T]):
     Parameters:
         data: the typed view of the body.
         raw: the parsed JSON exactly as Strava sent it (``None`` for an empty body); store this,
-            since the typed view is lenient but not exhaustive (strava-api.md §4.4).
+            since the typed view is lenient but not exhaustive (docs/strava.md §4.4).
         rate_limit: the response's rate-limit headers.
         status_code: the HTTP status (200, 201 or 204).
         text: the body as received, for storing ``raw`` without encoding it again.
@@ -162,7 +162,7 @@ class _Calls:
         return {"client_id": self._client_id, "client_secret": self._client_secret}
 
     def exchange_code(self, code: str) -> _Call[TokenResponse]:
-        # strava-api.md §3.2: form-encoded POST to /oauth/token.
+        # docs/strava.md §3.2: form-encoded POST to /oauth/token.
         form = {**self._app_credentials(), "code": code, "grant_type": "authorization_code"}
         return _Call(
             info=RequestInfo("exchange_code", "oauth", "POST"),
@@ -172,7 +172,7 @@ class _Calls:
         )
 
     def refresh_token(self, refresh_token: str) -> _Call[TokenResponse]:
-        # strava-api.md §3.3: the answer may carry a new refresh token; the old one then dies.
+        # docs/strava.md §3.3: the answer may carry a new refresh token; the old one then dies.
         form = {
             **self._app_credentials(),
             "grant_type": "refresh_token",
@@ -186,7 +186,7 @@ class _Calls:
         )
 
     def deauthorize(self, access_token: str) -> _Call[None]:
-        # strava-api.md §3.4: the Bearer header is enough; the answer echoes the token.
+        # docs/strava.md §3.4: the Bearer header is enough; the answer echoes the token.
         return _Call(
             info=RequestInfo("deauthorize", "oauth", "POST"),
             url=f"{self._oauth_url}/deauthorize",
@@ -206,7 +206,7 @@ class _Calls:
     def list_activities(
         self, access_token: str, *, before: int | None, after: int | None, page: int, per_page: int
     ) -> _Call[list[SummaryActivity]]:
-        # strava-api.md §4.1: page-based; before/after are epoch seconds; per_page <= 200.
+        # docs/strava.md §4.1: page-based; before/after are epoch seconds; per_page <= 200.
         # page and per_page are always sent so a page never depends on Strava's defaults.
         if page < 1:
             raise ValueError("page starts at 1")
@@ -244,7 +244,7 @@ class _Calls:
     def get_activity_streams(
         self, access_token: str, activity_id: int, keys: Sequence[str] | None
     ) -> _Call[dict[str, Stream]]:
-        # strava-api.md §4.3: key_by_type "Must be true", which turns the answer into an
+        # docs/strava.md §4.3: key_by_type "Must be true", which turns the answer into an
         # object keyed by stream type; keys is a CSV list with at least one item.
         params: dict[str, str | int] = {}
         if keys is not None:
@@ -261,7 +261,7 @@ class _Calls:
         )
 
     def create_subscription(self, callback_url: str, verify_token: str) -> _Call[Subscription]:
-        # strava-api.md §1.1-1.2: app credentials, form-encoded. Strava answers only after our
+        # docs/strava.md §1.1-1.2: app credentials, form-encoded. Strava answers only after our
         # callback has answered its validation GET, so that server must already be serving.
         form = {
             "callback_url": callback_url,
@@ -276,7 +276,7 @@ class _Calls:
         )
 
     def list_subscriptions(self) -> _Call[list[Subscription]]:
-        # strava-api.md §1.1: the credentials go in the query; the answer is a 0- or 1-item list.
+        # docs/strava.md §1.1: the credentials go in the query; the answer is a 0- or 1-item list.
         return _Call(
             info=RequestInfo("list_subscriptions", "read", "GET"),
             url=f"{self._api_url}/push_subscriptions",
@@ -285,7 +285,7 @@ class _Calls:
         )
 
     def delete_subscription(self, subscription_id: int) -> _Call[None]:
-        # strava-api.md §1.1: 204 No Content, empty body.
+        # docs/strava.md §1.1: 204 No Content, empty body.
         return _Call(
             info=RequestInfo("delete_subscription", "write", "DELETE"),
             url=f"{self._api_url}/push_subscriptions/{subscription_id}",
@@ -359,7 +359,7 @@ class _RedactClientSecret(logging.Filter):
     """Hides ``client_secret`` in the URLs that httpx logs at INFO.
 
     Strava takes the client secret in the query of the push-subscription calls
-    (strava-api.md §1.1) and httpx logs every request URL; logs must never hold secrets.
+    (docs/strava.md §1.1) and httpx logs every request URL; logs must never hold secrets.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

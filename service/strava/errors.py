@@ -11,7 +11,7 @@
     └── UnexpectedResponse      a status or body this client cannot interpret
 
 Messages never contain request URLs, headers or bodies: Strava takes the client secret in the
-query of some calls (strava-api.md §1.1) and tokens in headers, and exception messages end up in
+query of some calls (docs/strava.md §1.1) and tokens in headers, and exception messages end up in
 logs. What Strava answered is on the exception (``fault``, ``body``) for callers that need it.
 """
 
@@ -31,7 +31,7 @@ class StravaError(Exception):
     Parameters:
         message: a human-readable summary, free of secrets.
         status_code: Strava's HTTP status; ``None`` when no response arrived.
-        fault: Strava's error envelope, when the body was one (strava-api.md §4.5).
+        fault: Strava's error envelope, when the body was one (docs/strava.md §4.5).
         body: the response body as text, kept even when it is not a fault (or empty).
         rate_limit: the rate-limit headers of the failed response (empty when there were none).
     """
@@ -53,7 +53,7 @@ class StravaError(Exception):
 
 
 class RateLimited(StravaError):
-    """Strava refused the call because a quota window is exhausted (strava-api.md §2.3).
+    """Strava refused the call because a quota window is exhausted (docs/strava.md §2.3).
 
     ``window`` says which one, from the response's own headers: ``"daily"`` waits until 00:00
     UTC, ``"short"`` until the next quarter hour. Strava sends no ``Retry-After``.
@@ -75,7 +75,7 @@ class RateLimited(StravaError):
 
 
 class Unauthorized(StravaError):
-    """The token is invalid, expired or revoked, or lacks a scope (strava-api.md §3.3)."""
+    """The token is invalid, expired or revoked, or lacks a scope (docs/strava.md §3.3)."""
 
 
 class NotFound(StravaError):
@@ -130,7 +130,7 @@ def _error_type(status_code: int, fault: Fault | None) -> type[StravaError]:
         return Unauthorized
     if status_code == 403:
         # Before 2017 Strava answered an exhausted quota with 403 and the same fault as today's
-        # 429 (strava-api.md §2.3); an authorization fault on 403 means a token problem.
+        # 429 (docs/strava.md §2.3); an authorization fault on 403 means a token problem.
         if fault is not None and _is_rate_limit_fault(fault):
             return RateLimited
         if fault is not None and _is_authorization_fault(fault):

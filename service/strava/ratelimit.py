@@ -2,7 +2,7 @@
 
 Strava limits each application in two fixed windows, a quarter hour and the UTC day, and
 reports both on (nearly) every response, for the overall bucket and for the "non-upload"
-(read) bucket (strava-api.md §2.1, §2.2). This module only reads what Strava said; deciding
+(read) bucket (docs/strava.md §2.1, §2.2). This module only reads what Strava said; deciding
 what to do about it belongs to the quota scheduler.
 """
 
@@ -15,7 +15,7 @@ from typing import Literal
 Window = Literal["short", "daily"]
 
 # Lower-cased: the documented names are X-RateLimit-*, but the wire says X-Ratelimit-* and
-# X-Readratelimit-* (strava-api.md §2.2), so every lookup is case-insensitive.
+# X-Readratelimit-* (docs/strava.md §2.2), so every lookup is case-insensitive.
 LIMIT_HEADER = "x-ratelimit-limit"
 USAGE_HEADER = "x-ratelimit-usage"
 READ_LIMIT_HEADER = "x-readratelimit-limit"
@@ -35,7 +35,7 @@ class RateLimitSnapshot:
     """What one response said about the application's quota.
 
     A field is ``None`` when its header was missing or unreadable: ``/oauth/token`` responses
-    and some error responses carry no rate-limit headers at all (strava-api.md §2.2).
+    and some error responses carry no rate-limit headers at all (docs/strava.md §2.2).
 
     Parameters:
         limit: ``X-RateLimit-Limit``, the overall limits.
@@ -80,7 +80,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot:
 
 def _parse_pair(value: str | None) -> WindowPair | None:
     # The wire carries "200,2000"; spaces are stripped anyway because other clients' tests use
-    # "601, 602" (strava-api.md §2.2).
+    # "601, 602" (docs/strava.md §2.2).
     if value is None:
         return None
     parts = [part.strip() for part in value.split(",")]
@@ -93,7 +93,7 @@ def exhausted_window(snapshot: RateLimitSnapshot) -> Window:
     """Which window a 429 is about: ``"daily"`` if either bucket's daily usage has reached its
     daily limit, else ``"short"``.
 
-    Usage keeps counting past the limit (strava-api.md §2.3), hence ``>=``. Without headers
+    Usage keeps counting past the limit (docs/strava.md §2.3), hence ``>=``. Without headers
     the short window is the cheaper guess: it resets within 15 minutes.
     """
     for limit, usage in (

@@ -1,7 +1,7 @@
 """Typed views of Strava's JSON, lenient by design.
 
 Strava's real responses carry many fields the swagger does not list, and its enums
-(``sport_type``, zone types, …) keep growing (strava-api.md §4.4). So every model keeps unknown
+(``sport_type``, zone types, …) keep growing (docs/strava.md §4.4). So every model keeps unknown
 fields (``extra="allow"``, reachable through ``model_extra``) and every enum is a plain ``str``:
 a new value from Strava must never make ingestion fail. Only identifying fields (ids, and
 the token fields of a token response) are required.
@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 def _as_utc(value: datetime) -> datetime:
-    # Strava writes UTC instants with a "Z" (strava-api.md §4.4); a naive value is read as UTC
+    # Strava writes UTC instants with a "Z" (docs/strava.md §4.4); a naive value is read as UTC
     # rather than rejected.
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -24,7 +24,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 def _as_wall_clock(value: datetime) -> datetime:
-    # start_date_local is the athlete's local wall clock written with a "Z" (strava-api.md §4.4).
+    # start_date_local is the athlete's local wall clock written with a "Z" (docs/strava.md §4.4).
     # The "Z" is a lie, so the zone is dropped: the result is a naive local time.
     return value.replace(tzinfo=None)
 
@@ -40,7 +40,7 @@ class StravaModel(BaseModel):
 
 
 class FaultError(StravaModel):
-    """One entry of a fault's ``errors`` list (strava-api.md §4.5)."""
+    """One entry of a fault's ``errors`` list (docs/strava.md §4.5)."""
 
     resource: str | None = None
     field: str | None = None
@@ -121,7 +121,7 @@ class PolylineMap(StravaModel):
 
 
 class SummaryActivity(StravaModel):
-    """One entry of ``GET /athlete/activities`` (resource_state 2), strava-api.md §4.4.
+    """One entry of ``GET /athlete/activities`` (resource_state 2), docs/strava.md §4.4.
 
     Counts and durations are ``int``; every measured quantity is ``float`` because Strava sends
     both ``0`` and ``0.0`` for them.
@@ -226,7 +226,7 @@ class Split(StravaModel):
 
 
 class DetailedActivity(SummaryActivity):
-    """``GET /activities/{id}`` (resource_state 3), strava-api.md §4.4.
+    """``GET /activities/{id}`` (resource_state 3), docs/strava.md §4.4.
 
     Segment efforts, best efforts and photos are left untyped: ingestion stores them as JSON.
     """
@@ -248,7 +248,7 @@ class DetailedActivity(SummaryActivity):
 
 
 class Stream(StravaModel):
-    """One stream of ``GET /activities/{id}/streams?key_by_type=true`` (strava-api.md §4.3)."""
+    """One stream of ``GET /activities/{id}/streams?key_by_type=true`` (docs/strava.md §4.3)."""
 
     data: list[Any]
     series_type: str | None = None
@@ -269,7 +269,7 @@ class TokenResponse(StravaModel):
 
 
 class Subscription(StravaModel):
-    """The application's push subscription (strava-api.md §1.1)."""
+    """The application's push subscription (docs/strava.md §1.1)."""
 
     id: int
     application_id: int | None = None

@@ -34,7 +34,7 @@ from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
 
-# Strava wants every push answered within this (strava-api.md §1.3).
+# Strava wants every push answered within this (docs/strava.md §1.3).
 STRAVA_ANSWER_SECONDS = 2.0
 
 

@@ -1,7 +1,7 @@
 """Group commit of webhook events: many concurrent requests share one INSERT and one commit.
 
 Strava wants a 200 within two seconds and we send it only once the event is committed
-(strava-api.md §1.3; persist before ack). One commit per request would cap throughput at the
+(docs/strava.md §1.3; persist before ack). One commit per request would cap throughput at the
 database's commit rate, so requests put their validated event here and await a future. A single
 task takes whatever is waiting (up to ``max_batch``) as soon as a commit lane is free, stores it
 with one multi-row INSERT, commits, and resolves every future: no timer, so an idle service

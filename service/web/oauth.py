@@ -2,7 +2,7 @@
 
 `/auth/strava/connect` signs a `state` (HMAC-SHA256 with a key derived from TOKEN_KEY: a
 random nonce, the time, and an optional return URL from the allow-list) and redirects to
-Strava, which echoes `state` back (strava-api.md §3.1). The callback runs in steps: read what
+Strava, which echoes `state` back (docs/strava.md §3.1). The callback runs in steps: read what
 the redirect says (a denial stops here), check the state (signature, age) and spend its nonce
 (a replayed callback stops here), exchange the code (§3.2), store the athlete with the scopes
 the redirect reports, then start the athlete's backfill. Nothing is stored for a callback
@@ -125,7 +125,7 @@ def _allow_list(settings: Settings) -> list[str]:
 
 
 async def connect(request: Request) -> RedirectResponse:
-    """Redirect the athlete to Strava's authorization page (strava-api.md §3.1)."""
+    """Redirect the athlete to Strava's authorization page (docs/strava.md §3.1)."""
     settings: Settings = request.app.state.settings
     return_to = request.query_params.get("return_to") or None
     if return_to is not None and not return_allowed(return_to, _allow_list(settings)):
@@ -197,7 +197,7 @@ def read_redirect(request: Request) -> Authorization:
     """The code, granted scopes and state, or InvalidRequest when the athlete declined."""
     params = request.query_params
     if "error" in params:
-        # `error=access_denied` when the athlete declines (strava-api.md §3.1).
+        # `error=access_denied` when the athlete declines (docs/strava.md §3.1).
         reason = params["error"][:64]
         log.info("oauth callback declined reason=%s", reason)
         raise InvalidRequest("authorization was not granted", reason=reason)
@@ -240,7 +240,7 @@ def spend_nonce(engine: Engine, claims: StateClaims, settings: Settings, now: da
 
 
 async def exchange(strava: AsyncStravaClient, code: str) -> TokenResponse:
-    """Trade the one-time code for tokens (strava-api.md §3.2); errors say why, never the code."""
+    """Trade the one-time code for tokens (docs/strava.md §3.2); errors say why, never the code."""
     try:
         result = await strava.exchange_code(code)
     except (BadRequest, Unauthorized) as error:

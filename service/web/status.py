@@ -1,4 +1,4 @@
-"""GET /quota: the quota scheduler's current windows as JSON (strava-api.md §2).
+"""GET /quota: the quota scheduler's current windows as JSON (docs/strava.md §2).
 
 The same view as `strava-ingest quota`: per bucket and window the usage, the limit, what each
 tier may use and has used, and when the window resets; plus 429s seen and denials per tier.

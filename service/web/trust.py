@@ -1,4 +1,4 @@
-"""What a webhook request must show before its event is stored (issue 5, strava-api.md §1.8).
+"""What a webhook request must show before its event is stored (docs/strava.md §1.8).
 
 Strava documents no signature on events, so trust rests on what we can check cheaply and
 without calling Strava: an optional secret path segment, a body that looks like Strava's (JSON,
@@ -54,9 +54,9 @@ from service.web.errors import (
 
 log = logging.getLogger(__name__)
 
-# Strava's events are a few hundred bytes (strava-api.md §1.4); anything far bigger is not one.
+# Strava's events are a few hundred bytes (docs/strava.md §1.4); anything far bigger is not one.
 MAX_EVENT_BYTES = 8 * 1024
-# The window of the signature scheme seen in public code (strava-api.md §1.8).
+# The window of the signature scheme seen in public code (docs/strava.md §1.8).
 SIGNATURE_TOLERANCE_SECONDS = 300
 SIGNATURE_HEADER = "x-strava-signature"
 
@@ -109,7 +109,7 @@ _SIGNATURE_ITEM = re.compile(r"^(t|v1)=([0-9A-Za-z]+)$")
 
 def verify_signature(secret: bytes, header: str | None, body: bytes, now: float) -> None:
     """Check ``X-Strava-Signature: t=<unix>,v1=<hex>``: HMAC-SHA256 over ``"<t>.<body>"``
-    within ±SIGNATURE_TOLERANCE_SECONDS of ``now`` (strava-api.md §1.8, CONTESTED: only
+    within ±SIGNATURE_TOLERANCE_SECONDS of ``now`` (docs/strava.md §1.8, CONTESTED: only
     called when a signing secret is configured). Several ``v1`` values may be given (a key
     rotation); one match suffices."""
     if header is None:

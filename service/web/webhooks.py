@@ -1,6 +1,6 @@
 """Strava's push callback: the validation handshake (GET) and event delivery (POST).
 
-Both must answer within two seconds (strava-api.md §1.2, §1.3). A request first passes the
+Both must answer within two seconds (docs/strava.md §1.2, §1.3). A request first passes the
 trust checks (service/web/trust.py); an event is then acknowledged only once it is committed
 to the inbox, in a transaction shared with concurrent requests (service/web/batching.py). The
 hand-off to the broker is best effort, because the relay re-sends whatever stays `received`.
@@ -76,7 +76,7 @@ def _check_path(request: Request) -> None:
 
 @counted
 async def validate_subscription(request: Request) -> Response:
-    """Echo `hub.challenge` when `hub.verify_token` is ours (strava-api.md §1.2)."""
+    """Echo `hub.challenge` when `hub.verify_token` is ours (docs/strava.md §1.2)."""
     _check_path(request)
     params = request.query_params
     missing = [name for name in HANDSHAKE_PARAMETERS if not params.get(name)]
@@ -105,7 +105,7 @@ async def validate_subscription(request: Request) -> Response:
 
 @counted
 async def receive_event(request: Request) -> Response:
-    """Check, store (group commit), acknowledge (strava-api.md §1.3)."""
+    """Check, store (group commit), acknowledge (docs/strava.md §1.3)."""
     settings: Settings = request.app.state.settings
     _check_path(request)
     check_content_type(request.headers.get("content-type"))

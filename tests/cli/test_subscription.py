@@ -1,6 +1,6 @@
 """`strava-ingest subscription view | delete` record what Strava answers in our database, so
 the web app enforces the right subscription id (create is covered end to end in
-tests/e2e/test_walking_skeleton.py: it needs the web app up for Strava's validation GET)."""
+tests/e2e/test_event_flow.py: it needs the web app up for Strava's validation GET)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A new athlete connects and the whole history lands, through real processes (issue 4).
+"""A new athlete connects and the whole history lands, through real processes.
 
 The Procfile's web and worker processes on PostgreSQL and Redis: the athlete goes through
 /auth/strava/connect and the emulator's authorize page; the callback starts the backfill; the

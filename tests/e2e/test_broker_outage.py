@@ -1,5 +1,5 @@
 """The broker goes down during a burst of events: Strava still gets its 200s, and every event
-is processed once the broker is back, through the relay (issue 5; README "persist before ack").
+is processed once the broker is back, through the relay (README, "persist before ack").
 
 The web process and the scheduler (the relay) reach Redis through a TCP proxy that the test
 cuts and restores; the worker talks to Redis directly, so only the hand-off is interrupted.

@@ -4,17 +4,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava
+from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava, connect_emulator_athlete
 from sync_support import Clock
 
 from service.config import Settings
-from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.crypto import TokenCipher
 from service.models import utcnow
 from service.strava.client import StravaClient
 from service.strava.quota import QuotaHooks, build_scheduler
-from service.strava.schemas import TokenResponse
 
 
 @pytest.fixture
@@ -62,7 +60,4 @@ def ctx(make_ctx: Callable[[], IngestContext]) -> IngestContext:
 @pytest.fixture
 def athlete_id(ctx: IngestContext, strava: FakeStrava) -> int:
     """The emulator's athlete, connected: its tokens are in our database."""
-    athlete_id = strava.emulator.athlete_ids[0]
-    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
-    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
-    return athlete_id
+    return connect_emulator_athlete(ctx.engine, strava)

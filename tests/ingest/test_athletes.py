@@ -12,8 +12,8 @@ from service.strava.schemas import SummaryAthlete, TokenResponse
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
-# The shape of a first exchange of an authorization code (strava-api.md §3.2, recorded
-# in strava-fixtures/oauth/token_authorization_code.yml); the tokens are made up.
+# The shape of a first exchange of an authorization code (docs/strava.md §3.2, recorded
+# in tests/cassettes/oauth/token_authorization_code.yaml); the tokens are made up.
 TOKEN = TokenResponse(
     token_type="Bearer",
     access_token="access-1",

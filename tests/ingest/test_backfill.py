@@ -32,7 +32,7 @@ def test_a_short_page_with_older_activities_does_not_end_the_listing() -> None:
 
 
 def test_a_short_page_holding_only_the_boundary_activities_does_not_end_the_listing() -> None:
-    # Short pages happen before the end (strava-api.md §4.1): older ones may follow.
+    # Short pages happen before the end (docs/strava.md §4.1): older ones may follow.
     step = advance(Cursor(boundary=300, seen=(3,)), page((3, 300)))
 
     assert not step.cursor.done

@@ -1,5 +1,5 @@
-"""Hydration with streams (issue 4, item 4) against the emulator and PostgreSQL: the detail,
-then the streams keyed by type (strava-api.md §4.3); `partial` while the streams are
+"""Hydration with streams against the emulator and PostgreSQL: the detail,
+then the streams keyed by type (docs/strava.md §4.3); `partial` while the streams are
 missing, retried without fetching the detail again."""
 
 from __future__ import annotations

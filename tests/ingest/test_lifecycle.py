@@ -5,53 +5,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import service_env
+from support import inbox_row, inbox_statuses
 
-from service.cli import main
-from service.cli.events import parse_since
 from service.cli.run import DutyDeps, periodic_duties
 from service.config import Settings
-from service.ingest.events import WebhookEvent
-from service.ingest.inbox import store_event
 from service.ingest.lifecycle import events_with_status, prune, replay, reset_for_replay
 from service.messaging import Dispatcher
 from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus, utcnow
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=utcnow().tzinfo)
 RETENTION = timedelta(days=14)
-_serial = iter(range(1, 1_000_000))
 
 
 def row(engine: Engine, status: InboxStatus, *, age: timedelta = timedelta(0), **kw: Any) -> int:
     """An inbox row in `status`, received and finished `age` before NOW."""
-    event = WebhookEvent(
-        object_type="activity",
-        object_id=next(_serial),
-        aspect_type="create",
-        owner_id=1,
-        subscription_id=1,
-        event_time=1_700_000_000,
-    )
-    inbox_id = store_event(engine, event).id
-    with Session(engine) as session:
-        stored = session.get_one(InboxEvent, inbox_id)
-        stored.status = status.value
-        stored.received_at = NOW - age
-        stored.processed_at = NOW - age if status != InboxStatus.FAILED else None
-        stored.attempts = kw.get("attempts", 1)
-        stored.last_error = kw.get("last_error")
-        session.add(stored)
-        session.commit()
-    return inbox_id
-
-
-def statuses(engine: Engine, *ids: int) -> list[str | None]:
-    with Session(engine) as session:
-        return [(r.status if (r := session.get(InboxEvent, i)) else None) for i in ids]
+    return inbox_row(engine, status, received_at=NOW - age, **kw)
 
 
 def test_failed_events_lists_only_dead_ones(engine: Engine) -> None:
@@ -97,7 +68,7 @@ def test_replay_sends_the_dead_events_through_the_broker(engine: Engine) -> None
 
     assert count == 2
     assert sent == dead
-    assert statuses(engine, *dead) == ["enqueued", "enqueued"]
+    assert inbox_statuses(engine, *dead) == ["enqueued", "enqueued"]
 
 
 def test_a_replay_the_broker_refuses_leaves_the_rest_for_the_relay(engine: Engine) -> None:
@@ -107,7 +78,7 @@ def test_a_replay_the_broker_refuses_leaves_the_rest_for_the_relay(engine: Engin
         raise ConnectionError("broker down")
 
     assert replay(engine, refuse, now=NOW) == 0
-    assert statuses(engine, *dead) == ["received", "received"]
+    assert inbox_statuses(engine, *dead) == ["received", "received"]
 
 
 def test_prune_deletes_finished_rows_older_than_the_retention(engine: Engine) -> None:
@@ -121,7 +92,7 @@ def test_prune_deletes_finished_rows_older_than_the_retention(engine: Engine) ->
     deleted = prune(engine, older_than=RETENTION, now=NOW)
 
     assert deleted == 2
-    assert statuses(engine, *old, young, dead) == [None, None, "processed", "failed"]
+    assert inbox_statuses(engine, *old, young, dead) == [None, None, "processed", "failed"]
 
 
 def test_prune_deletes_activity_tombstones_older_than_the_retention(engine: Engine) -> None:
@@ -153,53 +124,3 @@ def test_pruning_is_one_of_the_periodic_duties(
     deps = DutyDeps(make_settings(), engine, Dispatcher(StubBroker()))
 
     assert "inbox-prune" in [duty.name for duty in periodic_duties(deps)]
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("30m", NOW - timedelta(minutes=30)),
-        ("2h", NOW - timedelta(hours=2)),
-        ("7d", NOW - timedelta(days=7)),
-        ("2026-11-20T08:00:00+00:00", datetime(2026, 11, 20, 8, tzinfo=NOW.tzinfo)),
-        ("2026-11-20T08:00:00", datetime(2026, 11, 20, 8, tzinfo=NOW.tzinfo)),
-    ],
-)
-def test_since_takes_a_duration_or_an_iso_time(value: str, expected: datetime) -> None:
-    assert parse_since(value, NOW) == expected
-
-
-def cli(database_url: str, *args: str) -> Any:
-    return CliRunner().invoke(main, ["events", *args], env=service_env(database_url))
-
-
-def test_the_events_failed_command_prints_each_dead_event_with_its_error(
-    engine: Engine, database_url: str
-) -> None:
-    dead = row(engine, InboxStatus.FAILED, last_error="Transient: 503")
-
-    result = cli(database_url, "failed", "--json")
-
-    assert result.exit_code == 0, result.output
-    assert f'"id": {dead}' in result.output
-    assert "Transient: 503" in result.output
-
-
-def test_the_events_replay_command_in_embedded_mode_resets_them_for_the_relay(
-    engine: Engine, database_url: str
-) -> None:
-    dead = row(engine, InboxStatus.FAILED)
-
-    result = cli(database_url, "replay", "--status", "failed", "--since", "30d")
-
-    assert result.exit_code == 0, result.output
-    assert statuses(engine, dead) == ["received"]
-
-
-def test_the_events_prune_command_applies_the_retention(engine: Engine, database_url: str) -> None:
-    old = row(engine, InboxStatus.PROCESSED, age=timedelta(days=400))
-
-    result = cli(database_url, "prune")
-
-    assert result.exit_code == 0, result.output
-    assert statuses(engine, old) == [None]

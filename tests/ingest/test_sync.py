@@ -282,7 +282,7 @@ def read_usage(short: int) -> RateLimitSnapshot:
 def test_a_short_page_holding_only_the_boundary_activity_does_not_end_the_backfill(
     ctx: IngestContext, strava: FakeStrava, athlete_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Strava may return fewer items than asked for before the end (strava-api.md §4.1), as
+    # Strava may return fewer items than asked for before the end (docs/strava.md §4.1), as
     # if some were filtered out of a page after paging: hide the third newest everywhere,
     # so the second page (the overlap at the boundary, then it) shows the boundary alone.
     listing = strava.emulator.activities_of(athlete_id)

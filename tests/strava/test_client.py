@@ -3,7 +3,7 @@
 Cassettes (tests/cassettes, see NOTICE.md there) replay real Strava exchanges through vcrpy,
 which patches httpx's sync and async transports alike, so both clients run on the same
 recordings. Answers that no recording holds (429, 5xx, timeouts) are served by
-``httpx.MockTransport`` with the bodies documented in strava-api.md §2.3.
+``httpx.MockTransport`` with the bodies documented in docs/strava.md §2.3.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ MARATHON_ID = 1946417534
 RATE_LIMIT_BODY = {
     "message": "Rate Limit Exceeded",
     "errors": [{"resource": "Application", "field": "rate limit", "code": "exceeded"}],
-}  # strava-api.md §2.3
+}  # docs/strava.md §2.3
 
 
 def _query_without_strava_defaults(r1: VcrRequest, r2: VcrRequest) -> None:
     """Query match where an explicit page=1&per_page=30 equals no paging parameters.
 
     The recording of GET /athlete/activities sent no parameters; Strava documents page=1 and
-    per_page=30 as the defaults (strava-api.md §4.1), which this client always sends.
+    per_page=30 as the defaults (docs/strava.md §4.1), which this client always sends.
     """
     defaults = {("page", "1"), ("per_page", "30")}
     assert [q for q in r1.query if q not in defaults] == [q for q in r2.query if q not in defaults]
@@ -166,7 +166,7 @@ TOKEN_BODY = {
     "expires_at": 1568775134,
     "expires_in": 20566,
     "refresh_token": "b5c569",
-}  # the refresh example of strava-api.md §3.3
+}  # the refresh example of docs/strava.md §3.3
 
 
 # --- activity detail (client/activity.yaml, 2025) ------------------------------------------
@@ -524,7 +524,7 @@ def test_429_with_the_read_bucket_exhausted_for_the_day_is_rate_limited_for_the_
 
 
 def test_429_with_daily_usage_below_the_limit_is_rate_limited_for_the_quarter_hour() -> None:
-    # The documented example headers (strava-api.md §2.3).
+    # The documented example headers (docs/strava.md §2.3).
     headers = {"X-Ratelimit-Limit": "600,30000", "X-Ratelimit-Usage": "692,29300"}
     strava = mocked(answer(429, RATE_LIMIT_BODY, headers))
 

@@ -1,4 +1,4 @@
-"""Behaviour of the Strava emulator over real HTTP (strava-api.md sections cited per group)."""
+"""Behaviour of the Strava emulator over real HTTP (docs/strava.md sections cited per group)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def hook() -> Iterator[tuple[Hook, str]]:
             receiver.gate.set()
 
 
-# -- OAuth (strava-api.md §3) ----------------------------------------------------------------
+# -- OAuth (docs/strava.md §3) ----------------------------------------------------------------
 
 
 def _authorize(strava: Strava, **params: Any) -> httpx.Response:
@@ -249,7 +249,7 @@ def test_oauth_deauthorize_revokes_every_token_of_the_athlete(strava: Strava) ->
     assert strava.post_token(grant_type="refresh_token", refresh_token=refresh).status_code == 400
 
 
-# -- listing activities (strava-api.md §4.1) ---------------------------------------------------
+# -- listing activities (docs/strava.md §4.1) ---------------------------------------------------
 
 
 def _starts(activities: list[dict[str, Any]]) -> list[str]:
@@ -408,7 +408,7 @@ def test_streams_leave_out_types_the_activity_did_not_record(strava: Strava) -> 
     assert len(streams["time"]["data"]) <= 200
 
 
-# -- rate limits (strava-api.md §2) ------------------------------------------------------------
+# -- rate limits (docs/strava.md §2) ------------------------------------------------------------
 
 
 def _usage(response: httpx.Response) -> tuple[str, str]:
@@ -521,7 +521,7 @@ def test_calls_are_counted_per_endpoint_and_can_be_reset(strava: Strava) -> None
     assert strava.emulator.calls["GET /activities/{id}"] == 0
 
 
-# -- push subscriptions (strava-api.md §1.1, §1.2) ---------------------------------------------
+# -- push subscriptions (docs/strava.md §1.1, §1.2) ---------------------------------------------
 
 
 def test_subscription_create_validates_the_callback_before_answering_201(
@@ -596,7 +596,7 @@ def test_subscription_calls_with_wrong_app_credentials_are_refused(strava: Strav
     assert response.json()["errors"][0]["resource"] == "Application"
 
 
-# -- event delivery (strava-api.md §1.3, §1.4) ---------------------------------------------------
+# -- event delivery (docs/strava.md §1.3, §1.4) ---------------------------------------------------
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The emulator's responses have the shapes of real Strava responses.
 
-Each test compares what the emulator serves over HTTP with a real recording in
-/work/shared/strava-fixtures/ (VCR cassettes from dblock/strava-ruby-client): the key sets,
-and the value types recursively through the nested objects that clients read.
+Each test compares what the emulator serves over HTTP with a real Strava recording in
+tests/cassettes/ (recorded by dblock/strava-ruby-client; origin and licence in
+tests/cassettes/NOTICE.md): the key sets, and the value types recursively through the nested
+objects that clients read.
 
 Type rules, applied per JSON path over *all* recorded samples at that path (e.g. every one of
 the 30 recorded summary activities):
@@ -35,7 +36,7 @@ from starlette.routing import Route
 
 from service.strava.emulator import BackgroundServer, Emulator, EmulatorConfig, EmulatorServer
 
-FIXTURES = Path("/work/shared/strava-fixtures")
+CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
 CLIENT_ID = 4242
 SECRET = "shape-secret"
 
@@ -50,7 +51,7 @@ SENSOR_KEYS = {
     "elev_low",
     "upload_id_str",
 }
-# Power keys of the swagger SummaryActivity (strava-api.md §4.4), sent for power-meter activities;
+# Power keys of the swagger SummaryActivity (docs/strava.md §4.4), sent for power-meter activities;
 # none of the recorded runs had one.
 POWER_KEYS = {"average_watts", "max_watts", "weighted_average_watts", "device_watts", "kilojoules"}
 # Detail keys the emulator omits when there is nothing to say (no gear, manual entry, no device).
@@ -67,9 +68,14 @@ NULLABLE = {
 }
 
 
+def recorded_response(path: str, index: int = 0) -> dict[str, Any]:
+    cassette = yaml.safe_load((CASSETTES / path).read_text(encoding="utf-8"))
+    response: dict[str, Any] = cassette["interactions"][index]["response"]
+    return response
+
+
 def recorded(path: str, index: int = 0) -> Any:
-    cassette = yaml.safe_load((FIXTURES / path).read_text())
-    return json.loads(cassette["http_interactions"][index]["response"]["body"]["string"])
+    return json.loads(recorded_response(path, index)["body"]["string"])
 
 
 def _type(value: Any) -> str:
@@ -182,7 +188,7 @@ def _get(server: EmulatorServer, http: httpx.Client, token: str, path: str) -> A
 def test_summary_activities_have_the_recorded_keys_and_types(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("client/athlete_activities.yml")
+    recording = recorded("client/athlete_activities.yaml")
     expected = profile(recording)  # each recorded activity is one sample
     recorded_keys = set(recording[0])
     for activity in _all_summaries(emulator, server, http):
@@ -193,7 +199,7 @@ def test_summary_activities_have_the_recorded_keys_and_types(
 def test_some_summary_activity_has_exactly_the_recorded_key_set(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recorded_keys = set(recorded("client/athlete_activities.yml")[0])
+    recorded_keys = set(recorded("client/athlete_activities.yaml")[0])
     key_sets = [set(a) for a in _all_summaries(emulator, server, http)]
     assert recorded_keys in key_sets
 
@@ -201,7 +207,7 @@ def test_some_summary_activity_has_exactly_the_recorded_key_set(
 def test_summary_activity_nested_athlete_and_map_match_the_recording(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("client/athlete_activities.yml")[0]
+    recording = recorded("client/athlete_activities.yaml")[0]
     for activity in _all_summaries(emulator, server, http):
         assert set(activity["athlete"]) == set(recording["athlete"])
         assert set(activity["map"]) == set(recording["map"])
@@ -214,13 +220,13 @@ def test_summary_activity_nested_athlete_and_map_match_the_recording(
 def test_detailed_activity_has_the_recorded_keys_and_nested_types(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    detail = recorded("client/activity.yml")
-    summaries = recorded("client/athlete_activities.yml")
+    detail = recorded("client/activity.yaml")
+    summaries = recorded("client/athlete_activities.yaml")
     summary_keys = set(summaries[0])
     # A detail shares its summary fields with the list: type evidence from both recordings.
     expected = profile([detail, *summaries])
-    # Nested lists: a detail lap also has the laps endpoint's keys (activity_laps.yml).
-    lap_profile = profile(detail["laps"] + recorded("client/activity_laps.yml"))
+    # Nested lists: a detail lap also has the laps endpoint's keys (activity_laps.yaml).
+    lap_profile = profile(detail["laps"] + recorded("client/activity_laps.yaml"))
     checked = 0
     for athlete_id in emulator.athlete_ids:
         token = _tokens(emulator, athlete_id)["access_token"]
@@ -248,7 +254,7 @@ def test_detailed_activity_has_the_recorded_keys_and_nested_types(
 def test_some_detailed_run_has_best_efforts_splits_and_gear(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    detail = recorded("client/activity.yml")
+    detail = recorded("client/activity.yaml")
     found = False
     for athlete_id in emulator.athlete_ids:
         token = _tokens(emulator, athlete_id)["access_token"]
@@ -268,8 +274,8 @@ def test_some_detailed_run_has_best_efforts_splits_and_gear(
 def test_laps_endpoint_matches_the_recorded_lap_shape(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("client/activity_laps.yml")
-    lap_profile = profile(recording + recorded("client/activity.yml")["laps"])
+    recording = recorded("client/activity_laps.yaml")
+    lap_profile = profile(recording + recorded("client/activity.yaml")["laps"])
     athlete_id = emulator.athlete_ids[0]
     token = _tokens(emulator, athlete_id)["access_token"]
     for summary in emulator.activities_of(athlete_id)[:10]:
@@ -289,7 +295,7 @@ def test_laps_endpoint_matches_the_recorded_lap_shape(
 def test_streams_keyed_by_type_have_the_recorded_envelope(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("client/activity_streams.yml")
+    recording = recorded("client/activity_streams.yaml")
     athlete_id = emulator.athlete_ids[0]
     token = _tokens(emulator, athlete_id)["access_token"]
     activity = next(a for a in emulator.activities_of(athlete_id) if a["distance"] > 0)
@@ -301,7 +307,7 @@ def test_streams_keyed_by_type_have_the_recorded_envelope(
 def test_every_stream_type_has_the_envelope_and_typed_samples(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    envelope = set(recorded("client/activity_streams.yml")["distance"])
+    envelope = set(recorded("client/activity_streams.yaml")["distance"])
     sample_types = {
         "time": int,
         "distance": float,
@@ -335,7 +341,7 @@ def test_every_stream_type_has_the_envelope_and_typed_samples(
 def test_detailed_athlete_has_the_recorded_keys_and_types(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("client/athlete.yml")
+    recording = recorded("client/athlete.yaml")
     token = _tokens(emulator, emulator.athlete_ids[0])["access_token"]
     athlete = _get(server, http, token, "/athlete")
     assert set(athlete) == set(recording)
@@ -359,7 +365,7 @@ def _authorize_code(server: EmulatorServer, http: httpx.Client) -> str:
 def test_token_exchange_matches_the_recorded_body_and_headers(
     server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("oauth/token_authorization_code.yml")
+    recording = recorded("oauth/token_authorization_code.yaml")
     response = http.post(
         f"{server.oauth_url}/token",
         data={
@@ -379,7 +385,7 @@ def test_token_exchange_matches_the_recorded_body_and_headers(
 def test_token_refresh_matches_the_recorded_body(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recording = recorded("oauth/token_refresh_token.yml")
+    recording = recorded("oauth/token_refresh_token.yaml")
     refresh_token = _tokens(emulator, emulator.athlete_ids[0])["refresh_token"]
     response = http.post(
         f"{server.oauth_url}/token",
@@ -397,8 +403,8 @@ def test_token_refresh_matches_the_recorded_body(
 @pytest.mark.parametrize(
     ("cassette", "data"),
     [
-        ("oauth/token_invalid_code.yml", {"client_id": CLIENT_ID, "client_secret": SECRET}),
-        ("oauth/token_invalid_client.yml", {"client_id": "client-id", "client_secret": "x"}),
+        ("oauth/token_invalid_code.yaml", {"client_id": CLIENT_ID, "client_secret": SECRET}),
+        ("oauth/token_invalid_client.yaml", {"client_id": "client-id", "client_secret": "x"}),
     ],
 )
 def test_token_errors_are_the_recorded_bodies(
@@ -436,13 +442,8 @@ def test_unauthorized_and_not_found_bodies_are_stravas(
 def test_api_responses_carry_the_four_rate_limit_headers_with_wire_casing(
     emulator: Emulator, server: EmulatorServer, http: httpx.Client
 ) -> None:
-    recorded_names = {
-        name
-        for name in yaml.safe_load((FIXTURES / "client/activity.yml").read_text())[
-            "http_interactions"
-        ][0]["response"]["headers"]
-        if "atelimit" in name
-    }
+    headers = recorded_response("client/activity.yaml")["headers"]
+    recorded_names = {name for name in headers if "atelimit" in name}
     token = _tokens(emulator, emulator.athlete_ids[0])["access_token"]
     response = http.get(f"{server.api_url}/athlete", headers={"Authorization": f"Bearer {token}"})
     names = {name.decode() for name, _ in response.headers.raw if b"atelimit" in name}
@@ -475,12 +476,12 @@ def test_push_subscription_create_and_view_match_the_recordings(
         params={"client_id": CLIENT_ID, "client_secret": SECRET},
     )
     try:
-        create_recording = recorded("webhooks/create_push_subscription.yml")
+        create_recording = recorded("webhooks/create_push_subscription.yaml")
         assert created.status_code == 201
         assert list(created.json()) == list(create_recording)
         assert_compatible(created.json(), profile([create_recording]))
         assert created.json()["created_at"].count(".") == 1  # nanoseconds, as recorded
-        view_recording = recorded("webhooks/push_subscriptions.yml")
+        view_recording = recorded("webhooks/push_subscriptions.yaml")
         assert [list(v) for v in view.json()] == [list(v) for v in view_recording]
         assert_compatible(view.json(), profile([view_recording]))
         limit_headers = {n.decode() for n, _ in view.headers.raw if b"atelimit" in n}

@@ -1,4 +1,4 @@
-"""The status → exception mapping and fault parsing (strava-api.md §2.3, §3.3, §4.5)."""
+"""The status → exception mapping and fault parsing (docs/strava.md §2.3, §3.3, §4.5)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from service.strava.errors import (
 )
 from service.strava.ratelimit import EMPTY_SNAPSHOT, RateLimitSnapshot, WindowPair
 
-# Documented bodies only (strava-api.md sections in the names).
+# Documented bodies only (docs/strava.md sections in the names).
 RATE_LIMIT_BODY_2_3 = (
     '{"message":"Rate Limit Exceeded","errors":[{"resource":"Application",'
     '"field":"rate limit","code":"exceeded"}]}'
@@ -84,7 +84,7 @@ def test_body_that_is_not_a_fault_gives_no_fault(body: str) -> None:
 
 
 def test_fault_with_unknown_shape_of_errors_gives_no_fault() -> None:
-    # The hand-edited Ruby fixture's body (strava-api.md §2.3): "errors" is a string.
+    # The hand-edited Ruby fixture's body (docs/strava.md §2.3): "errors" is a string.
     assert parse_fault('{"errors":"Rate Limit Exceeded","status":429,"message":"x"}') is None
 
 
@@ -119,7 +119,7 @@ def test_403_with_an_authorization_fault_is_unauthorized() -> None:
 
 
 def test_403_with_the_rate_limit_fault_is_rate_limited() -> None:
-    # Strava's pre-2017 answer to an exhausted quota (strava-api.md §2.3).
+    # Strava's pre-2017 answer to an exhausted quota (docs/strava.md §2.3).
     assert isinstance(error(403, RATE_LIMIT_BODY_2_3), RateLimited)
 
 

@@ -1,4 +1,4 @@
-"""parse_rate_limit_headers and exhausted_window (strava-api.md §2.2, §2.3)."""
+"""parse_rate_limit_headers and exhausted_window (docs/strava.md §2.2, §2.3)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from service.strava.ratelimit import (
     parse_rate_limit_headers,
 )
 
-# As on the wire in the 2025 recording of GET /activities/{id} (strava-api.md §2.2).
+# As on the wire in the 2025 recording of GET /activities/{id} (docs/strava.md §2.2).
 WIRE_HEADERS = {
     "X-Ratelimit-Usage": "5,148",
     "X-Ratelimit-Limit": "200,2000",
@@ -69,7 +69,7 @@ def test_spaces_around_numbers_are_stripped() -> None:
 
 
 def test_usage_above_the_limit_is_kept() -> None:
-    # The 429 example in the rate-limit docs (strava-api.md §2.3).
+    # The 429 example in the rate-limit docs (docs/strava.md §2.3).
     parsed = parse_rate_limit_headers({"X-Ratelimit-Usage": "692,29300"})
 
     assert parsed.usage == WindowPair(short=692, daily=29300)
@@ -106,7 +106,7 @@ def test_garbled_header_does_not_hide_the_others() -> None:
 
 
 def test_missing_headers_give_an_empty_snapshot() -> None:
-    # /oauth/token answers carry no rate-limit headers (strava-api.md §2.2).
+    # /oauth/token answers carry no rate-limit headers (docs/strava.md §2.2).
     parsed = parse_rate_limit_headers({"Content-Type": "application/json"})
 
     assert parsed.empty
@@ -114,7 +114,7 @@ def test_missing_headers_give_an_empty_snapshot() -> None:
 
 
 def test_overall_headers_without_read_headers_are_not_empty() -> None:
-    # The 2018 push-subscription answers carried only the overall pair (strava-api.md §1.1).
+    # The 2018 push-subscription answers carried only the overall pair (docs/strava.md §1.1).
     parsed = parse_rate_limit_headers(
         {"X-Ratelimit-Limit": "600,30000", "X-Ratelimit-Usage": "0,0"}
     )

@@ -1,5 +1,5 @@
 """Concurrent webhook events share commits, and each is answered only once committed
-(issue 5 item 4; service/web/batching.py)."""
+(service/web/batching.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The OAuth routes against Strava faked at the HTTP boundary (httpx.MockTransport).
 
-Response bodies follow the recordings in strava-fixtures/oauth/ (strava-api.md §3.2, §3.3);
+Response bodies follow the recordings in tests/cassettes/oauth/ (docs/strava.md §3.2, §3.3);
 tokens and codes are made up.
 """
 
@@ -27,7 +27,7 @@ ATHLETE_ID = 12342176
 
 
 def token_body(access: str = "access-1", refresh: str = "refresh-1") -> dict[str, Any]:
-    # Shape of token_authorization_code.yml.
+    # Shape of token_authorization_code.yaml.
     return {
         "token_type": "Bearer",
         "expires_at": 1542940199,
@@ -45,12 +45,12 @@ def token_body(access: str = "access-1", refresh: str = "refresh-1") -> dict[str
     }
 
 
-# token_invalid_code.yml
+# token_invalid_code.yaml
 INVALID_CODE = {
     "message": "Bad Request",
     "errors": [{"resource": "RequestToken", "field": "code", "code": "invalid"}],
 }
-# The 401 fault of strava-api.md §3.3.
+# The 401 fault of docs/strava.md §3.3.
 AUTHORIZATION_ERROR = {
     "message": "Authorization Error",
     "errors": [{"resource": "Application", "field": "", "code": "invalid"}],
@@ -171,7 +171,7 @@ def test_callback_exchanges_the_code_and_reports_the_connected_athlete(
         "status": "connected",
     }
     [request] = fake_strava.requests
-    # Strava takes the parameters form-encoded or in the query (strava-api.md §3.2).
+    # Strava takes the parameters form-encoded or in the query (docs/strava.md §3.2).
     sent = parse_qs(request.url.query.decode()) | parse_qs(request.content.decode())
     assert sent["code"] == ["one-time-code"]
     assert sent["grant_type"] == ["authorization_code"]
@@ -293,7 +293,7 @@ def test_strava_failing_during_the_exchange_answers_502(
 def test_strava_rate_limiting_the_exchange_answers_503(
     client: TestClient, fake_strava: FakeStrava
 ) -> None:
-    # The 429 body of strava-api.md §2.3.
+    # The 429 body of docs/strava.md §2.3.
     fake_strava.answer(
         429,
         {

@@ -1,5 +1,5 @@
 """Forged, foreign and malformed webhook requests are refused before anything is stored
-(issue 5 item 2, strava-api.md §1.8), each with a JSON error whose reason is counted."""
+(docs/strava.md §1.8), each with a JSON error whose reason is counted."""
 
 from __future__ import annotations
 

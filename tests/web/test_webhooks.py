@@ -18,7 +18,7 @@ from service.models import InboxEvent, InboxStatus
 from service.web.app import create_app
 
 WEBHOOK = "/webhooks/strava"
-# The official update example (strava-api.md §1.4), with an int64-sized activity id.
+# The official update example (docs/strava.md §1.4), with an int64-sized activity id.
 EVENT: dict[str, Any] = {
     "aspect_type": "update",
     "event_time": 1516126040,

@@ -1,7 +1,7 @@
 """A faithful, seeded Strava API emulator for tests, demos and benchmarks.
 
-Shapes follow the real recordings in /work/shared/strava-fixtures/; behaviours follow
-/work/shared/strava-api.md (cited by section in the modules).
+Shapes follow the real recordings in tests/cassettes/; behaviours follow docs/strava.md
+(cited by section in the modules).
 
     from service.strava.emulator import Emulator, EmulatorConfig, EmulatorServer
 

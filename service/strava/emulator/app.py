@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 Handler = Callable[[Request, AccessToken], Awaitable[Response]]
 
 AUTH_INVALID = ("Authorization Error", "Athlete", "access_token", "invalid")
-# Missing scope (strava-api.md §3.3, from public code; UNCONFIRMED wording).
+# Missing scope (docs/strava.md §3.3, from public code; UNCONFIRMED wording).
 SCOPE_MISSING = ("Authorization Error", "AccessToken", "activity:read_permission", "missing")
 STREAM_KEYS = (
     "time",
@@ -113,7 +113,7 @@ class Api:
         return json_response(self.emu.athlete_json(token.athlete_id))
 
     async def list_activities(self, request: Request, token: AccessToken) -> Response:
-        """GET /athlete/activities, page-based (strava-api.md §4.1).
+        """GET /athlete/activities, page-based (docs/strava.md §4.1).
 
         Always newest first (also with only ``after``: that order is UNCONFIRMED on Strava, §7).
         Both bounds are exclusive: ``after < start_date < before``, epoch seconds.
@@ -174,7 +174,7 @@ class Api:
     async def streams(self, request: Request, token: AccessToken) -> Response:
         """Streams keyed by type when ``key_by_type=true`` (§4.3), else the array form.
 
-        Without ``keys`` only distance comes back (client/activity_streams.yml). With keys,
+        Without ``keys`` only distance comes back (client/activity_streams.yaml). With keys,
         distance, the axis the others are indexed by, is added too (community reports that
         Strava always includes it; UNCONFIRMED).
         """

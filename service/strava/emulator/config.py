@@ -12,7 +12,7 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class RateLimits:
-    """The four limits Strava reports in its headers (strava-api.md §2.1, §2.2).
+    """The four limits Strava reports in its headers (docs/strava.md §2.1, §2.2).
 
     Defaults are the values on the wire in Oct-2025: ``X-Ratelimit-Limit: 200,2000`` and
     ``X-Readratelimit-Limit: 100,1000``.
@@ -44,7 +44,7 @@ class EmulatorConfig:
     max_stream_points: int = 2000
 
     clock: Clock = field(default=time.time)
-    # Strava access tokens live six hours (strava-api.md §3.3); shorten to force refreshes.
+    # Strava access tokens live six hours (docs/strava.md §3.3); shorten to force refreshes.
     token_lifetime: int = 21600
     # A refresh returns the existing access token while it has more than this left (§3.3).
     token_reuse_threshold: int = 3600
@@ -64,7 +64,7 @@ class EmulatorConfig:
     # the client's timeout.
     timeout_delay: float = 10.0
 
-    # Webhooks (strava-api.md §1.2, §1.3): 2 s to answer, at most 3 attempts in total.
+    # Webhooks (docs/strava.md §1.2, §1.3): 2 s to answer, at most 3 attempts in total.
     callback_timeout: float = 2.0
     delivery_attempts: int = 3
     # Strava's retry spacing is undocumented (anecdotally minutes); small for tests.

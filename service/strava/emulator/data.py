@@ -142,7 +142,7 @@ class Activity:
 
     @property
     def private(self) -> bool:
-        # Strava's `private` is true exactly for "Only You" activities (strava-api.md §1.4).
+        # Strava's `private` is true exactly for "Only You" activities (docs/strava.md §1.4).
         return self.visibility == "only_me"
 
     @property
@@ -193,7 +193,7 @@ class Generator:
         self._next_activity_id = 12_000_000_000 + self.rng.randint(0, 1_000_000_000)
 
     def next_activity_id(self) -> int:
-        # Real ids grow with time and exceed 2^32 (strava-api.md §1.4: 16181809559).
+        # Real ids grow with time and exceed 2^32 (docs/strava.md §1.4: 16181809559).
         self._next_activity_id += self.rng.randint(5_000_000, 40_000_000)
         return self._next_activity_id
 

@@ -1,4 +1,4 @@
-"""Webhook event delivery on a background event loop (strava-api.md §1.3).
+"""Webhook event delivery on a background event loop (docs/strava.md §1.3).
 
 Strava POSTs each event to the callback, expects a 200 within two seconds, and makes at most
 three attempts in total. Delivery runs on its own thread and loop so that whoever triggered the

@@ -191,7 +191,7 @@ class Emulator:
     def create_activity(self, athlete_id: int, **overrides: Any) -> dict[str, Any]:
         """A new activity that just finished (unless ``start_date`` says otherwise).
 
-        Pushes a ``create`` event (strava-api.md §1.4). Returns its summary JSON.
+        Pushes a ``create`` event (docs/strava.md §1.4). Returns its summary JSON.
         """
         with self.lock:
             athlete = self._athletes[athlete_id]

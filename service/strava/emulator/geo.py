@@ -13,7 +13,7 @@ class Place:
 
     ``label`` uses Strava's format, which names the zone's standard offset even in summer
     (a recorded October New York run has ``(GMT-05:00) America/New_York`` with
-    ``utc_offset -14400.0``; strava-api.md §4.4).
+    ``utc_offset -14400.0``; docs/strava.md §4.4).
     """
 
     label: str

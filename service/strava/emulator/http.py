@@ -1,4 +1,4 @@
-"""Response helpers: Strava's JSON rendering and its Fault envelope (strava-api.md §4.5)."""
+"""Response helpers: Strava's JSON rendering and its Fault envelope (docs/strava.md §4.5)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ class Handlers:
         self.emu = emulator
 
     def _client_error(self, values: dict[str, str]) -> Response | None:
-        """Strava's answer to wrong app credentials (oauth/token_invalid_client.yml)."""
+        """Strava's answer to wrong app credentials (oauth/token_invalid_client.yaml)."""
         if values.get("client_id", "") != str(self.emu.config.client_id):
             return bad_request("Application", "client_id")
         if values.get("client_secret", "") != self.emu.config.client_secret:
@@ -33,7 +33,7 @@ class Handlers:
         """Approve at once as the logged-in athlete and redirect back with code and scope.
 
         The redirect carries ``state``, ``code`` and the granted ``scope``, which always
-        includes ``read`` (observed, strava-api.md §3.1).
+        includes ``read`` (observed, docs/strava.md §3.1).
         """
         self.emu.count("GET /oauth/authorize")
         query = request.query_params
@@ -89,7 +89,7 @@ class Handlers:
     async def deauthorize(self, request: Request) -> Response:
         """Revoke every token of the athlete (§3.4); answers ``{"access_token": …}``.
 
-        Carries rate-limit headers as recorded (client/deauthorize.yml). Whether it also
+        Carries rate-limit headers as recorded (client/deauthorize.yaml). Whether it also
         pushes the deauth event is UNCONFIRMED (§7 question 4): ``app_deauthorize_sends_event``.
         """
         self.emu.count("POST /oauth/deauthorize")

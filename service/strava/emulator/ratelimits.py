@@ -1,4 +1,4 @@
-"""Per-application request counting in Strava's fixed windows (strava-api.md §2).
+"""Per-application request counting in Strava's fixed windows (docs/strava.md §2).
 
 Strava counts per application in a 15-minute window aligned to :00/:15/:30/:45 and a UTC day
 (§2.1). Both are fixed windows, so usage drops to zero at the boundary rather than sliding.
@@ -83,7 +83,7 @@ class RateLimiter:
         return Usage(self._short, self._daily, self._short, self._daily)
 
     def headers(self, usage: Usage) -> list[tuple[bytes, bytes]]:
-        """The four headers with the casing seen on the wire (strava-api.md §2.2)."""
+        """The four headers with the casing seen on the wire (docs/strava.md §2.2)."""
         limits = self.limits
         return [
             (b"X-Ratelimit-Limit", f"{limits.overall_short},{limits.overall_daily}".encode()),

@@ -1,7 +1,7 @@
-"""JSON shapes, key for key as in the real recordings in /work/shared/strava-fixtures/.
+"""JSON shapes, key for key as in the real recordings in tests/cassettes/.
 
-Key order follows the recordings too (client/athlete_activities.yml, client/activity.yml,
-client/activity_laps.yml, client/athlete.yml, oauth/token_authorization_code.yml), so a diff
+Key order follows the recordings too (client/athlete_activities.yaml, client/activity.yaml,
+client/activity_laps.yaml, client/athlete.yaml, oauth/token_authorization_code.yaml), so a diff
 against a real response reads naturally. Keys that Strava only sends when a sensor recorded
 the value (cadence, temperature, heart rate, elevation, power) are left out when it did not.
 """
@@ -122,7 +122,7 @@ def meta_athlete(athlete_id: int) -> Json:
 
 
 def summary_athlete(athlete: Athlete) -> Json:
-    """The athlete in a token-exchange response (oauth/token_authorization_code.yml)."""
+    """The athlete in a token-exchange response (oauth/token_authorization_code.yaml)."""
     return {
         "id": athlete.id,
         "username": athlete.username,
@@ -147,7 +147,7 @@ def summary_athlete(athlete: Athlete) -> Json:
 
 def gear_summary(gear: Gear, in_activity: bool = False) -> Json:
     """SummaryGear; an unset nickname is null on the athlete but "" inside an activity
-    (client/athlete.yml vs client/activity.yml)."""
+    (client/athlete.yaml vs client/activity.yaml)."""
     nickname = gear.nickname if gear.nickname is not None or not in_activity else ""
     return {
         "id": gear.id,
@@ -162,7 +162,7 @@ def gear_summary(gear: Gear, in_activity: bool = False) -> Json:
 
 
 def detailed_athlete(athlete: Athlete) -> Json:
-    """GET /athlete (client/athlete.yml); clubs are left empty (not emulated)."""
+    """GET /athlete (client/athlete.yaml); clubs are left empty (not emulated)."""
     summary = summary_athlete(athlete)
     head = {k: summary[k] for k in ("id", "username", "resource_state", "firstname", "lastname")}
     tail = {k: v for k, v in summary.items() if k not in head}
@@ -203,7 +203,7 @@ def _power(activity: Activity, derived: Derived) -> Json:
 
 
 def summary_activity(activity: Activity, derived: Derived, detailed: bool = False) -> Json:
-    """A SummaryActivity (resource_state 2) as in client/athlete_activities.yml."""
+    """A SummaryActivity (resource_state 2) as in client/athlete_activities.yaml."""
     offset = activity.utc_offset
     if detailed:
         map_json: Json = {
@@ -306,7 +306,7 @@ def _pace_zone(speed: float, average: float) -> int:
 def laps(
     activity: Activity, derived: Derived, track: Track | None, detailed: bool = False
 ) -> list[Json]:
-    """Laps as in client/activity_laps.yml; ``pace_zone`` too inside a detailed run."""
+    """Laps as in client/activity_laps.yaml; ``pace_zone`` too inside a detailed run."""
     offset = activity.utc_offset
     length = activity.sport.lap_length
     if track is None or track.distance is None or length <= 0:
@@ -389,7 +389,7 @@ def splits(activity: Activity, derived: Derived, track: Track | None, length: fl
 
 
 def best_efforts(activity: Activity, track: Track | None) -> list[Json]:
-    """Fastest windows over standard distances, for runs only (client/activity.yml)."""
+    """Fastest windows over standard distances, for runs only (client/activity.yaml)."""
     if activity.sport_type not in RUNS or track is None or track.distance is None:
         return []
     offset = activity.utc_offset
@@ -464,7 +464,7 @@ def _similar(activity: Activity, derived: Derived) -> Json:
 def detailed_activity(
     activity: Activity, derived: Derived, track: Track | None, gear: Gear | None
 ) -> Json:
-    """A DetailedActivity (resource_state 3) with the key set of client/activity.yml."""
+    """A DetailedActivity (resource_state 3) with the key set of client/activity.yaml."""
     out = summary_activity(activity, derived, detailed=True)
     zones = (["heartrate"] if derived.average_heartrate is not None else []) + (
         ["pace"] if activity.sport_type in RUNS else ["power"] if activity.has_power else []
@@ -501,7 +501,7 @@ def detailed_activity(
 
 
 def streams(track: Track | None, keys: list[str]) -> Json:
-    """``key_by_type=true`` streams (client/activity_streams.yml): an object keyed by type.
+    """``key_by_type=true`` streams (client/activity_streams.yaml): an object keyed by type.
 
     Only types the activity recorded come back. ``series_type`` names the axis Strava indexes
     by: distance when there is one, else time.
@@ -524,7 +524,7 @@ def streams(track: Track | None, keys: list[str]) -> Json:
 
 
 def subscription_json(sub: Subscription, client_id: int, precise: bool = False) -> Json:
-    """webhooks/create_push_subscription.yml (nanosecond times) or push_subscriptions.yml."""
+    """webhooks/create_push_subscription.yaml (nanosecond times) or push_subscriptions.yaml."""
     stamp = iso_nanos(sub.created_at) if precise else iso(sub.created_at)
     return {
         "id": sub.id,

@@ -12,7 +12,7 @@ class Sport:
     """How one ``sport_type`` is usually recorded.
 
     ``type`` is the deprecated coarse field Strava still sends next to ``sport_type``
-    (a recorded TrailRun has ``"type":"Run"``; strava-api.md §4.4).
+    (a recorded TrailRun has ``"type":"Run"``; docs/strava.md §4.4).
     ``distance`` is ``None`` for sports without a distance (those use ``duration``).
     """
 

@@ -1,4 +1,4 @@
-"""OAuth codes and tokens, and the push subscription (strava-api.md §1.1, §3).
+"""OAuth codes and tokens, and the push subscription (docs/strava.md §1.1, §3).
 
 Not locked itself: the emulator calls it with its own lock held.
 """
@@ -159,7 +159,7 @@ class TokenStore:
     def token_response(
         self, access: AccessToken, refresh_token: str, athlete: dict[str, Any] | None
     ) -> dict[str, Any]:
-        """Key order as oauth/token_authorization_code.yml and token_refresh_token.yml."""
+        """Key order as oauth/token_authorization_code.yaml and token_refresh_token.yaml."""
         expires_in = max(0, access.expires_at - int(self._now()))
         if athlete is None:
             return {

@@ -34,7 +34,7 @@ class Handlers:
         if values.get("client_id") != str(config.client_id) or (
             values.get("client_secret") != config.client_secret
         ):
-            # The recorded 401 for a bad application (client/authorization_error.yml).
+            # The recorded 401 for a bad application (client/authorization_error.yaml).
             return fault(401, "Authorization Error", "Application", "", "invalid")
         return None
 

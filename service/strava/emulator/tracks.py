@@ -37,7 +37,7 @@ class TrackSpec:
 
 @dataclass(frozen=True)
 class Track:
-    """Aligned samples, one list per Strava stream type (strava-api.md §4.3)."""
+    """Aligned samples, one list per Strava stream type (docs/strava.md §4.3)."""
 
     time: list[int]
     moving: list[bool]

@@ -1,4 +1,4 @@
-"""The Strava quota scheduler: every Strava call reserves budget here first (strava-api.md §2).
+"""The Strava quota scheduler: every Strava call reserves budget here first (docs/strava.md §2).
 
 Usage::
 

@@ -53,7 +53,7 @@ def current_tier() -> Tier:
 
 
 def _tier_for(request: RequestInfo) -> Tier:
-    # Token calls are not counted (strava-api.md §2.2), so they need not say who they are for:
+    # Token calls are not counted (docs/strava.md §2.2), so they need not say who they are for:
     # an OAuth callback or a token refresh must never fail for want of a tier.
     if request.kind == "oauth":
         return _tier.get() or Tier.ON_DEMAND

@@ -1,6 +1,6 @@
 """The Redis quota backend, for production: every web and worker process shares one budget.
 
-Strava counts per application, not per process (strava-api.md §2.1), so all processes must
+Strava counts per application, not per process (docs/strava.md §2.1), so all processes must
 draw on the same counters. A reservation is one Lua script: Redis runs it atomically, so the
 check "does one more request fit" and the increments cannot interleave with another process.
 

@@ -1,7 +1,7 @@
 """The quota scheduler: the interface every Strava call passes through, and its arithmetic.
 
 Strava limits each application in fixed windows, a quarter hour aligned to :00/:15/:30/:45
-and the UTC day, separately for "non-upload" (read) requests and overall (strava-api.md §2.1).
+and the UTC day, separately for "non-upload" (read) requests and overall (docs/strava.md §2.1).
 The scheduler reserves one request in every counter it will spend before the request is sent,
 and never sends one the budget cannot cover. After the response it reconciles its counters
 with the usage Strava reports (§2.2), which also counts other clients of the same app.
@@ -50,7 +50,7 @@ WINDOWS: tuple[Window, ...] = ("short", "daily")
 # would floor to 132. The tolerance absorbs that and nothing else; the Lua script gets it too.
 ALLOWANCE_TOLERANCE = 1e-9
 
-# Strava's default limits per application (strava-api.md §2.1); apps may have others.
+# Strava's default limits per application (docs/strava.md §2.1); apps may have others.
 STRAVA_LIMIT = WindowPair(short=200, daily=2000)
 STRAVA_READ_LIMIT = WindowPair(short=100, daily=1000)
 

@@ -1,4 +1,4 @@
-"""backfill (issue 4): raw_summary as json (fast bulk upserts), activity_streams,
+"""Backfill: raw_summary as json (fast bulk upserts), activity_streams,
 sync_jobs.hydrated renamed hydrations_queued (what it counts)
 
 Revision ID: 0006

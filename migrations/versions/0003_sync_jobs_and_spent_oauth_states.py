@@ -1,4 +1,4 @@
-"""sync jobs (issue 4): sync_jobs with one active job per athlete, spent OAuth states
+"""Sync jobs: sync_jobs with one active job per athlete, spent OAuth states
 
 Revision ID: 0003
 Revises: 0002

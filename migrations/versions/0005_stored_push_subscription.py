@@ -1,4 +1,4 @@
-"""webhook trust (issue 5, web): the stored push subscription id
+"""Webhook trust: the stored push subscription id
 
 Revision ID: 0005
 Revises: 0004
@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # One row at most: Strava allows one subscription per app (strava-api.md §1.1).
+    # One row at most: Strava allows one subscription per app (docs/strava.md §1.1).
     op.create_table(
         "push_subscription",
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),

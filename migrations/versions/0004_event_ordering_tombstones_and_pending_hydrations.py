@@ -1,4 +1,4 @@
-"""event semantics and purge (issue 5, events): event ordering columns on activities,
+"""Event semantics and purge: event ordering columns on activities,
 activity removals (tombstones), pending coalesced hydrations, inbox pruning index
 
 Revision ID: 0004
