@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from service.config import Settings
+from service.config import Settings, default
 from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
 from service.models import utcnow
@@ -38,12 +38,12 @@ class IngestContext:
     strava: StravaClient
     quota: QuotaScheduler
     cipher: TokenCipher
-    refresh_margin: timedelta = timedelta(minutes=5)
+    refresh_margin: timedelta = timedelta(seconds=default("token_refresh_margin_seconds"))
     clock: Callable[[], datetime] = field(default=utcnow)
     # Single-flight refresh within this process; the row lock covers other processes.
     refresh_locks: dict[int, threading.Lock] = field(default_factory=dict)
-    coalesce_window: timedelta = timedelta(seconds=3)
-    retry_max_attempts: int = 8
+    coalesce_window: timedelta = timedelta(seconds=default("event_coalesce_seconds"))
+    retry_max_attempts: int = default("retry_max_attempts")
 
     def close(self) -> None:
         self.strava.close()
