@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
+from service.models import utcnow
 from service.strava.emulator import Emulator
 from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
@@ -87,6 +89,19 @@ def service_env(
         env["STRAVA_API_URL"] = strava.server.api_url
         env["STRAVA_OAUTH_URL"] = strava.server.oauth_url
     return {**env, **settings}
+
+
+@dataclass
+class FakeUtcClock:
+    """An injected UTC clock: it moves only when the test moves it."""
+
+    now: datetime = field(default_factory=utcnow)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
 
 
 @dataclass

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
+from service.clock import UtcClock
 from service.config import Settings, default
 from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
@@ -39,7 +39,7 @@ class IngestContext:
     quota: QuotaScheduler
     cipher: TokenCipher
     refresh_margin: timedelta = timedelta(seconds=default("token_refresh_margin_seconds"))
-    clock: Callable[[], datetime] = field(default=utcnow)
+    clock: UtcClock = field(default=utcnow)
     # Single-flight refresh within this process; the row lock covers other processes.
     refresh_locks: dict[int, threading.Lock] = field(default_factory=dict)
     coalesce_window: timedelta = timedelta(seconds=default("event_coalesce_seconds"))

@@ -4,8 +4,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava
-from sync_support import Clock
+from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava, FakeUtcClock
 
 from service.config import Settings
 from service.ingest.athletes import connect_athlete
@@ -18,9 +17,9 @@ from service.strava.schemas import TokenResponse
 
 
 @pytest.fixture
-def quota_clock() -> Clock:
+def quota_clock() -> FakeUtcClock:
     """The quota scheduler's clock: it moves only when the test moves it."""
-    return Clock(utcnow())
+    return FakeUtcClock(utcnow())
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def make_ctx(
     engine: Engine,
     strava: FakeStrava,
     make_settings: Callable[..., Settings],
-    quota_clock: Clock,
+    quota_clock: FakeUtcClock,
 ) -> Iterator[Callable[[], IngestContext]]:
     """Builds independent contexts (each its own client and locks), like separate workers,
     sharing one quota scheduler that runs on `quota_clock`."""

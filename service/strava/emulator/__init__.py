@@ -10,7 +10,7 @@ Shapes follow the real recordings in /work/shared/strava-fixtures/; behaviours f
         ...  # STRAVA_API_URL=server.api_url, STRAVA_OAUTH_URL=server.oauth_url
 """
 
-from service.strava.emulator.config import Clock, EmulatorConfig, RateLimits
+from service.strava.emulator.config import EmulatorConfig, RateLimits
 from service.strava.emulator.delivery import DeliveryAttempt
 from service.strava.emulator.emulator import Emulator, Fault
 from service.strava.emulator.ratelimits import Usage
@@ -18,7 +18,6 @@ from service.strava.emulator.server import BackgroundServer, EmulatorServer, run
 
 __all__ = [
     "BackgroundServer",
-    "Clock",
     "DeliveryAttempt",
     "Emulator",
     "EmulatorConfig",

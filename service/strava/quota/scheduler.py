@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from service.clock import Clock
 from service.config import default
 from service.strava.client import RequestKind
 from service.strava.quota.tiers import REALTIME_TIERS, TIERS_BY_PRIORITY, Tier
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 Bucket = Literal["overall", "read"]
 """Strava's two counters: every request spends ``overall``; "non-upload" ones also ``read``."""
 
-Clock = Callable[[], float]
 """Seconds since the epoch; injected so that tests and sped-up simulations control time."""
 
 BUCKETS: tuple[Bucket, ...] = ("overall", "read")
