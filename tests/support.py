@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.emulator import Emulator
+from service.emulator.server import EmulatorServer
 from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
 from service.models import utcnow
-from service.strava.emulator import Emulator
-from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 

@@ -21,10 +21,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from support import CLIENT_ID, CLIENT_SECRET, FakeStrava, service_env
 
+from service.emulator import Emulator, EmulatorConfig, RateLimits
+from service.emulator.server import EmulatorServer
 from service.launch import command, wait_until
 from service.models import Activity, ActivityStream, SyncJob, SyncStatus
-from service.strava.emulator import Emulator, EmulatorConfig, RateLimits
-from service.strava.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from service.clock import Clock
-from service.strava.emulator.config import RateLimits
+from service.emulator.config import RateLimits
 
 RATE_LIMIT_EXCEEDED = {
     "message": "Rate Limit Exceeded",

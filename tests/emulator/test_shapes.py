@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.strava.emulator import BackgroundServer, Emulator, EmulatorConfig, EmulatorServer
+from service.emulator import BackgroundServer, Emulator, EmulatorConfig, EmulatorServer
 
 FIXTURES = Path("/work/shared/strava-fixtures")
 CLIENT_ID = 4242
