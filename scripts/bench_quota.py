@@ -44,6 +44,7 @@ import httpx
 import redis
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+from launch import DeadlineExceeded, answers, command, free_port, running, wait_until
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped
 from sqlmodel import col
@@ -57,7 +58,6 @@ from service.emulator.config import RateLimits
 from service.emulator.ratelimits import RateLimiter, Usage
 from service.emulator.server import BackgroundServer
 from service.ingest.policy import HydrationPolicy, plan_hydration
-from service.launch import DeadlineExceeded, answers, command, free_port, running, wait_until
 from service.models import Activity, InboxEvent
 from service.strava.quota import QuotaConfig, Tier
 from service.strava.quota.redis import RedisQuotaScheduler

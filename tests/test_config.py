@@ -1,10 +1,10 @@
 import subprocess
 
 import pytest
+from launch import command
 from support import TOKEN_KEY
 
 from service.config import ConfigError, Mode, Settings, load_settings
-from service.launch import command
 
 REQUIRED = {
     "STRAVA_CLIENT_ID": "4242",
