@@ -14,7 +14,7 @@ from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
 from service.models import utcnow
 from service.strava.client import StravaClient
-from service.strava.clients import sync_client
+from service.strava.metered import metered_client
 from service.strava.quota import QuotaScheduler, build_scheduler
 
 
@@ -58,7 +58,7 @@ def build_context(
     return IngestContext(
         engine=engine or create_db_engine(settings.database_url),
         quota=quota,
-        strava=sync_client(settings, quota),
+        strava=metered_client(settings, quota),
         cipher=TokenCipher(settings.token_key.get_secret_value()),
         refresh_margin=timedelta(seconds=settings.token_refresh_margin_seconds),
         coalesce_window=timedelta(seconds=settings.event_coalesce_seconds),
