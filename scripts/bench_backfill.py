@@ -43,6 +43,8 @@ from sqlalchemy.engine import Engine
 
 from service.config import Settings
 from service.db import create_db_engine, recreate_database, session_scope, upgrade_schema
+from service.emulator import Emulator, EmulatorConfig, RateLimits
+from service.emulator.server import EmulatorServer
 from service.ingest import sync
 from service.ingest.athletes import connect_athlete
 from service.ingest.backfill import upsert_summaries
@@ -52,8 +54,6 @@ from service.ingest.policy import HydrationPolicy
 from service.ingest.sync import Continue, Finished, SyncOptions, Wait, run_job
 from service.models import SyncKind, SyncStatus
 from service.strava.client import StravaClient
-from service.strava.emulator import Emulator, EmulatorConfig, RateLimits
-from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import QuotaHooks, build_scheduler
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import SummaryActivity, TokenResponse

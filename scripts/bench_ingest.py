@@ -252,7 +252,7 @@ def run_wrk(url: str, args: argparse.Namespace, script: Path, duration: float) -
 
 @contextmanager
 def server(args: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[None]:
-    from service.launch import answers, running
+    from launch import answers, running
 
     with running(args, env=env, log_file=log, ready=lambda: answers(url + "/healthz")):
         yield
@@ -271,9 +271,9 @@ def main() -> None:
 
     import redis
     import sqlalchemy as sa
+    from launch import command, free_port, running, wait_until
 
     from service.db import create_db_engine, recreate_database, upgrade_schema
-    from service.launch import command, free_port, running, wait_until
 
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     script = work / "events.lua"

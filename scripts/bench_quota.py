@@ -44,20 +44,21 @@ import httpx
 import redis
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+from launch import DeadlineExceeded, answers, command, free_port, running, wait_until
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped
 from sqlmodel import col
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.clock import Clock
 from service.config import Settings
 from service.db import create_db_engine, recreate_database
+from service.emulator import Emulator, EmulatorConfig
+from service.emulator.config import RateLimits
+from service.emulator.ratelimits import RateLimiter, Usage
+from service.emulator.server import BackgroundServer
 from service.ingest.policy import HydrationPolicy, plan_hydration
-from service.launch import DeadlineExceeded, answers, command, free_port, running, wait_until
 from service.models import Activity, InboxEvent
-from service.strava.emulator import Emulator, EmulatorConfig
-from service.strava.emulator.config import Clock, RateLimits
-from service.strava.emulator.ratelimits import RateLimiter, Usage
-from service.strava.emulator.server import BackgroundServer
 from service.strava.quota import QuotaConfig, Tier
 from service.strava.quota.redis import RedisQuotaScheduler
 from service.strava.quota.scheduler import allowance

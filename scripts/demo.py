@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 from cryptography.fernet import Fernet
+from launch import answers, command, free_port, running, wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from service.db import create_db_engine
-from service.launch import answers, command, free_port, running, wait_until
 from service.models import Activity, InboxEvent, SyncJob
 
 TIMEOUT = 30.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -115,6 +115,10 @@ class Settings(DatabaseSettings):
     # each, so by default only above backfill priority (the recent window, on demand);
     # "all" adds older ones, "none" never. Keys: comma-separated stream types.
     hydrate_streams: Literal["all", "recent", "none"] = "recent"
+    # What an analysis needs of a track: the axes (time, distance), position and elevation,
+    # and the sensors (heart rate, cadence, power, speed). Left out: temp (rarely recorded),
+    # moving and grade_smooth (derivable from velocity_smooth and altitude/distance). The
+    # number of keys does not change the cost: one call brings them all (§4.3).
     hydrate_stream_keys: str = (
         "time,distance,latlng,altitude,heartrate,cadence,watts,velocity_smooth"
     )
@@ -254,3 +258,10 @@ def load_settings(cls: type[S]) -> S:
         return cls()
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error)) from None
+
+
+def default(name: str) -> Any:
+    """A setting's default. The domain's parameter objects (sync options, hydration policy,
+    quota config, ingest context) take theirs from here, so each default is stated once and
+    an object built without settings (tests, benchmarks) agrees with one built from them."""
+    return Settings.model_fields[name].default

@@ -18,9 +18,9 @@ from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrav
 
 from service.config import Settings
 from service.db import create_db_engine, recreate_database, upgrade_schema
+from service.emulator import Emulator, EmulatorConfig
+from service.emulator.server import EmulatorServer
 from service.models import SQLModel
-from service.strava.emulator import Emulator, EmulatorConfig
-from service.strava.emulator.server import EmulatorServer
 
 DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/strava_ingest_test"

@@ -6,13 +6,15 @@ import contextlib
 import itertools
 import socket
 import threading
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from service.emulator import Emulator
+from service.emulator.server import EmulatorServer
 from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.crypto import TokenCipher
@@ -20,8 +22,6 @@ from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
 from service.models import InboxEvent, InboxStatus, utcnow
-from service.strava.emulator import Emulator
-from service.strava.emulator.server import EmulatorServer
 from service.strava.quota import Tier
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
@@ -145,6 +145,19 @@ def service_env(
         env["STRAVA_API_URL"] = strava.server.api_url
         env["STRAVA_OAUTH_URL"] = strava.server.oauth_url
     return {**env, **settings}
+
+
+@dataclass
+class FakeUtcClock:
+    """An injected UTC clock: it moves only when the test moves it."""
+
+    now: datetime = field(default_factory=utcnow)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
 
 
 @dataclass

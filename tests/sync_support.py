@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -59,16 +59,3 @@ def summaries_by_id(listing: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 def at(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta

@@ -1,10 +1,10 @@
 import subprocess
 
 import pytest
+from launch import command
 from support import TOKEN_KEY
 
 from service.config import ConfigError, Mode, Settings, load_settings
-from service.launch import command
 
 REQUIRED = {
     "STRAVA_CLIENT_ID": "4242",
@@ -120,3 +120,29 @@ def test_embedded_mode_refuses_several_web_processes(environment: pytest.MonkeyP
     assert result.returncode != 0
     assert "embedded mode runs in one process" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_parameter_objects_built_without_settings_agree_with_the_default_settings(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    from service.ingest.policy import HydrationPolicy
+    from service.ingest.sync import SyncOptions
+    from service.strava.quota import QuotaConfig
+
+    for name, value in REQUIRED.items():
+        environment.setenv(name, value)
+    settings = load_settings(Settings)
+
+    assert SyncOptions() == SyncOptions.from_settings(settings)
+    assert HydrationPolicy() == HydrationPolicy.from_settings(settings)
+    defaults = QuotaConfig()
+    configured = QuotaConfig.from_settings(settings)
+    assert (defaults.window_seconds, defaults.day_seconds) == (
+        configured.window_seconds,
+        configured.day_seconds,
+    )
+    assert (defaults.limit, defaults.read_limit, defaults.safety_margin) == (
+        configured.limit,
+        configured.read_limit,
+        configured.safety_margin,
+    )

@@ -1,6 +1,7 @@
 import threading
 
-from service.launch import wait_until
+from launch import wait_until
+
 from service.periodic import Duty, run_duties
 
 

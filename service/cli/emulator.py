@@ -25,8 +25,8 @@ def emulator(
     client_secret: str,
 ) -> None:
     """Run the Strava emulator (for demos, tests and benchmarks; no Strava is reachable)."""
-    from service.strava.emulator import EmulatorConfig
-    from service.strava.emulator.server import run
+    from service.emulator import EmulatorConfig
+    from service.emulator.server import run
 
     configure_logging()
     run(

@@ -43,13 +43,13 @@ def _database(settings: Settings) -> Iterator[Engine]:
 @contextmanager
 def _strava_client() -> Iterator[Any]:
     """A client for an operator's command: calls go through the quota at on-demand tier."""
-    from service.strava.clients import sync_client
+    from service.strava.metered import metered_client
     from service.strava.quota import Tier, build_scheduler, using_tier
 
     settings = load_settings()
     quota = build_scheduler(settings)
     try:
-        with sync_client(settings, quota) as client, using_tier(Tier.ON_DEMAND):
+        with metered_client(settings, quota) as client, using_tier(Tier.ON_DEMAND):
             yield client, settings
     finally:
         quota.close()

@@ -40,18 +40,6 @@ def sync_command() -> None:
     """Sync an athlete's activities: `sync ATHLETE [--full]`, `sync cancel`, `sync status`."""
 
 
-def _has_completed_listing(engine: Engine, athlete_id: int) -> bool:
-    with Session(engine) as session:
-        found = session.exec(
-            select(SyncJob.id).where(
-                SyncJob.athlete_id == athlete_id,
-                col(SyncJob.kind).in_((SyncKind.BACKFILL.value, SyncKind.FULL_REFRESH.value)),
-                SyncJob.status == SyncStatus.COMPLETED.value,
-            )
-        ).first()
-    return found is not None
-
-
 @sync_command.command("start", hidden=True)
 @click.argument("athlete_id", type=int)
 @click.option("--full", is_flag=True, help="List everything again; remove what Strava dropped.")
@@ -60,7 +48,7 @@ def start(athlete_id: int, full: bool, wait: bool) -> None:
     """Start (or join) the athlete's sync job."""
     from datetime import timedelta
 
-    from service.ingest.reconcile import start_reconcile
+    from service.ingest.reconcile import history_listed, start_incremental
     from service.ingest.sync import start_job
     from service.models import Athlete
 
@@ -71,13 +59,11 @@ def start(athlete_id: int, full: bool, wait: bool) -> None:
         now = utcnow()
         if full:
             started = start_job(engine, athlete_id, SyncKind.FULL_REFRESH, now)
-            job, created = started.job, started.created
-        elif _has_completed_listing(engine, athlete_id):
-            overlap = timedelta(days=settings.reconcile_overlap_days)
-            job, created = start_reconcile(engine, athlete_id, overlap, now)
         else:
-            started = start_job(engine, athlete_id, SyncKind.BACKFILL, now)
-            job, created = started.job, started.created
+            overlap = timedelta(days=settings.reconcile_overlap_days)
+            listed = history_listed(engine, athlete_id)
+            started = start_incremental(engine, athlete_id, overlap, now, listed=listed)
+        job, created = started.job, started.created
         assert job.id is not None
         verb = "started" if created else "already active:"
         click.echo(f"{verb} job {job.id} ({job.kind}) for athlete {athlete_id}")

@@ -92,7 +92,7 @@ class Cursor:
 
 
 @dataclass(frozen=True)
-class Covered:
+class CoveredRange:
     """A start-time range the listing has now seen completely: every stored activity in
     (low, high] must be among `listed`, or Strava no longer has it. None is unbounded."""
 
@@ -104,14 +104,14 @@ class Covered:
 @dataclass(frozen=True)
 class Advance:
     cursor: Cursor
-    covered: Covered | None
+    covered: CoveredRange | None
 
 
 def advance(cursor: Cursor, page: Sequence[Listed]) -> Advance:
     """The cursor after `page` (the answer to `cursor.request()`), and what it covered."""
     listed = frozenset(item.id for item in page) | frozenset(cursor.seen)
     if not page:
-        end = Covered(cursor.after, cursor.boundary, listed)
+        end = CoveredRange(cursor.after, cursor.boundary, listed)
         return Advance(replace(cursor, done=True), end)
     older = [item for item in page if cursor.boundary is None or item.start < cursor.boundary]
     if not older:
@@ -124,7 +124,7 @@ def advance(cursor: Cursor, page: Sequence[Listed]) -> Advance:
     seen = tuple(item.id for item in page if item.start == oldest)
     # Everything after the oldest second is on this page (or was at the boundary before);
     # the oldest second itself may continue on the next page.
-    covered = Covered(oldest, cursor.boundary, listed)
+    covered = CoveredRange(oldest, cursor.boundary, listed)
     return Advance(replace(cursor, boundary=oldest, page=1, seen=seen), covered)
 
 
@@ -295,7 +295,7 @@ def _upsert_postgresql(
 
 
 def missing_in(
-    session: Session, athlete_id: int, covered: Covered, stored_before: datetime
+    session: Session, athlete_id: int, covered: CoveredRange, stored_before: datetime
 ) -> list[int]:
     """Stored activities in the covered range that the listing did not show. Rows stored
     after the job started are left alone: they may be newer than the listing."""

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
-from service.config import Settings
+from service.clock import UtcClock
+from service.config import Settings, default
 from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
 from service.models import utcnow
 from service.strava.client import StravaClient
-from service.strava.clients import sync_client
+from service.strava.metered import metered_client
 from service.strava.quota import QuotaScheduler, build_scheduler
 
 
@@ -38,12 +38,12 @@ class IngestContext:
     strava: StravaClient
     quota: QuotaScheduler
     cipher: TokenCipher
-    refresh_margin: timedelta = timedelta(minutes=5)
-    clock: Callable[[], datetime] = field(default=utcnow)
+    refresh_margin: timedelta = timedelta(seconds=default("token_refresh_margin_seconds"))
+    clock: UtcClock = field(default=utcnow)
     # Single-flight refresh within this process; the row lock covers other processes.
     refresh_locks: dict[int, threading.Lock] = field(default_factory=dict)
-    coalesce_window: timedelta = timedelta(seconds=3)
-    retry_max_attempts: int = 8
+    coalesce_window: timedelta = timedelta(seconds=default("event_coalesce_seconds"))
+    retry_max_attempts: int = default("retry_max_attempts")
 
     def close(self) -> None:
         self.strava.close()
@@ -58,7 +58,7 @@ def build_context(
     return IngestContext(
         engine=engine or create_db_engine(settings.database_url),
         quota=quota,
-        strava=sync_client(settings, quota),
+        strava=metered_client(settings, quota),
         cipher=TokenCipher(settings.token_key.get_secret_value()),
         refresh_margin=timedelta(seconds=settings.token_refresh_margin_seconds),
         coalesce_window=timedelta(seconds=settings.event_coalesce_seconds),

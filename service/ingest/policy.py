@@ -12,18 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from service.config import Settings
+from service.config import Settings, default
 from service.models import HydrationStatus
 from service.strava.quota import Tier
 from service.strava.quota.tiers import TIERS_BY_PRIORITY
 
-# What an analysis needs of a track: the axes (time, distance), position and elevation, and
-# the sensors (heart rate, cadence, power, speed). Left out: temp (rarely recorded), moving
-# and grade_smooth (derivable from velocity_smooth and altitude/distance). The number of keys
-# does not change the cost: one call brings them all (§4.3).
-DEFAULT_STREAM_KEYS = (
-    "time", "distance", "latlng", "altitude", "heartrate", "cadence", "watts", "velocity_smooth",
-)  # fmt: skip
+# The stream types a hydration asks for unless HYDRATE_STREAM_KEYS says otherwise.
+DEFAULT_STREAM_KEYS = tuple(default("hydrate_stream_keys").split(","))
 
 
 @dataclass(frozen=True)
@@ -37,10 +32,10 @@ class HydrationPolicy:
     stream_keys: the stream types asked for (docs/strava.md §4.3).
     """
 
-    recent: timedelta = timedelta(weeks=12)
+    recent: timedelta = timedelta(weeks=default("hydrate_recent_weeks"))
     sport_types: frozenset[str] = frozenset()
-    older: Literal["backfill", "on_demand"] = "backfill"
-    streams: Literal["all", "recent", "none"] = "recent"
+    older: Literal["backfill", "on_demand"] = default("hydrate_older")
+    streams: Literal["all", "recent", "none"] = default("hydrate_streams")
     stream_keys: tuple[str, ...] = DEFAULT_STREAM_KEYS
 
     @classmethod

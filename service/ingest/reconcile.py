@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 
 from service.config import Settings
 from service.ingest.backfill import Cursor
-from service.ingest.sync import start_job
+from service.ingest.sync import Started, start_job
 from service.models import Activity, Athlete, AthleteStatus, SyncJob, SyncKind, SyncStatus
 from service.strava.quota import QuotaConfig, Tier
 from service.strava.quota.scheduler import allowance
@@ -42,17 +42,40 @@ def reconcile_after(newest_start: datetime | None, overlap: timedelta) -> int | 
     return int((newest_start - overlap).timestamp())
 
 
-def start_reconcile(
-    engine: Engine, athlete_id: int, overlap: timedelta, now: datetime
-) -> tuple[SyncJob, bool]:
+def start_reconcile(engine: Engine, athlete_id: int, overlap: timedelta, now: datetime) -> Started:
     """Create the athlete's reconciliation job (or return the active job)."""
     with Session(engine) as session:
         newest = session.exec(
             select(sa.func.max(Activity.start_date)).where(Activity.athlete_id == athlete_id)
         ).one()
     cursor = Cursor(after=reconcile_after(newest, overlap))
-    started = start_job(engine, athlete_id, SyncKind.RECONCILE, now, cursor=cursor)
-    return started.job, started.created
+    return start_job(engine, athlete_id, SyncKind.RECONCILE, now, cursor=cursor)
+
+
+# A listing that reached the end of the athlete's history: from then on, passes reconcile.
+_HISTORY_LISTED = (
+    col(SyncJob.kind).in_((SyncKind.BACKFILL.value, SyncKind.FULL_REFRESH.value)),
+    col(SyncJob.status) == SyncStatus.COMPLETED.value,
+)
+
+
+def history_listed(engine: Engine, athlete_id: int) -> bool:
+    with Session(engine) as session:
+        found = session.exec(
+            select(SyncJob.id).where(SyncJob.athlete_id == athlete_id, *_HISTORY_LISTED)
+        ).first()
+    return found is not None
+
+
+def start_incremental(
+    engine: Engine, athlete_id: int, overlap: timedelta, now: datetime, *, listed: bool
+) -> Started:
+    """An incremental sync: a reconciliation pass once the athlete's history has been
+    listed to its end (`listed`, see history_listed), else the backfill, continued from its
+    cursor."""
+    if listed:
+        return start_reconcile(engine, athlete_id, overlap, now)
+    return start_job(engine, athlete_id, SyncKind.BACKFILL, now)
 
 
 # -- the periodic scheduler -------------------------------------------------------------------
@@ -114,13 +137,11 @@ def schedule_reconciliations(
     chosen = choose(_candidates(engine), now, period, _spent_today(engine, now), budget)
     started = 0
     for candidate in chosen:
-        if candidate.backfilled:
-            job, created = start_reconcile(engine, candidate.athlete_id, overlap, now)
-        else:
-            result = start_job(engine, candidate.athlete_id, SyncKind.BACKFILL, now)
-            job, created = result.job, result.created
-        if created and job.id is not None:
-            send(job.id)
+        result = start_incremental(
+            engine, candidate.athlete_id, overlap, now, listed=candidate.backfilled
+        )
+        if result.created and result.job.id is not None:
+            send(result.job.id)
             started += 1
     if started:
         log.info("reconciliation passes started count=%s budget=%s", started, budget)
@@ -139,14 +160,7 @@ def _candidates(engine: Engine) -> Sequence[Candidate]:
                 )
             ).tuples()
         )
-        backfilled = set(
-            session.exec(
-                select(SyncJob.athlete_id).where(
-                    col(SyncJob.kind).in_((SyncKind.BACKFILL.value, SyncKind.FULL_REFRESH.value)),
-                    SyncJob.status == SyncStatus.COMPLETED.value,
-                )
-            ).all()
-        )
+        backfilled = set(session.exec(select(SyncJob.athlete_id).where(*_HISTORY_LISTED)).all())
     return [Candidate(a, last.get(a), a in backfilled) for a in athletes]
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
+from service.config import default
 from service.strava.errors import RateLimited, Transient
 from service.strava.quota import QuotaExceeded
 from service.strava.quota.tiers import REALTIME_TIERS
@@ -56,7 +57,7 @@ class Backoff:
 
     base: timedelta = timedelta(seconds=2)
     cap: timedelta = timedelta(minutes=10)
-    max_attempts: int = 8
+    max_attempts: int = default("retry_max_attempts")
     spread: timedelta = timedelta(seconds=10)
     realtime_spread: timedelta = timedelta(seconds=1)
 

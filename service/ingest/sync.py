@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from service.config import Settings
+from service.config import Settings, default
 from service.db import session_scope
 from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_summaries
 from service.ingest.context import IngestContext
@@ -80,10 +80,10 @@ class SyncOptions:
       backoff: for transient failures of the job's list calls.
     """
 
-    per_page: int = 200
-    lease: timedelta = timedelta(seconds=60)
+    per_page: int = default("sync_page_size")
+    lease: timedelta = timedelta(seconds=default("sync_lease_seconds"))
     policy: HydrationPolicy = field(default_factory=HydrationPolicy)
-    reconcile_overlap: timedelta = timedelta(days=7)
+    reconcile_overlap: timedelta = timedelta(days=default("reconcile_overlap_days"))
     time_slice: timedelta = timedelta(seconds=60)
     backoff: Backoff = field(default_factory=Backoff)
 
@@ -190,11 +190,11 @@ def cancel_job(engine: Engine, athlete_id: int, reason: str, now: datetime) -> S
         if job is None:
             return None
         held = job.lease_owner is not None and (job.lease_expires_at or now) > now
-        job.cancel_requested = True
-        job.last_error = reason
-        job.updated_at = now
+        values: dict[str, Any] = {"cancel_requested": True, "last_error": reason, "updated_at": now}
         if not held:
-            _finish(job, SyncStatus.CANCELLED, now)
+            values = _released(SyncStatus.CANCELLED, now, **values)
+        for name, value in values.items():
+            setattr(job, name, value)
         session.add(job)
     log.info("sync job cancel job_id=%s athlete_id=%s held=%s", job.id, athlete_id, held)
     return job
@@ -210,16 +210,7 @@ def cancel_active_jobs(
     statement = (
         sa.update(SyncJob)
         .where(col(SyncJob.athlete_id) == athlete_id, col(SyncJob.status).in_(ACTIVE))
-        .values(
-            status=SyncStatus.CANCELLED.value,
-            cancel_requested=True,
-            last_error=reason,
-            lease_owner=None,
-            lease_expires_at=None,
-            retry_after=None,
-            finished_at=now,
-            updated_at=now,
-        )
+        .values(_released(SyncStatus.CANCELLED, now, cancel_requested=True, last_error=reason))
     )
     if isinstance(session_or_engine, Session):
         result = session_or_engine.execute(statement)
@@ -229,12 +220,30 @@ def cancel_active_jobs(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _finish(job: SyncJob, status: SyncStatus, now: datetime) -> None:
-    job.status = status.value
-    job.finished_at = now
-    job.lease_owner = None
-    job.lease_expires_at = None
-    job.retry_after = None
+def _released(status: SyncStatus, now: datetime, **columns: Any) -> dict[str, Any]:
+    """The column values of a job that its holder lets go of, to wait or to end: the lease
+    released, no retry time unless `columns` give one, and the finish time once the status
+    is final. Every path that pauses, cancels, completes or fails a job writes these."""
+    values: dict[str, Any] = {
+        "status": status.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "retry_after": None,
+        "updated_at": now,
+    }
+    if status not in ACTIVE_SYNC_STATUSES:
+        values["finished_at"] = now
+    return values | columns
+
+
+def _release(
+    session: Session, job_id: int, owner: str, status: SyncStatus, now: datetime, **columns: Any
+) -> None:
+    """Let go of a job this worker holds; LeaseLost (rolling back the transaction) when it
+    no longer does."""
+    updated = session.execute(_guarded(job_id, owner).values(_released(status, now, **columns)))
+    if updated.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(job_id)
 
 
 # -- leases ------------------------------------------------------------------------------------
@@ -343,13 +352,17 @@ def run_job(
         while True:
             job = _held(ctx.engine, job_id, owner)
             if job.cancel_requested:
-                return _end(ctx, job, owner, SyncStatus.CANCELLED)
+                with session_scope(ctx.engine) as session:
+                    _release(session, job_id, owner, SyncStatus.CANCELLED, ctx.clock())
+                log.info("sync job cancelled job_id=%s", job_id)
+                return Finished(SyncStatus.CANCELLED)
             cursor = Cursor.from_json(job.cursor)
             if cursor.done:
                 return _complete(ctx, job, owner)
             _list_and_store(ctx, job, cursor, owner, options, send_hydration)
             if ctx.clock() >= slice_end:  # at least one page per message
-                _release(ctx, job_id, owner, SyncStatus.QUEUED, None)
+                with session_scope(ctx.engine) as session:
+                    _release(session, job_id, owner, SyncStatus.QUEUED, ctx.clock())
                 return Continue()
     except LeaseLost:
         log.info("sync job lost its lease job_id=%s owner=%s", job_id, owner)
@@ -458,19 +471,8 @@ def _complete(ctx: IngestContext, job: SyncJob, owner: str) -> Outcome:
                         )
                     ).rowcount  # type: ignore[attr-defined]
                 )
-        updated = session.execute(
-            _guarded(job.id, owner).values(
-                status=status.value,
-                deleted=col(SyncJob.deleted) + deleted,
-                last_error=error,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-        )
-        if updated.rowcount != 1:  # type: ignore[attr-defined]
-            raise LeaseLost(job.id)
+        deleted_total = col(SyncJob.deleted) + deleted
+        _release(session, job.id, owner, status, now, deleted=deleted_total, last_error=error)
     if error:
         log.error("sync job aborted job_id=%s athlete_id=%s %s", job.id, job.athlete_id, error)
     else:
@@ -491,39 +493,6 @@ def _stored_in_window(session: Session, job: SyncJob, cursor: Cursor) -> int:
         after = datetime.fromtimestamp(cursor.after + 1, UTC)
         query = query.where(col(Activity.start_date) >= after)
     return int(session.execute(query).scalar_one())
-
-
-def _end(ctx: IngestContext, job: SyncJob, owner: str, status: SyncStatus) -> Outcome:
-    assert job.id is not None
-    now = ctx.clock()
-    with session_scope(ctx.engine) as session:
-        session.execute(
-            _guarded(job.id, owner).values(
-                status=status.value,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-        )
-    log.info("sync job ended job_id=%s status=%s", job.id, status.value)
-    return Finished(status)
-
-
-def _release(
-    ctx: IngestContext, job_id: int, owner: str, status: SyncStatus, retry_after: datetime | None
-) -> None:
-    now = ctx.clock()
-    with session_scope(ctx.engine) as session:
-        session.execute(
-            _guarded(job_id, owner).values(
-                status=status.value,
-                retry_after=retry_after,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-        )
 
 
 def _defer(
@@ -552,21 +521,21 @@ def _defer(
             backoff=options.backoff,
             rng=rng,
         )
-    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    failed = col(SyncJob.failed) + 1
     match step:
         case WaitForQuota(at):
-            values |= {"status": SyncStatus.RATE_LIMITED.value, "retry_after": at}
+            values = _released(SyncStatus.RATE_LIMITED, now, retry_after=at)
             outcome: Outcome = Wait(at)
         case RetryLater(at):
-            values |= {"status": SyncStatus.QUEUED.value, "retry_after": at, "last_error": message}
-            values["failed"] = col(SyncJob.failed) + 1
+            values = _released(
+                SyncStatus.QUEUED, now, retry_after=at, last_error=message, failed=failed
+            )
             outcome = Wait(at)
         case GiveUp(reason):
-            values |= {"status": SyncStatus.FAILED.value, "retry_after": None}
-            values |= {"last_error": reason, "finished_at": now}
-            values["failed"] = col(SyncJob.failed) + 1
+            values = _released(SyncStatus.FAILED, now, last_error=reason, failed=failed)
             outcome = Finished(SyncStatus.FAILED)
     with session_scope(ctx.engine) as session:
-        session.execute(_guarded(job_id, owner).values(**values))
+        # A lease already lost (the job was cancelled meanwhile) leaves the row as it is.
+        session.execute(_guarded(job_id, owner).values(values))
     log.info("sync job deferred job_id=%s step=%s error=%s", job_id, type(step).__name__, message)
     return outcome

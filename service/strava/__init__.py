@@ -1,7 +1,5 @@
-"""The outside world: Strava's HTTP API, its rate-limit headers and its errors.
-
-The public API is re-exported here; ``service.strava.emulator`` is a separate package.
-"""
+"""The outside world: Strava's HTTP API, its rate-limit headers and its errors (the public
+API is re-exported here)."""
 
 from service.strava.client import (
     AsyncRequestHooks,

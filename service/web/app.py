@@ -24,7 +24,7 @@ from service.heap import settle_after_start_up
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
-from service.strava.clients import async_client
+from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
 from service.web import health, metrics, oauth, status, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
@@ -69,7 +69,7 @@ def create_app(
                 owned.callback(scheduler.close)
             client = strava
             if client is None:
-                client = async_client(settings, scheduler)
+                client = metered_async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
 
             app.state.settings = settings

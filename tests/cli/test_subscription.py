@@ -12,8 +12,8 @@ from sqlalchemy.engine import Engine
 from support import VERIFY_TOKEN, FakeStrava, service_env
 
 from service.cli import main
+from service.emulator.state import Subscription
 from service.ingest.subscription import save_subscription, stored_subscription_id
-from service.strava.emulator.state import Subscription
 
 CALLBACK = "https://ingest.example.com/webhooks/strava"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import redis
+from launch import answers, command, free_port, running, wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from service.launch import answers, command, free_port, running, wait_until
 from service.models import Activity
 
 

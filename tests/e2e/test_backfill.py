@@ -17,14 +17,14 @@ import pytest
 import sqlalchemy as sa
 from e2e.processes import connect, worker
 from e2e.processes import web as start_web
+from launch import command, wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from support import CLIENT_ID, CLIENT_SECRET, FakeStrava, service_env
 
-from service.launch import command, wait_until
+from service.emulator import Emulator, EmulatorConfig, RateLimits
+from service.emulator.server import EmulatorServer
 from service.models import Activity, ActivityStream, SyncJob, SyncStatus
-from service.strava.emulator import Emulator, EmulatorConfig, RateLimits
-from service.strava.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.e2e
 

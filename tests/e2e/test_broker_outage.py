@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from e2e.processes import connect, subscribe, web, worker
+from launch import command, running, wait_until
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, select
 from support import FakeStrava, LoopbackProxy, service_env
 
-from service.launch import command, running, wait_until
 from service.models import Activity, HydrationStatus, InboxEvent, InboxStatus
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 from e2e.processes import Service, activity_when, connect, subscribe
+from launch import wait_until
 from sqlmodel import Session
 from support import TOKEN_KEY, FakeStrava
 
-from service.launch import wait_until
 from service.models import Activity, Athlete, HydrationStatus
 
 pytestmark = pytest.mark.e2e

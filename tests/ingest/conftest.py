@@ -4,8 +4,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, FakeStrava, connect_emulator_athlete
-from sync_support import Clock
+from support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TOKEN_KEY,
+    FakeStrava,
+    FakeUtcClock,
+    connect_emulator_athlete,
+)
 
 from service.config import Settings
 from service.ingest.context import IngestContext
@@ -16,9 +22,9 @@ from service.strava.quota import QuotaHooks, build_scheduler
 
 
 @pytest.fixture
-def quota_clock() -> Clock:
+def quota_clock() -> FakeUtcClock:
     """The quota scheduler's clock: it moves only when the test moves it."""
-    return Clock(utcnow())
+    return FakeUtcClock(utcnow())
 
 
 @pytest.fixture
@@ -26,7 +32,7 @@ def make_ctx(
     engine: Engine,
     strava: FakeStrava,
     make_settings: Callable[..., Settings],
-    quota_clock: Clock,
+    quota_clock: FakeUtcClock,
 ) -> Iterator[Callable[[], IngestContext]]:
     """Builds independent contexts (each its own client and locks), like separate workers,
     sharing one quota scheduler that runs on `quota_clock`."""

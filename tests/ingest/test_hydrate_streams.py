@@ -12,8 +12,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from support import FakeStrava, exhaust_quota
-from sync_support import Clock
+from support import FakeStrava, FakeUtcClock, exhaust_quota
 
 from service.config import Settings
 from service.db import session_scope
@@ -113,7 +112,7 @@ def test_quota_running_out_between_the_calls_leaves_it_partial_and_the_retry_fet
     ctx: IngestContext,
     strava: FakeStrava,
     activity_id: int,
-    quota_clock: Clock,
+    quota_clock: FakeUtcClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     after_the_detail(ctx, monkeypatch, lambda: exhaust_quota(ctx))

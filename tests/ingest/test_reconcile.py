@@ -26,7 +26,7 @@ def backfilled(ctx: IngestContext, athlete_id: int) -> None:
 
 
 def reconciled(ctx: IngestContext, athlete_id: int) -> tuple[Finished, int]:
-    reconcile, _ = start_reconcile(ctx.engine, athlete_id, WEEK, utcnow())
+    reconcile = start_reconcile(ctx.engine, athlete_id, WEEK, utcnow()).job
     assert reconcile.id is not None
     outcome = run_to_end(ctx, reconcile.id, OPTIONS)
     assert isinstance(outcome, Finished)

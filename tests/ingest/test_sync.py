@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
-from support import FakeStrava, exhaust_quota
-from sync_support import Clock, Sent, activities, job, run_to_end, summaries_by_id
+from support import FakeStrava, FakeUtcClock, exhaust_quota
+from sync_support import Sent, activities, job, run_to_end, summaries_by_id
 
 from service.ingest import backfill, sync
 from service.ingest.context import IngestContext
@@ -112,7 +112,7 @@ def test_a_backfill_killed_mid_page_resumes_at_that_page_without_duplicates(
     assert job(ctx.engine, job_id).pages == 1
     assert job(ctx.engine, job_id).status == SyncStatus.RUNNING
 
-    ctx.clock = Clock(utcnow() + OPTIONS.lease + timedelta(seconds=1))
+    ctx.clock = FakeUtcClock(utcnow() + OPTIONS.lease + timedelta(seconds=1))
     taken = run_to_end(ctx, job_id, OPTIONS, owner="next-worker")
 
     assert taken == Finished(SyncStatus.COMPLETED)
@@ -124,7 +124,7 @@ def test_a_backfill_killed_mid_page_resumes_at_that_page_without_duplicates(
 
 
 def test_a_backfill_denied_quota_waits_rate_limited_and_resumes_where_it_stopped(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int, quota_clock: Clock
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int, quota_clock: FakeUtcClock
 ) -> None:
     job_id = backfill_job(ctx, athlete_id)
     options = SyncOptions(per_page=2, time_slice=timedelta(0))
@@ -217,7 +217,7 @@ def test_a_job_whose_lease_expired_is_taken_over_by_the_next_sweep(
     sweep(ctx.engine, utcnow() + OPTIONS.lease + timedelta(seconds=1), sent.append)
     assert sent == [job_id]
     assert run_to_end(ctx, job_id, OPTIONS, owner="live-worker") == NotClaimed()
-    ctx.clock = Clock(utcnow() + OPTIONS.lease + timedelta(seconds=1))
+    ctx.clock = FakeUtcClock(utcnow() + OPTIONS.lease + timedelta(seconds=1))
     outcome = run_to_end(ctx, job_id, OPTIONS, owner="live-worker")
 
     assert outcome == Finished(SyncStatus.COMPLETED)

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 
 import dramatiq
 import pytest
+from launch import wait_until
 from sqlalchemy.engine import Engine
 from support import FakeStrava, exhaust_quota
 from sync_support import activities, job
@@ -13,7 +14,6 @@ from service.config import Settings
 from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext, build_context
 from service.ingest.sync import SyncOptions, start_job
-from service.launch import wait_until
 from service.messaging import Dispatcher, build_broker
 from service.models import SyncKind, SyncStatus, utcnow
 from service.strava.schemas import TokenResponse

@@ -6,13 +6,13 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
+from launch import wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
 from service.config import Settings
 from service.db import create_db_engine
-from service.launch import wait_until
 from service.messaging import EVENTS_QUEUE, PROCESS_EVENT, build_broker
 from service.models import InboxEvent, InboxStatus
 from service.web.app import create_app

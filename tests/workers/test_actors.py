@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 import redis
+from launch import wait_until
 from sqlmodel import Session
 from support import FakeStrava, Workers, exhaust_quota
 
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
-from service.launch import wait_until
 from service.models import Activity, InboxEvent, InboxStatus, utcnow
 
 DEADLINE = 20.0

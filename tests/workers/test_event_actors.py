@@ -5,13 +5,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from launch import wait_until
 from sqlmodel import Session, col, select
 from support import FakeStrava, Workers
 
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.ingest.lifecycle import replay
-from service.launch import wait_until
 from service.models import Activity, ActivityStream, InboxEvent, utcnow
 
 DEADLINE = 20.0

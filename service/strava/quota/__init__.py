@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from service.clock import Clock
 from service.strava.quota.hooks import AsyncQuotaHooks, QuotaHooks, current_tier, using_tier
 from service.strava.quota.scheduler import (
     Bucket,
-    Clock,
     QuotaConfig,
     QuotaError,
     QuotaExceeded,
@@ -37,7 +37,6 @@ __all__ = [
     "TIERS_BY_PRIORITY",
     "AsyncQuotaHooks",
     "Bucket",
-    "Clock",
     "QuotaConfig",
     "QuotaError",
     "QuotaExceeded",

@@ -7,11 +7,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from service.clock import Clock
 from service.strava.quota.scheduler import (
     BUCKETS,
     WINDOWS,
     Bucket,
-    Clock,
     Counters,
     QuotaConfig,
     QuotaScheduler,

@@ -22,13 +22,13 @@ import time
 
 import redis
 
+from service.clock import Clock
 from service.strava.quota.scheduler import (
     ALLOWANCE_TOLERANCE,
     BUCKETS,
     LAST_REALTIME,
     WINDOWS,
     Bucket,
-    Clock,
     Counters,
     QuotaConfig,
     QuotaScheduler,

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from service.clock import Clock
+from service.config import default
 from service.strava.client import RequestKind
 from service.strava.quota.tiers import REALTIME_TIERS, TIERS_BY_PRIORITY, Tier
 from service.strava.ratelimit import RateLimitSnapshot, Window, WindowPair, exhausted_window
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 Bucket = Literal["overall", "read"]
 """Strava's two counters: every request spends ``overall``; "non-upload" ones also ``read``."""
 
-Clock = Callable[[], float]
 """Seconds since the epoch; injected so that tests and sped-up simulations control time."""
 
 BUCKETS: tuple[Bucket, ...] = ("overall", "read")
@@ -50,9 +51,9 @@ WINDOWS: tuple[Window, ...] = ("short", "daily")
 # would floor to 132. The tolerance absorbs that and nothing else; the Lua script gets it too.
 ALLOWANCE_TOLERANCE = 1e-9
 
-# Strava's default limits per application (docs/strava.md §2.1); apps may have others.
-STRAVA_LIMIT = WindowPair(short=200, daily=2000)
-STRAVA_READ_LIMIT = WindowPair(short=100, daily=1000)
+# Strava's default limits per application (docs/strava.md §2.1), until a response reports others.
+STRAVA_LIMIT = WindowPair(default("quota_limit_short"), default("quota_limit_daily"))
+STRAVA_READ_LIMIT = WindowPair(default("quota_read_limit_short"), default("quota_read_limit_daily"))
 
 
 class QuotaError(Exception):
@@ -97,11 +98,11 @@ class QuotaConfig:
             counting all tiers' usage together.
     """
 
-    window_seconds: int = 900
-    day_seconds: int = 86400
+    window_seconds: int = default("quota_window_seconds")
+    day_seconds: int = default("quota_day_seconds")
     limit: WindowPair = STRAVA_LIMIT
     read_limit: WindowPair = STRAVA_READ_LIMIT
-    safety_margin: float = 0.05
+    safety_margin: float = default("quota_safety_margin")
     shares: Mapping[Tier, tuple[float, float]] = field(
         default_factory=lambda: {tier: (1.0, 1.0) for tier in TIERS_BY_PRIORITY}
     )

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.strava.emulator import BackgroundServer, Emulator, EmulatorConfig, EmulatorServer
+from service.emulator import BackgroundServer, Emulator, EmulatorConfig, EmulatorServer
 
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
 CLIENT_ID = 4242

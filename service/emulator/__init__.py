@@ -3,22 +3,21 @@
 Shapes follow the real recordings in tests/cassettes/; behaviours follow docs/strava.md
 (cited by section in the modules).
 
-    from service.strava.emulator import Emulator, EmulatorConfig, EmulatorServer
+    from service.emulator import Emulator, EmulatorConfig, EmulatorServer
 
     emulator = Emulator(EmulatorConfig(seed=7))
     with EmulatorServer(emulator) as server:
         ...  # STRAVA_API_URL=server.api_url, STRAVA_OAUTH_URL=server.oauth_url
 """
 
-from service.strava.emulator.config import Clock, EmulatorConfig, RateLimits
-from service.strava.emulator.delivery import DeliveryAttempt
-from service.strava.emulator.emulator import Emulator, Fault
-from service.strava.emulator.ratelimits import Usage
-from service.strava.emulator.server import BackgroundServer, EmulatorServer, run
+from service.emulator.config import EmulatorConfig, RateLimits
+from service.emulator.delivery import DeliveryAttempt
+from service.emulator.emulator import Emulator, Fault
+from service.emulator.ratelimits import Usage
+from service.emulator.server import BackgroundServer, EmulatorServer, run
 
 __all__ = [
     "BackgroundServer",
-    "Clock",
     "DeliveryAttempt",
     "Emulator",
     "EmulatorConfig",

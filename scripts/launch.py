@@ -68,7 +68,7 @@ def running(
     """Run a process for the duration of the block, its output going to `log_file`;
     with `ready`, wait until it is ready (failing early, with its log, if it exits)."""
     log: IO[bytes] = log_file.open("ab")
-    process = subprocess.Popen(  # noqa: S603 - our own commands, no shell
+    process = subprocess.Popen(
         args,
         env={**os.environ, **env},
         cwd=cwd,

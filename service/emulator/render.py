@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from service.strava.emulator.data import Activity, Athlete, Gear
-from service.strava.emulator.geo import encode_polyline, iso, iso_nanos, local_iso, thin
-from service.strava.emulator.state import Subscription
-from service.strava.emulator.tracks import (
+from service.emulator.data import Activity, Athlete, Gear
+from service.emulator.geo import encode_polyline, iso, iso_nanos, local_iso, thin
+from service.emulator.state import Subscription
+from service.emulator.tracks import (
     Track,
     boundaries,
     elevation_gain,

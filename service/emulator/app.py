@@ -12,13 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from service.strava.emulator import control, oauth, subscriptions
-from service.strava.emulator.http import bad_request, fault, json_response, not_found
-from service.strava.emulator.render import laps, streams
-from service.strava.emulator.state import AccessToken
+from service.emulator import control, oauth, subscriptions
+from service.emulator.http import bad_request, fault, json_response, not_found
+from service.emulator.render import laps, streams
+from service.emulator.state import AccessToken
 
 if TYPE_CHECKING:
-    from service.strava.emulator.emulator import Emulator
+    from service.emulator.emulator import Emulator
 
 Handler = Callable[[Request, AccessToken], Awaitable[Response]]
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
-    from service.strava.emulator.emulator import Emulator
+    from service.emulator.emulator import Emulator
 
 
 def _error(status: int, message: str) -> Response:

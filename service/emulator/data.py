@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from service.strava.emulator.geo import (
+from service.emulator.geo import (
     PLACES,
     WATOPIA,
     Place,
@@ -20,8 +20,8 @@ from service.strava.emulator.geo import (
     parse_iso,
     utc_offset,
 )
-from service.strava.emulator.sports import PROFILES, SPORTS, Sport, default_name
-from service.strava.emulator.tracks import TrackSpec
+from service.emulator.sports import PROFILES, SPORTS, Sport, default_name
+from service.emulator.tracks import TrackSpec
 
 FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Femi", "Greta", "Hiro", "Ines", "Jonas")
 LAST_NAMES = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Silva", "Novak", "Byrne", "Kaur")

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from service.strava.emulator.http import bad_request, fault, json_response, not_found, params
-from service.strava.emulator.render import subscription_json
-from service.strava.emulator.state import Subscription
+from service.emulator.http import bad_request, fault, json_response, not_found, params
+from service.emulator.render import subscription_json
+from service.emulator.state import Subscription
 
 if TYPE_CHECKING:
-    from service.strava.emulator.emulator import Emulator
+    from service.emulator.emulator import Emulator
 
 log = logging.getLogger(__name__)
 

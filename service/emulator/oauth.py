@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.strava.emulator.http import bad_request, fault, json_response, params
-from service.strava.emulator.render import summary_athlete
-from service.strava.emulator.state import TokenError, grant_scope
+from service.emulator.http import bad_request, fault, json_response, params
+from service.emulator.render import summary_athlete
+from service.emulator.state import TokenError, grant_scope
 
 if TYPE_CHECKING:
-    from service.strava.emulator.emulator import Emulator
+    from service.emulator.emulator import Emulator
 
 
 class Handlers:

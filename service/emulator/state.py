@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from service.strava.emulator.config import EmulatorConfig
+from service.emulator.config import EmulatorConfig
 
 SCOPES = frozenset(
     {

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-Clock = Callable[[], float]
-"""Returns the current time as epoch seconds; injected so simulations can run sped up."""
+from service.clock import Clock
 
 
 @dataclass(frozen=True)

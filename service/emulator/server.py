@@ -12,8 +12,8 @@ from typing import Self
 import uvicorn
 from starlette.types import ASGIApp
 
-from service.strava.emulator.config import EmulatorConfig
-from service.strava.emulator.emulator import Emulator
+from service.emulator.config import EmulatorConfig
+from service.emulator.emulator import Emulator
 
 log = logging.getLogger(__name__)
 

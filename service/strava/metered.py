@@ -1,4 +1,4 @@
-"""The service's Strava clients: built from settings, every call passing through the quota."""
+"""The service's Strava clients, metered: every call they make passes through the quota."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def _options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def sync_client(settings: Settings, quota: QuotaScheduler) -> StravaClient:
+def metered_client(settings: Settings, quota: QuotaScheduler) -> StravaClient:
     return StravaClient(**_options(settings), hooks=QuotaHooks(quota))
 
 
-def async_client(settings: Settings, quota: QuotaScheduler) -> AsyncStravaClient:
+def metered_async_client(settings: Settings, quota: QuotaScheduler) -> AsyncStravaClient:
     return AsyncStravaClient(**_options(settings), hooks=AsyncQuotaHooks(quota))

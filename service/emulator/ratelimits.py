@@ -13,7 +13,8 @@ import math
 import threading
 from dataclasses import dataclass
 
-from service.strava.emulator.config import Clock, RateLimits
+from service.clock import Clock
+from service.emulator.config import RateLimits
 
 RATE_LIMIT_EXCEEDED = {
     "message": "Rate Limit Exceeded",

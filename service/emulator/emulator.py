@@ -15,12 +15,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from service.strava.emulator.app import build_app
-from service.strava.emulator.config import EmulatorConfig
-from service.strava.emulator.data import Activity, Athlete, Generator, default_data_end
-from service.strava.emulator.delivery import Deliverer, DeliveryAttempt
-from service.strava.emulator.ratelimits import RateLimiter, Usage
-from service.strava.emulator.render import (
+from service.emulator.app import build_app
+from service.emulator.config import EmulatorConfig
+from service.emulator.data import Activity, Athlete, Generator, default_data_end
+from service.emulator.delivery import Deliverer, DeliveryAttempt
+from service.emulator.ratelimits import RateLimiter, Usage
+from service.emulator.render import (
     Derived,
     derive,
     detailed_activity,
@@ -29,9 +29,9 @@ from service.strava.emulator.render import (
     summary_activity,
     summary_athlete,
 )
-from service.strava.emulator.sports import SPORTS
-from service.strava.emulator.state import Subscription, TokenStore
-from service.strava.emulator.tracks import Track, build_track
+from service.emulator.sports import SPORTS
+from service.emulator.state import Subscription, TokenStore
+from service.emulator.tracks import Track, build_track
 
 
 @dataclass(frozen=True)

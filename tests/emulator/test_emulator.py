@@ -17,14 +17,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from support import FakeClock
 
-from service.strava.emulator import (
+from service.emulator import (
     BackgroundServer,
     Emulator,
     EmulatorConfig,
     EmulatorServer,
     RateLimits,
 )
-from service.strava.emulator.geo import decode_polyline
+from service.emulator.geo import decode_polyline
 
 CLIENT_ID = 777
 SECRET = "test-secret"
