@@ -229,6 +229,8 @@ class Settings(DatabaseSettings):
                 raise ValueError(f"{url!r} is not a URL") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"{url!r} must be an http:// or https:// URL with a host")
+            if not all("!" <= c <= "~" for c in url):
+                raise ValueError("must hold only printable ASCII (percent-encode the rest)")
             if "@" in parts.netloc or "\\" in url or parts.query or parts.fragment:
                 raise ValueError(f"{url!r} must hold no user info, backslash, query or fragment")
         return value

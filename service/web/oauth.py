@@ -188,8 +188,7 @@ def _origin(url: str) -> _Origin:
         raise ReturnUrlRefused("must not hold user info")
     if not parts.hostname:
         raise ReturnUrlRefused("must name a host")
-    decoded = unquote(parts.path)
-    if "\\" in decoded or any(seg in (".", "..") for seg in decoded.split("/")):
+    if _dot_segments(parts.path):
         raise ReturnUrlRefused("must not hold dot segments or encoded backslashes")
     return _Origin(
         parts.scheme,
@@ -197,6 +196,20 @@ def _origin(url: str) -> _Origin:
         port if port is not None else _DEFAULT_PORTS[parts.scheme],
         parts.path.rstrip("/"),
     )
+
+
+def _dot_segments(path: str) -> bool:
+    """Whether some server on the way could read a `.` or `..` segment (or a backslash) in
+    `path`: decoded as often as it decodes (`%252e` is `%2e` is `.`), and with the `;params`
+    some servers cut from a segment (`..;x`)."""
+    for _ in range(4):
+        if "\\" in path or any(seg.split(";")[0] in (".", "..") for seg in path.split("/")):
+            return True
+        decoded = unquote(path)
+        if decoded == path:
+            return False
+        path = decoded
+    return True  # encoded four times over: no honest URL looks like that
 
 
 def check_return_to(url: str, allowed: list[str]) -> None:

@@ -517,6 +517,8 @@ def allow_listed(make_settings: Callable[..., Settings], engine: Engine) -> Iter
         "https://app.example.com/ok/%2E%2E",
         "https://app.example.com/ok/./x",
         "https://app.example.com/ok/x%2f..%2f..%2fadmin",
+        "https://app.example.com/ok/%252e%252e/admin",
+        "https://app.example.com/ok/..;x/admin",
         "https://app.example.com/ok\\..\\admin",
         "https://app.example.com/ok/%5c..%5cadmin",
         "https://app.example.com.evil.net/ok",
