@@ -10,7 +10,8 @@ exchange the code (§3.2), store the athlete, then start the athlete's backfill.
 stored for a callback that fails any step.
 
 Every query parameter of both routes comes from the athlete's browser, so from whoever sent
-them the link: each is checked for shape and length and refused with a 400 naming it.
+them the link: each is bounded and checked for shape before use, and a bad one gets a 400
+JSON body naming it (never a 5xx).
 """
 
 from __future__ import annotations
@@ -374,7 +375,7 @@ def require_activity_scope(scopes: list[str]) -> None:
         raise InvalidRequest(
             "Strava did not grant permission to read activities (activity:read or "
             "activity:read_all), which this service needs: connect again at "
-            f"{CONNECT_PATH} and leave the box to view data about your activities ticked",
+            f'{CONNECT_PATH} and leave "View data about your activities" ticked',
             reason="scope",
             missing=["activity:read"],
         )
