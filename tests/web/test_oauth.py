@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from support import TOKEN_KEY, service_env
 
-from service.config import EMBEDDED_BASE_URL, ConfigError, Mode, Settings
+from service.config import EMBEDDED_BASE_URL, ConfigError, Mode, Settings, bind_url
 from service.db import upgrade_schema
 from service.ingest.crypto import TokenCipher
 from service.launch import answers, command, free_port, running, wait_until
@@ -726,6 +726,28 @@ def test_embedded_mode_without_public_url_sends_the_athlete_to_its_default_addre
     assert authorize_query(response)["redirect_uri"] == [
         f"{EMBEDDED_BASE_URL}/auth/strava/callback"
     ]
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),  # noqa: S104 - a bind address as input
+        ("::", "http://[::1]:8000"),
+        ("ingest.local", "http://ingest.local:8000"),
+    ],
+)
+def test_embedded_serve_derives_its_address_from_the_bind_not_from_requests(
+    host: str, expected: str
+) -> None:
+    assert bind_url(host, 8000) == expected
+
+
+def test_scopes_that_cannot_read_activities_fail_the_configuration(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ValueError, match="activity:read"):
+        make_settings(oauth_scopes="read,profile:read_all")
 
 
 @dataclass
