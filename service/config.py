@@ -102,7 +102,7 @@ class Settings(DatabaseSettings):
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"
 
-    # OAuth connect (issue 4, service/web/oauth.py): how long a signed `state` is valid, and
+    # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is
     # accepted on the same scheme, host and port, at or below the path).
     oauth_state_seconds: Annotated[int, Field(gt=0)] = 600
