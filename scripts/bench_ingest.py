@@ -307,6 +307,7 @@ def main() -> None:
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    env["PUBLIC_URL"] = url
     serve_args = command("serve", "--port", str(port), "--workers", str(args.workers))
     with server(serve_args, env, url, work / "web.log"):
         run_wrk(url, args, script, 2)  # warm-up

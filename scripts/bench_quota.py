@@ -237,7 +237,7 @@ def service(options: Options, env: dict[str, str], logs: Path) -> Iterator[str]:
         stack.enter_context(
             running(
                 command("serve", "--port", str(port)),
-                env=env,
+                env={"PUBLIC_URL": url, **env},
                 log_file=logs / "web.log",
                 cwd=logs,
                 ready=lambda: answers(f"{url}/readyz"),

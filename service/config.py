@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -77,8 +78,12 @@ class Settings(DatabaseSettings):
     # One or more Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
     token_key: SecretStr
 
+    # Asked for on connect; must include activity:read or activity:read_all, without which
+    # the callback refuses the grant (service/web/oauth.py).
     oauth_scopes: str = "read,activity:read_all"
-    # Where Strava sends the athlete back after authorizing; derived from the request if unset.
+    # This service's public base URL: Strava sends the athlete back to
+    # `{PUBLIC_URL}/auth/strava/callback`. Required in production mode; in embedded mode
+    # `serve` defaults it to its own address (oauth_base_url). Never taken from a request.
     public_url: str | None = None
     # Refresh an access token that expires sooner than this (docs/strava.md §3.3).
     token_refresh_margin_seconds: Annotated[int, Field(ge=0)] = 300
@@ -98,7 +103,8 @@ class Settings(DatabaseSettings):
     log_level: str = "INFO"
 
     # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
-    # the return URLs (comma-separated prefixes) `/auth/strava/connect?return_to=` accepts.
+    # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is
+    # accepted on the same scheme, host and port, at or below the path).
     oauth_state_seconds: Annotated[int, Field(gt=0)] = 600
     oauth_return_urls: str = ""
     # Sync jobs (service/ingest/sync.py). Strava's largest page is 200 (§4.1).
@@ -209,6 +215,30 @@ class Settings(DatabaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("oauth_scopes")
+    @classmethod
+    def _reads_activities(cls, value: str) -> str:
+        if not {"activity:read", "activity:read_all"} & {s.strip() for s in value.split(",")}:
+            raise ValueError("must include activity:read or activity:read_all")
+        return value
+
+    @field_validator("oauth_return_urls")
+    @classmethod
+    def _return_urls(cls, value: str) -> str:
+        for url in (u.strip() for u in value.split(",") if u.strip()):
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 - raises on a malformed port
+            except ValueError:
+                raise ValueError(f"{url!r} is not a URL") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} must be an http:// or https:// URL with a host")
+            if not all("!" <= c <= "~" for c in url):
+                raise ValueError("must hold only printable ASCII (percent-encode the rest)")
+            if "@" in parts.netloc or "\\" in url or parts.query or parts.fragment:
+                raise ValueError(f"{url!r} must hold no user info, backslash, query or fragment")
+        return value
+
     @field_validator("quota_shares")
     @classmethod
     def _shares_per_tier(
@@ -237,6 +267,44 @@ class Settings(DatabaseSettings):
     @property
     def scopes(self) -> list[str]:
         return [s.strip() for s in self.oauth_scopes.split(",") if s.strip()]
+
+    @property
+    def return_urls(self) -> list[str]:
+        return [u.strip() for u in self.oauth_return_urls.split(",") if u.strip()]
+
+
+# Embedded mode's OAuth base URL without PUBLIC_URL: `serve`'s default address.
+EMBEDDED_BASE_URL = "http://127.0.0.1:8000"
+
+
+def oauth_base_url(settings: Settings) -> str:
+    """Where Strava sends the athlete back to (the callback is below it).
+
+    PUBLIC_URL when set. Production mode requires it (ConfigError otherwise): there the
+    service runs behind a proxy, and only the operator knows its public address; a request's
+    Host header is chosen by the caller and never builds a redirect. Embedded mode without it
+    falls back to the address `serve` binds (EMBEDDED_BASE_URL unless `serve` passed its own).
+    """
+    if settings.public_url is not None:
+        return settings.public_url
+    if settings.mode is Mode.PRODUCTION:
+        raise ConfigError(
+            "invalid configuration:\n  PUBLIC_URL: is required in production mode "
+            "(this service's public base URL, e.g. https://ingest.example.com)"
+        )
+    return EMBEDDED_BASE_URL
+
+
+def bind_url(host: str, port: int) -> str:
+    """The base URL of a server bound to `host`:`port`, as a browser on this machine reaches
+    it (a wildcard bind is reached on the loopback address)."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - recognising a wildcard bind, not binding
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 S = TypeVar("S", bound=DatabaseSettings)

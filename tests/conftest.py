@@ -84,6 +84,8 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "token_key": TOKEN_KEY,
             "strava_api_url": "https://www.strava.com/api/v3",
             "strava_oauth_url": "https://www.strava.com/oauth",
+            # Production mode requires it; TestClient's own base URL.
+            "public_url": "http://testserver",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

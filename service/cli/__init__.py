@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli import db, emulator, events, quota, run, subscription, sync
+from service.cli import db, emulator, events, keys, quota, run, subscription, sync
 
 
 @click.group()
@@ -16,6 +16,7 @@ def main() -> None:
 for command in (
     db.db,
     db.keygen,
+    keys.keys,
     run.serve,
     run.worker,
     run.scheduler,

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from service.cli.common import require_schema
 from service.cli.common import settings as load_settings
-from service.config import Mode, Settings
+from service.config import ConfigError, Mode, Settings, bind_url, oauth_base_url
 from service.logs import configure_logging
 from service.messaging import Dispatcher
 from service.periodic import Duty, run_duties
@@ -154,6 +154,13 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    if settings.public_url is None and settings.mode is Mode.EMBEDDED:
+        # Strava sends the athlete back to this very server (config.oauth_base_url).
+        settings = settings.model_copy(update={"public_url": bind_url(host, port)})
+    try:
+        oauth_base_url(settings)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     require_schema(settings)
     log.info(
         "starting mode=%s host=%s port=%s workers=%d", settings.mode.value, host, port, workers

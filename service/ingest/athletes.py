@@ -48,8 +48,10 @@ def connect_athlete(
     """Store the athlete of a token exchange as connected, with the tokens encrypted.
 
     A reconnect (also after a deauthorization) updates the same row: new tokens, the scopes
-    granted this time, `connected` again. `scopes` is the `scope` parameter of Strava's
-    redirect, the scopes the athlete accepted (docs/strava.md §3.1), not what we asked for.
+    granted this time, `connected` again. `scopes` is what the `scope` parameter of Strava's
+    redirect names, the scopes the athlete accepted (docs/strava.md §3.1), not what we asked
+    for. That parameter passes through the athlete's browser: it is a record, never a grant,
+    and Strava itself refuses calls the real grant does not cover.
     """
     if token.athlete is None:
         raise TokenWithoutAthlete("the token response carries no athlete")

@@ -17,7 +17,9 @@ class TokenCipher:
     """
 
     def __init__(self, keys: str) -> None:
-        self._fernet = MultiFernet([Fernet(k.strip()) for k in keys.split(",") if k.strip()])
+        fernets = [Fernet(k.strip()) for k in keys.split(",") if k.strip()]
+        self._first = fernets[0]
+        self._fernet = MultiFernet(fernets)
 
     def encrypt(self, token: str) -> str:
         return self._fernet.encrypt(token.encode()).decode()
@@ -25,5 +27,19 @@ class TokenCipher:
     def decrypt(self, ciphertext: str) -> str:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
+        except InvalidToken:
+            raise TokenDecryptError("stored token does not decrypt with any TOKEN_KEY") from None
+
+    def reencrypt(self, ciphertext: str) -> str | None:
+        """`ciphertext` encrypted under the first key, or None when it already is (so a
+        second pass changes nothing); TokenDecryptError when no key decrypts it."""
+        try:
+            self._first.decrypt(ciphertext.encode())
+        except InvalidToken:
+            pass
+        else:
+            return None
+        try:
+            return self._fernet.rotate(ciphertext.encode()).decode()
         except InvalidToken:
             raise TokenDecryptError("stored token does not decrypt with any TOKEN_KEY") from None

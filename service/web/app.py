@@ -115,7 +115,7 @@ def create_app(
     return Starlette(
         routes=[
             *webhooks.routes(settings),
-            *oauth.routes(),
+            *oauth.routes(settings),
             *health.routes(),
             *status.routes(),
             *metrics.routes(),

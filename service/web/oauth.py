@@ -1,12 +1,17 @@
 """Connecting an athlete: send them to Strava's consent page, then take the code back.
 
-`/auth/strava/connect` signs a `state` (HMAC-SHA256 with a key derived from TOKEN_KEY: a
-random nonce, the time, and an optional return URL from the allow-list) and redirects to
-Strava, which echoes `state` back (docs/strava.md §3.1). The callback runs in steps: read what
-the redirect says (a denial stops here), check the state (signature, age) and spend its nonce
-(a replayed callback stops here), exchange the code (§3.2), store the athlete with the scopes
-the redirect reports, then start the athlete's backfill. Nothing is stored for a callback
-that fails any step.
+`/auth/strava/connect` signs a `state` (HMAC-SHA256 with a key derived from
+STRAVA_CLIENT_SECRET: a random nonce, the time, and an optional return URL from the
+allow-list) and redirects to Strava, which echoes `state` back (docs/strava.md §3.1). The
+callback runs in steps: read what the redirect says (a denial stops here), check the state
+(format, signature, age), check the granted scopes (no permission to read activities stops
+here, before the code is exchanged), spend the state's nonce (a replayed callback stops here),
+exchange the code (§3.2), store the athlete, then start the athlete's backfill. Nothing is
+stored for a callback that fails any step.
+
+Every query parameter of both routes comes from the athlete's browser, so from whoever sent
+them the link: each is bounded and checked for shape before use, and a bad one gets a 400
+JSON body naming it (never a 5xx).
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service.config import Settings
+from service.config import Settings, oauth_base_url
 from service.db import session_scope
 from service.ingest.athletes import connect_athlete
 from service.ingest.crypto import TokenCipher
@@ -43,14 +51,24 @@ from service.web.errors import InvalidRequest, UpstreamFailed
 
 log = logging.getLogger(__name__)
 
-CALLBACK_ROUTE = "strava_oauth_callback"
+CALLBACK_PATH = "/auth/strava/callback"
+CONNECT_PATH = "/auth/strava/connect"
+
+# Longer values are refused before any parsing. A state holds a return URL of at most
+# MAX_RETURN_TO characters (JSON-quoted at most twice over, then base64) and a signature.
+MAX_RETURN_TO = 1024
+MAX_STATE = 4096
+MAX_CODE = 256
+MAX_SCOPE = 512
+# How much of a denial's `error` text is logged and echoed.
+MAX_ERROR = 64
 
 
 # -- the signed state ---------------------------------------------------------------------------
 
 
 class InvalidState(Exception):
-    """The `state` is missing, forged, or too old."""
+    """The `state` is missing, malformed, forged, or too old."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +79,19 @@ class StateClaims:
 
 
 def state_key(settings: Settings) -> bytes:
-    """A key for signing states, derived from the first TOKEN_KEY so that no new secret is
-    needed; the derivation keeps it distinct from the Fernet key itself."""
-    token_key = settings.token_key.get_secret_value().split(",")[0].strip()
-    return hashlib.sha256(b"strava-ingest oauth state\0" + token_key.encode()).digest()
+    """The key states are signed with: HKDF of STRAVA_CLIENT_SECRET, so that it stays the same
+    when TOKEN_KEY rotates (a state issued just before a rotation still verifies after it),
+    and is distinct from the secret itself."""
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=b"strava-ingest oauth state v1",
+    ).derive(settings.strava_client_secret.get_secret_value().encode())
+
+
+# Two runs of unpadded url-safe base64 (payload, HMAC-SHA256 signature), ASCII only.
+_STATE_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}", re.ASCII)
 
 
 def _b64(data: bytes) -> str:
@@ -75,6 +102,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _signature(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+
+
 def sign_state(key: bytes, claims: StateClaims) -> str:
     payload = _b64(
         json.dumps(
@@ -82,43 +113,150 @@ def sign_state(key: bytes, claims: StateClaims) -> str:
             separators=(",", ":"),
         ).encode()
     )
-    signature = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{signature}"
+    return f"{payload}.{_signature(key, payload)}"
 
 
 def verify_state(key: bytes, state: str, now: datetime, max_age: timedelta) -> StateClaims:
+    # The shape is checked first: compare_digest refuses non-ASCII text, and nothing longer
+    # than a state we could have signed deserves an HMAC.
+    if not state:
+        raise InvalidState("the state is missing")
+    if len(state) > MAX_STATE or not _STATE_SHAPE.fullmatch(state):
+        raise InvalidState("the state is malformed")
     payload, _, signature = state.partition(".")
-    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    if not payload or not hmac.compare_digest(signature, expected):
+    if not hmac.compare_digest(signature, _signature(key, payload)):
         raise InvalidState("the state is not one this service signed")
     try:
         data = json.loads(_unb64(payload))
-        claims = StateClaims(str(data["n"]), int(data["t"]), data.get("r"))
+        nonce, issued_at, return_to = data["n"], data["t"], data["r"]
     except (ValueError, KeyError, TypeError):
         raise InvalidState("the state is malformed") from None
+    if not (
+        isinstance(nonce, str)
+        and isinstance(issued_at, int)
+        and (return_to is None or isinstance(return_to, str))
+    ):
+        raise InvalidState("the state is malformed")
+    claims = StateClaims(nonce, issued_at, return_to)
     age = now.timestamp() - claims.issued_at
     if age > max_age.total_seconds() or age < -60:
         raise InvalidState("the state has expired: start connecting again")
     return claims
 
 
-def return_allowed(url: str, allowed: list[str]) -> bool:
-    """Whether `url` starts with one of the allow-listed prefixes, on a whole scheme and
-    host (no `https://app.example.com.evil.net` sneaking past `https://app.example.com`)."""
-    target = urlsplit(url)
-    if target.scheme not in ("http", "https") or not target.netloc:
-        return False
-    for prefix in allowed:
-        base = urlsplit(prefix)
-        if (target.scheme, target.netloc) == (base.scheme, base.netloc) and target.path.startswith(
-            base.path
-        ):
+# -- return URLs -------------------------------------------------------------------------------
+
+
+class ReturnUrlRefused(Exception):
+    """A `return_to` that is malformed or outside the allow-list; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    path: str  # without a trailing slash; "" for the whole origin
+
+    def admits(self, other: _Origin) -> bool:
+        # Whole path segments: `/ok` admits `/ok` and `/ok/x`, never `/okevil`.
+        return (self.scheme, self.host, self.port) == (other.scheme, other.host, other.port) and (
+            other.path == self.path or other.path.startswith(self.path + "/")
+        )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> _Origin:
+    """Scheme, host, port and path of an absolute http(s) URL, refusing anything a browser
+    or a server could read differently from us: control characters, spaces and non-ASCII
+    text, backslashes, user info, and dot segments (also percent-encoded)."""
+    if len(url) > MAX_RETURN_TO:
+        raise ReturnUrlRefused(f"longer than {MAX_RETURN_TO} characters")
+    if not all("!" <= c <= "~" for c in url):
+        raise ReturnUrlRefused("holds control characters, spaces or non-ASCII characters")
+    if "\\" in url:
+        raise ReturnUrlRefused("holds a backslash")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ReturnUrlRefused("is not a URL") from None
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ReturnUrlRefused("must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ReturnUrlRefused("must not hold user info")
+    if not parts.hostname:
+        raise ReturnUrlRefused("must name a host")
+    if _dot_segments(parts.path):
+        raise ReturnUrlRefused("must not hold dot segments or encoded backslashes")
+    return _Origin(
+        parts.scheme,
+        parts.hostname,
+        port if port is not None else _DEFAULT_PORTS[parts.scheme],
+        parts.path.rstrip("/"),
+    )
+
+
+def _dot_segments(path: str) -> bool:
+    """Whether some server on the way could read a `.` or `..` segment (or a backslash) in
+    `path`: decoded as often as it decodes (`%252e` is `%2e` is `.`), and with the `;params`
+    some servers cut from a segment (`..;x`)."""
+    for _ in range(4):
+        if "\\" in path or any(seg.split(";")[0] in (".", "..") for seg in path.split("/")):
             return True
-    return False
+        decoded = unquote(path)
+        if decoded == path:
+            return False
+        path = decoded
+    return True  # encoded four times over: no honest URL looks like that
 
 
-def _allow_list(settings: Settings) -> list[str]:
-    return [u.strip() for u in settings.oauth_return_urls.split(",") if u.strip()]
+def check_return_to(url: str, allowed: list[str]) -> None:
+    """Refuse `url` unless it lies on an allow-listed URL's scheme, host and port, at or
+    below its path; compared after parsing, never as text prefixes."""
+    target = _origin(url)
+    if not any(_origin(base).admits(target) for base in allowed):
+        raise ReturnUrlRefused("is not an allowed return URL (OAUTH_RETURN_URLS)")
+
+
+def _return_to(claims: StateClaims, query: dict[str, Any]) -> str:
+    """The signed return URL with our query appended (its fragment, if any, kept last)."""
+    assert claims.return_to is not None
+    parts = urlsplit(claims.return_to)
+    joined = f"{parts.query}&{urlencode(query)}" if parts.query else urlencode(query)
+    return urlunsplit(parts._replace(query=joined))
+
+
+def _refuse_return_to(url: str, settings: Settings) -> None:
+    try:
+        check_return_to(url, settings.return_urls)
+    except ReturnUrlRefused as error:
+        log.warning("oauth return_to refused reason=%s", error)
+        raise InvalidRequest(f"return_to {error}", reason="return_to") from None
+
+
+# -- granted scopes ------------------------------------------------------------------------------
+
+# Either lets us list and read the athlete's activities (docs/strava.md §3.1).
+READ_ACTIVITIES = frozenset({"activity:read", "activity:read_all"})
+# Every scope Strava documents; anything else in a redirect is dropped, not stored.
+KNOWN_SCOPES = (
+    "read",
+    "read_all",
+    "profile:read_all",
+    "profile:write",
+    "activity:read",
+    "activity:read_all",
+    "activity:write",
+)
+
+
+def granted_scopes(scope: str) -> list[str]:
+    """The documented scopes a redirect's `scope` parameter names, in KNOWN_SCOPES order."""
+    named = {s.strip() for s in scope[:MAX_SCOPE].split(",")}
+    return [s for s in KNOWN_SCOPES if s in named]
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -128,14 +266,13 @@ async def connect(request: Request) -> RedirectResponse:
     """Redirect the athlete to Strava's authorization page (docs/strava.md §3.1)."""
     settings: Settings = request.app.state.settings
     return_to = request.query_params.get("return_to") or None
-    if return_to is not None and not return_allowed(return_to, _allow_list(settings)):
-        log.warning("oauth connect rejected reason=return_to_not_allowed")
-        raise InvalidRequest("return_to is not an allowed return URL", reason="return_to")
+    if return_to is not None:
+        _refuse_return_to(return_to, settings)
     claims = StateClaims(secrets.token_urlsafe(16), int(utcnow().timestamp()), return_to)
     query = urlencode(
         {
             "client_id": settings.strava_client_id,
-            "redirect_uri": callback_url(request, settings),
+            "redirect_uri": callback_url(settings),
             "response_type": "code",
             "approval_prompt": "auto",
             "scope": settings.oauth_scopes,
@@ -145,12 +282,10 @@ async def connect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"{settings.strava_oauth_url}/authorize?{query}", status_code=302)
 
 
-def callback_url(request: Request, settings: Settings) -> str:
-    # Behind a proxy the request's own URL is the internal one; PUBLIC_URL says what Strava
-    # must send the athlete back to (and it must lie in the app's callback domain, §3.1).
-    if settings.public_url is not None:
-        return f"{settings.public_url}/auth/strava/callback"
-    return str(request.url_for(CALLBACK_ROUTE))
+def callback_url(settings: Settings) -> str:
+    # Never from the request's Host header, which the caller chooses: a forged one would send
+    # the athlete's code to another host (config.oauth_base_url says where it comes from).
+    return f"{oauth_base_url(settings)}{CALLBACK_PATH}"
 
 
 @dataclass(frozen=True)
@@ -159,7 +294,7 @@ class Authorization:
     and our state."""
 
     code: str
-    scopes: str
+    scopes: list[str]
     state: str
 
 
@@ -169,12 +304,16 @@ async def callback(request: Request) -> Response:
     authorization = read_redirect(request)
     now = utcnow()
     claims = check_state(settings, authorization.state, now)
+    require_activity_scope(authorization.scopes)
+    if claims.return_to is not None:
+        # Signed by us, but the allow-list may have shrunk since.
+        _refuse_return_to(claims.return_to, settings)
     engine: Engine = request.app.state.engine
     await run_in_threadpool(spend_nonce, engine, claims, settings, now)
     token = await exchange(request.app.state.strava, authorization.code)
     cipher: TokenCipher = request.app.state.cipher
     athlete = await run_in_threadpool(
-        connect_athlete, engine, cipher, token, authorization.scopes, now
+        connect_athlete, engine, cipher, token, ",".join(authorization.scopes), now
     )
     started = await run_in_threadpool(start_job, engine, athlete.id, SyncKind.BACKFILL, now)
     if started.created and started.job.id is not None:
@@ -187,10 +326,15 @@ async def callback(request: Request) -> Response:
         "sync_job_id": started.job.id,
     }
     if claims.return_to is not None:
-        separator = "&" if "?" in claims.return_to else "?"
-        query = urlencode({"athlete_id": athlete.id, "status": athlete.status})
-        return RedirectResponse(f"{claims.return_to}{separator}{query}", status_code=303)
+        location = _return_to(claims, {"athlete_id": athlete.id, "status": athlete.status})
+        return RedirectResponse(location, status_code=303)
     return JSONResponse(body)
+
+
+# A denial's `error` is echoed as the JSON `reason` only when it is one short word.
+_ERROR_WORD = re.compile(r"[a-z_]{1,64}", re.ASCII)
+# Strava's codes are hex; this only keeps junk from reaching the token endpoint.
+_CODE_SHAPE = re.compile(rf"[!-~]{{1,{MAX_CODE}}}", re.ASCII)
 
 
 def read_redirect(request: Request) -> Authorization:
@@ -198,16 +342,43 @@ def read_redirect(request: Request) -> Authorization:
     params = request.query_params
     if "error" in params:
         # `error=access_denied` when the athlete declines (docs/strava.md §3.1).
-        reason = params["error"][:64]
-        log.info("oauth callback declined reason=%s", reason)
+        error = params["error"][:MAX_ERROR]
+        log.info("oauth callback declined error=%s", error)
+        reason = error if _ERROR_WORD.fullmatch(error) else "authorization_error"
         raise InvalidRequest("authorization was not granted", reason=reason)
     code = params.get("code")
     if not code:
         log.warning("oauth callback rejected reason=missing_code")
         raise InvalidRequest("missing query parameter: code", missing=["code"])
+    if not _CODE_SHAPE.fullmatch(code):
+        log.warning("oauth callback rejected reason=malformed_code")
+        raise InvalidRequest("malformed query parameter: code", reason="code")
     # The redirect's `scope` lists what the athlete accepted, which may be less than asked
     # for, and may include `read` unasked (§3.1).
-    return Authorization(code=code, scopes=params.get("scope", ""), state=params.get("state", ""))
+    return Authorization(
+        code=code, scopes=granted_scopes(params.get("scope", "")), state=params.get("state", "")
+    )
+
+
+def require_activity_scope(scopes: list[str]) -> None:
+    """Refuse a grant that cannot read activities, before its code is exchanged.
+
+    The `scope` parameter comes through the athlete's browser, so it is only ever used to
+    refuse: a grant it says lacks the permission gets no tokens and no backfill (nothing to
+    revoke then, since the code is never exchanged). A `scope` that claims more than Strava
+    granted buys nothing: Strava answers the first activity call with 401
+    `activity:read_permission missing` (docs/strava.md §3.3), and the athlete then needs to
+    reconnect.
+    """
+    if READ_ACTIVITIES.isdisjoint(scopes):
+        log.warning("oauth callback rejected reason=scope scopes=%s", ",".join(scopes))
+        raise InvalidRequest(
+            "Strava did not grant permission to read activities (activity:read or "
+            "activity:read_all), which this service needs: connect again at "
+            f'{CONNECT_PATH} and leave "View data about your activities" ticked',
+            reason="scope",
+            missing=["activity:read"],
+        )
 
 
 def check_state(settings: Settings, state: str, now: datetime) -> StateClaims:
@@ -218,7 +389,7 @@ def check_state(settings: Settings, state: str, now: datetime) -> StateClaims:
     except InvalidState as error:
         log.warning("oauth callback rejected reason=state detail=%s", error)
         raise InvalidRequest(
-            f"invalid authorization state ({error}); start again at /auth/strava/connect",
+            f"invalid authorization state ({error}); start again at {CONNECT_PATH}",
             reason="state",
         ) from None
 
@@ -234,7 +405,7 @@ def spend_nonce(engine: Engine, claims: StateClaims, settings: Settings, now: da
     except IntegrityError:
         log.warning("oauth callback rejected reason=replayed")
         raise InvalidRequest(
-            "this authorization was already used; start again at /auth/strava/connect",
+            f"this authorization was already used; start again at {CONNECT_PATH}",
             reason="replayed",
         ) from None
 
@@ -263,8 +434,12 @@ def _faults(error: StravaError) -> list[dict[str, Any]]:
     ]
 
 
-def routes() -> list[Route]:
+def routes(settings: Settings) -> list[Route]:
+    """The connect and callback routes; ConfigError when their redirect has no base URL
+    (production mode without PUBLIC_URL), so that the app fails at start-up, not at the
+    first athlete."""
+    oauth_base_url(settings)
     return [
-        Route("/auth/strava/connect", connect, methods=["GET"]),
-        Route("/auth/strava/callback", callback, methods=["GET"], name=CALLBACK_ROUTE),
+        Route(CONNECT_PATH, connect, methods=["GET"]),
+        Route(CALLBACK_PATH, callback, methods=["GET"]),
     ]

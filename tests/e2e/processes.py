@@ -35,7 +35,7 @@ def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with running(
         command("serve", "--port", str(port)),
-        env=env,
+        env={"PUBLIC_URL": url, **env},
         cwd=tmp_path,
         log_file=tmp_path / "web.log",
         ready=lambda: answers(f"{url}/readyz"),
