@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -123,8 +124,14 @@ def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, Quo
 
 
 # How `serve` runs uvicorn; scripts/bench_ingest.py serves its parse-only baseline with the same.
-# uvloop and httptools halve the per-request CPU of asyncio's loop and h11.
-UVICORN_OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "log_config": None}
+# uvloop and httptools halve the per-request CPU of asyncio's loop and h11. uvloop is not
+# installed where it does not build (Windows, PyPy: pyproject.toml's markers), so each is used
+# where it can be imported and asyncio's loop or h11 stand in otherwise, as uvicorn's "auto".
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop" if find_spec("uvloop") else "asyncio",
+    "http": "httptools" if find_spec("httptools") else "h11",
+    "log_config": None,
+}
 
 
 def web_app() -> Starlette:
@@ -156,7 +163,13 @@ def serve(host: str, port: int, workers: int) -> None:
     configure_logging(settings.log_level)
     require_schema(settings)
     log.info(
-        "starting mode=%s host=%s port=%s workers=%d", settings.mode.value, host, port, workers
+        "starting mode=%s host=%s port=%s workers=%d loop=%s http=%s",
+        settings.mode.value,
+        host,
+        port,
+        workers,
+        UVICORN_OPTIONS["loop"],
+        UVICORN_OPTIONS["http"],
     )
     if settings.mode is Mode.EMBEDDED:
         if workers != 1:
