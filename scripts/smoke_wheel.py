@@ -40,9 +40,9 @@ class SmokeFailed(Exception):
     """A step failed; the message says which and what it printed."""
 
 
-def run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
+def run(args: list[str], *, cwd: Path) -> str:
     print("$", " ".join(args), flush=True)
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SmokeFailed(
             f"{' '.join(args)} exited with {done.returncode}:\n{done.stdout}{done.stderr}"
@@ -114,34 +114,31 @@ def smoke(work: Path) -> None:
     wheel = build_wheel(work)
     venv = install(wheel, work)
     bin_dir = venv / "bin"
-    cli = str(bin_dir / "strava-ingest")
+    python, cli = str(bin_dir / "python"), str(bin_dir / "strava-ingest")
     here = work / "run"
     here.mkdir()
     env = clean_environment(work)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    # From here on this process's environment is the clean one: `running` starts the server
+    # from it.
+    os.environ.clear()
+    os.environ.update(env)
 
-    where = run(
-        [str(bin_dir / "python"), "-c", "import service; print(service.__file__)"],
-        cwd=here,
-        env=env,
-    ).strip()
+    where = run([python, "-c", "import service; print(service.__file__)"], cwd=here).strip()
     if not where.startswith(str(venv)):
         raise SmokeFailed(f"the service package was imported from {where}, not the wheel")
-    for args in ([cli, "--version"], [str(bin_dir / "python"), "-m", "service", "--version"]):
-        printed = run(args, cwd=here, env=env)
+    for args in ([cli, "--version"], [python, "-m", "service", "--version"]):
+        printed = run(args, cwd=here)
         if version not in printed:
             raise SmokeFailed(f"{' '.join(args)} printed {printed!r}, not version {version}")
-    env["TOKEN_KEY"] = run([cli, "keygen"], cwd=here, env=env).strip()
-    run([cli, "db", "upgrade"], cwd=here, env=env)
+    os.environ["TOKEN_KEY"] = run([cli, "keygen"], cwd=here).strip()
+    run([cli, "db", "upgrade"], cwd=here)
     if not (here / "smoke.db").exists():
         raise SmokeFailed("`strava-ingest db upgrade` created no database file")
 
     port = free_port()
     healthz = f"http://127.0.0.1:{port}/healthz"
     print(f"$ {cli} serve --port {port}   (until {healthz} answers 200)", flush=True)
-    # running() merges os.environ into the process's environment: give it the clean one.
-    os.environ.clear()
-    os.environ.update(env)
     try:
         with running(
             [cli, "serve", "--port", str(port)],
@@ -159,6 +156,7 @@ def smoke(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
+        prog="scripts/smoke_wheel",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="Builds and installs into a temporary folder, removed afterwards.",
     )
