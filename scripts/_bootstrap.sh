@@ -17,11 +17,12 @@ stamp=.venv/.installed-$(cat requirements.lock pyproject.toml setup.py | sha256s
 if [ ! -f "$stamp" ]; then
   echo "==> installing the locked dependencies and strava-ingest into .venv"
   # Exactly the lock (hash-checked); then the project itself, editable, built by the locked
-  # setuptools, with nothing resolved on top.
+  # setuptools, with nothing resolved on top. setuptools warns on every editable install of
+  # a mapped folder (setup.py's migrations) that a same-named folder could shadow it: none can.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
     -r requirements.lock
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
-    --no-build-isolation -e .
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --quiet \
+    --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
