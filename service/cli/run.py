@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -127,11 +127,15 @@ def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, Quo
 # uvloop and httptools halve the per-request CPU of asyncio's loop and h11. uvloop is not
 # installed where it does not build (Windows, PyPy: pyproject.toml's markers), so each is used
 # where it can be imported and asyncio's loop or h11 stand in otherwise, as uvicorn's "auto".
-UVICORN_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop" if find_spec("uvloop") else "asyncio",
-    "http": "httptools" if find_spec("httptools") else "h11",
-    "log_config": None,
-}
+def uvicorn_options(importable: Callable[[str], object] = find_spec) -> dict[str, Any]:
+    return {
+        "loop": "uvloop" if importable("uvloop") else "asyncio",
+        "http": "httptools" if importable("httptools") else "h11",
+        "log_config": None,
+    }
+
+
+UVICORN_OPTIONS = uvicorn_options()
 
 
 def web_app() -> Starlette:
