@@ -1,7 +1,8 @@
 """The wheel smoke check: what a user gets from `pip install strava-ingest-*.whl` works.
 
 1. Builds the wheel from a copy of the source tree (so nothing stale from an earlier build in
-   the checkout ends up in it), with the locked setuptools of this virtualenv, no downloads.
+   the checkout ends up in it), with the locked setuptools of this virtualenv, no downloads,
+   and checks that it holds every migration.
 2. Installs it into a fresh virtualenv in a temporary folder, without extras, its
    dependencies held to requirements.lock's versions.
 3. From a folder outside the source tree (so the checkout cannot be imported by accident)
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 from service.config import Settings
@@ -29,10 +31,12 @@ from service.launch import answers, free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
-# Not part of the distribution: the copy the wheel is built from leaves these out.
+# Not part of the distribution (and .env may hold credentials): the copy the wheel is built
+# from leaves these out.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "*.db", "*.db-*"
-)
+    ".git", ".venv", ".env", "tests", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+    "*.db", "*.db-*",
+)  # fmt: skip
 HEALTHZ_DEADLINE = 60.0
 
 
@@ -80,6 +84,22 @@ def build_wheel(work: Path) -> Path:
     return wheels[0]
 
 
+def check_contents(wheel: Path) -> None:
+    """Every migration of the source tree inside the `service` package, a licence, and no
+    top-level `migrations` package (alembic would not miss a newest revision left out: the
+    installed copy would just take an older head for the newest)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    versions = (ROOT / "migrations" / "versions").glob("*.py")
+    expected = {"service/migrations/env.py", "service/migrations/script.py.mako"}
+    expected |= {f"service/migrations/versions/{path.name}" for path in versions}
+    problems = [f"missing {name}" for name in sorted(expected - names)]
+    problems += [f"top-level {name}" for name in sorted(names) if name.startswith("migrations/")]
+    if not any(name.endswith(".dist-info/licenses/LICENSE") for name in names):
+        problems.append("no LICENSE")
+    if problems:
+        raise SmokeFailed(f"{wheel.name}: " + "; ".join(problems))
+
+
 def install(wheel: Path, work: Path) -> Path:
     venv = work / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=work)
@@ -112,6 +132,7 @@ def clean_environment(work: Path) -> dict[str, str]:
 def smoke(work: Path) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     wheel = build_wheel(work)
+    check_contents(wheel)
     venv = install(wheel, work)
     bin_dir = venv / "bin"
     python, cli = str(bin_dir / "python"), str(bin_dir / "strava-ingest")
