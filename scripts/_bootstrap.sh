@@ -11,11 +11,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$python" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Re-install whenever what decides the installed set changes: the lock, or the project's own
+# metadata (entry points, packages).
+stamp=.venv/.installed-$(cat requirements.lock pyproject.toml setup.py | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  echo "==> installing strava-ingest and its dependencies into .venv"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  echo "==> installing the locked dependencies and strava-ingest into .venv"
+  # Exactly the lock (hash-checked); then the project itself, editable, built by the locked
+  # setuptools, with nothing resolved on top. setuptools warns on every editable install of
+  # a mapped folder (setup.py's migrations) that a same-named folder could shadow it: none can.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+    -r requirements.lock
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --quiet \
+    --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+def migrations_dir() -> Path:
+    """The alembic scripts, found through the installed package `service.migrations` (the
+    source tree's `migrations/` folder, mapped by setup.py), so a wheel install finds them
+    in site-packages and an editable one in the checkout."""
+    location = files("service.migrations")
+    if not isinstance(location, Path):
+        # A zipped install: alembic runs env.py and the versions from a real folder only.
+        raise RuntimeError(f"the migrations are not in a folder: {location}")
+    return location
 
 
 class SchemaBehind(Exception):
@@ -67,7 +77,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 

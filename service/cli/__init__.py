@@ -9,6 +9,8 @@ from service.cli import db, emulator, events, keys, quota, run, subscription, sy
 
 
 @click.group()
+# From the installed distribution's metadata, so it is the version pip installed.
+@click.version_option(package_name="strava-ingest", prog_name="strava-ingest")
 def main() -> None:
     """Webhook-first ingestion of Strava activities."""
 

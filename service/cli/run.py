@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -123,8 +124,18 @@ def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, Quo
 
 
 # How `serve` runs uvicorn; scripts/bench_ingest.py serves its parse-only baseline with the same.
-# uvloop and httptools halve the per-request CPU of asyncio's loop and h11.
-UVICORN_OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "log_config": None}
+# uvloop and httptools halve the per-request CPU of asyncio's loop and h11. uvloop is not
+# installed where it does not build (Windows, PyPy: pyproject.toml's markers), so each is used
+# where it can be imported and asyncio's loop or h11 stand in otherwise, as uvicorn's "auto".
+def uvicorn_options(importable: Callable[[str], object] = find_spec) -> dict[str, Any]:
+    return {
+        "loop": "uvloop" if importable("uvloop") else "asyncio",
+        "http": "httptools" if importable("httptools") else "h11",
+        "log_config": None,
+    }
+
+
+UVICORN_OPTIONS = uvicorn_options()
 
 
 def web_app() -> Starlette:
@@ -163,7 +174,13 @@ def serve(host: str, port: int, workers: int) -> None:
         raise click.ClickException(str(error)) from None
     require_schema(settings)
     log.info(
-        "starting mode=%s host=%s port=%s workers=%d", settings.mode.value, host, port, workers
+        "starting mode=%s host=%s port=%s workers=%d loop=%s http=%s",
+        settings.mode.value,
+        host,
+        port,
+        workers,
+        UVICORN_OPTIONS["loop"],
+        UVICORN_OPTIONS["http"],
     )
     if settings.mode is Mode.EMBEDDED:
         if workers != 1:
