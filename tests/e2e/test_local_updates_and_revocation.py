@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from e2e.processes import Service, activity_when, connect, subscribe
 from launch import wait_until
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from support import FakeStrava
 
-from service.models import Activity, Athlete, AthleteStatus
+from service.models import ACTIVE_SYNC_STATUSES, Activity, Athlete, AthleteStatus, SyncJob
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +18,25 @@ FETCH = "GET /activities/{id}"
 DEADLINE = 30.0
 
 
+def backfill_settled(service: Service, athlete_id: int) -> None:
+    """Wait until the connect's backfill has listed and hydrated everything it queued, so
+    that its fetches cannot be counted as the event's."""
+    active = [status.value for status in ACTIVE_SYNC_STATUSES]
+
+    def settled() -> bool:
+        with Session(service.engine) as session:
+            jobs = session.exec(select(SyncJob).where(SyncJob.athlete_id == athlete_id)).all()
+            pending = session.exec(
+                select(Activity).where(
+                    Activity.athlete_id == athlete_id,
+                    col(Activity.hydration_status).in_(("pending", "partial")),
+                )
+            ).all()
+        return bool(jobs) and all(job.status not in active for job in jobs) and not pending
+
+    wait_until(settled, timeout=DEADLINE, what="the backfill to settle")
+
+
 def test_a_title_change_on_strava_lands_without_a_fetch(
     service: Service, strava: FakeStrava
 ) -> None:
@@ -25,6 +44,7 @@ def test_a_title_change_on_strava_lands_without_a_fetch(
     subscribe(service.url, service.env)
     created = strava.emulator.create_activity(athlete_id)
     activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
+    backfill_settled(service, athlete_id)
     fetches = strava.emulator.calls[FETCH]
 
     strava.emulator.update_activity(created["id"], title="Renamed", private=True)
