@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
-from service.config import Settings
+from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
 from service.heap import settle_after_start_up
@@ -34,7 +34,7 @@ from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
 
-# Strava wants every push answered within this (strava-api.md §1.3).
+# Strava wants every push answered within this (docs/strava.md §1.3).
 STRAVA_ANSWER_SECONDS = 2.0
 
 
@@ -47,8 +47,10 @@ def create_app(
     quota: QuotaScheduler | None = None,
     check_schema: bool = True,
 ) -> Starlette:
-    """Build the app. With ``check_schema`` (the default) start-up fails with SchemaBehind
-    when the database is not migrated to the code's head revision."""
+    """Build the app. Raises ConfigError for settings the web app must not start with
+    (service/config.py `check_web_settings`). With ``check_schema`` (the default) start-up
+    fails with SchemaBehind when the database is not migrated to the code's head revision."""
+    check_web_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,6 +110,11 @@ def create_app(
             app.state.quota = scheduler
             app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
             settle_after_start_up()
+            if settings.webhook_secret is None and settings.webhook_secret_optout:
+                log.warning(
+                    "WEBHOOK_SECRET_OPTOUT is set: the webhook path carries no secret, so "
+                    "only the proxy in front keeps forged events out"
+                )
             log.info("web app started mode=%s", settings.mode)
             yield
         log.info("web app stopped")

@@ -37,6 +37,7 @@ class WebError(Exception):
     status_code = 500
     # Whether the body names ``reason``; a 404 must look like any other unknown path.
     disclose_reason = True
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, *, reason: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -49,6 +50,13 @@ class InvalidRequest(WebError):
     """The request is malformed or incomplete; sending it again will not help."""
 
     status_code = 400
+
+
+class Unauthorized(WebError):
+    """The request shows no credential; a bearer key would be accepted."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(WebError):
@@ -98,8 +106,10 @@ def error_response(
 async def _web_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WebError)
     if exc.reason is not None and exc.disclose_reason:
-        return error_response(exc.status_code, exc.message, reason=exc.reason, **exc.details)
-    return error_response(exc.status_code, exc.message, **exc.details)
+        return error_response(
+            exc.status_code, exc.message, exc.headers, reason=exc.reason, **exc.details
+        )
+    return error_response(exc.status_code, exc.message, exc.headers, **exc.details)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -111,7 +121,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    # Nothing was committed, so 503 is honest, and Strava retries the event (§1.3).
+    # Nothing was committed, so 503 is honest, and Strava retries the event (docs/strava.md §1.3).
     # str(exc) would include the statement's parameters (encrypted tokens, event fields):
     # log only the driver's own message.
     orig = getattr(exc, "orig", None)
