@@ -8,6 +8,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Engine
+from starlette.testclient import TestClient
+
 from service.ingest.context import IngestContext
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
@@ -20,6 +23,11 @@ from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 CLIENT_ID = 4242
 CLIENT_SECRET = "test-client-secret"
 VERIFY_TOKEN = "test-verify-token"
+# The secret last segment of the webhook path (WEBHOOK_SECRET), which production mode requires.
+WEBHOOK_SECRET = "test-webhook-path-secret-0123"
+# An operator's key for /quota and /stats/webhooks (ADMIN_API_KEYS).
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 # A fixed Fernet key for tests only; real deployments generate theirs (`strava-ingest keygen`).
 TOKEN_KEY = "LoTyDJlU3Ef1EE_taUf_kY2fFpS0qCTKRGNmVQu7o-o="
 
@@ -35,6 +43,19 @@ class FakeStrava:
     def urls(self) -> dict[str, str]:
         """Settings overrides that point the service at this emulator."""
         return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
+
+
+# The subscription id web apps under test enforce (STRAVA_SUBSCRIPTION_ID).
+SUBSCRIPTION_ID = 120475
+
+
+@dataclass
+class Deployed:
+    """A started web app, the database behind it and its webhook path."""
+
+    client: TestClient
+    engine: Engine
+    webhook: str
 
 
 # The event time of stored webhook events unless a test gives its own.
@@ -82,6 +103,8 @@ def service_env(
         "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
         "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
         "TOKEN_KEY": TOKEN_KEY,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMIN_API_KEYS": ADMIN_KEY,
     }
     if strava is not None:
         env["STRAVA_API_URL"] = strava.server.api_url

@@ -20,14 +20,15 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from service.config import Settings
 from service.ingest.events import UNSTORABLE, WebhookEvent
 from service.web.batching import InboxBatcher
 from service.web.errors import Forbidden, InvalidRequest
 from service.web.metrics import WebhookCounters
-from service.web.rejections import counted
+from service.web.rejections import Endpoint, counted
 from service.web.trust import (
     SIGNATURE_HEADER,
     SubscriptionGate,
@@ -142,7 +143,8 @@ def parse_event(body: bytes) -> WebhookEvent:
             ".".join(str(part) for part in item["loc"]) or "body": item["msg"] for item in problems
         }
         # A value the database cannot store is counted apart: it is an attack, not a slip.
-        unstorable = any(item["type"] == UNSTORABLE for item in problems)
+        # (pydantic refuses a lone surrogate in a plain string field itself, as string_unicode.)
+        unstorable = any(item["type"] in (UNSTORABLE, "string_unicode") for item in problems)
         reason = UNSTORABLE if unstorable else "invalid_event"
         log.info(
             "webhook event invalid reason=%s fields=%s object_id=%r owner_id=%r",
@@ -168,4 +170,15 @@ def routes(settings: Settings) -> list[Route]:
     paths = [settings.webhook_path]
     if settings.webhook_secret is not None:
         paths.append(settings.webhook_path.rstrip("/") + "/{secret}")
-    return [Route(path, webhook, methods=None) for path in paths]
+    return [Route(path, _AnyMethod(webhook)) for path in paths]
+
+
+class _AnyMethod:
+    """An endpoint as an ASGI app, which Starlette routes for every method (it limits a plain
+    function to the methods it is given, answering 405 to the others)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
