@@ -48,7 +48,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.ingest.subscription import stored_subscription_id
 from service.web.errors import (
@@ -123,10 +123,17 @@ def check_content_length(header: str | None, limit: int = MAX_EVENT_BYTES) -> No
 async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
     """The body, refused as soon as it grows past ``limit`` (never read whole)."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ContentTooLarge(f"an event body is at most {limit} bytes", reason="too_large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ContentTooLarge(f"an event body is at most {limit} bytes", reason="too_large")
+    except ClientDisconnect:
+        # E.g. cut off by the request deadline (service/web/http_protocol.py) while trickling:
+        # counted and logged like any rejection, rather than a server error.
+        raise InvalidRequest(
+            "the connection closed before the body was complete", reason="incomplete_body"
+        ) from None
     return bytes(body)
 
 

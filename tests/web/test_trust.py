@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from support import ADMIN, WEBHOOK_SECRET, Deployed, FakeStrava, LoopbackProxy
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.db import create_db_engine
 from service.ingest.subscription import clear_subscription, save_subscription
 from service.models import InboxEvent
@@ -291,6 +291,49 @@ def test_a_missing_or_wrong_path_secret_answers_byte_for_byte_like_an_unknown_ro
     assert response.status_code == unknown.status_code == 404
     assert response.headers.raw == unknown.headers.raw
     assert response.content == unknown.content
+
+
+def test_production_mode_will_not_start_without_a_webhook_secret(
+    make_settings: Callable[..., Settings], engine: Engine
+) -> None:
+    settings = make_settings(webhook_secret=None)
+
+    with pytest.raises(ConfigError) as error:
+        create_app(settings, engine=engine)
+
+    assert str(error.value).splitlines()[0] == "invalid configuration:"
+    assert str(error.value).splitlines()[1].strip().startswith("WEBHOOK_SECRET: is required")
+    assert len(str(error.value).splitlines()) == 2
+
+
+def test_the_opt_out_serves_the_plain_path_and_warns_at_every_start(
+    app_client: Callable[..., TestClient], engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="service.web.app")
+
+    first = app_client(webhook_secret=None, webhook_secret_optout=True)
+    app_client(webhook_secret=None, webhook_secret_optout=True)
+    response = first.post(BARE, json=EVENT)
+
+    assert response.status_code == 200
+    warnings = [r for r in caplog.records if "WEBHOOK_SECRET_OPTOUT" in r.getMessage()]
+    assert [r.levelname for r in warnings] == ["WARNING", "WARNING"]
+
+
+def test_embedded_mode_may_keep_the_plain_path(
+    make_settings: Callable[..., Settings], sqlite_engine: Engine
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_engine.url.render_as_string(),
+        webhook_secret=None,
+        strava_subscription_id=OURS,
+    )
+
+    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+        response = client.post(BARE, json=EVENT)
+
+    assert response.status_code == 200
+    assert len(inbox_rows(sqlite_engine)) == 1
 
 
 def test_the_path_secret_never_reaches_our_logs(
