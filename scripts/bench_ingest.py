@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # Production mode requires the secret path segment (WEBHOOK_SECRET); the baseline serves the same.
-BENCH_SECRET = "bench-webhook-secret-0123456789"
-WEBHOOK = f"/webhooks/strava/{BENCH_SECRET}"
+BENCH_PATH_SEGMENT = "bench-webhook-secret-0123456789"
+WEBHOOK = f"/webhooks/strava/{BENCH_PATH_SEGMENT}"
 # /stats/webhooks needs an admin key (ADMIN_API_KEYS).
 BENCH_ADMIN_KEY = "bench-admin-key-0123456789"
 SUBSCRIPTION_ID = 120475
@@ -307,7 +307,7 @@ def main() -> None:
         "STRAVA_VERIFY_TOKEN": "bench-verify-token",
         "TOKEN_KEY": "LoTyDJlU3Ef1EE_taUf_kY2fFpS0qCTKRGNmVQu7o-o=",
         "STRAVA_SUBSCRIPTION_ID": str(SUBSCRIPTION_ID),
-        "WEBHOOK_SECRET": BENCH_SECRET,
+        "WEBHOOK_SECRET": BENCH_PATH_SEGMENT,
         "ADMIN_API_KEYS": BENCH_ADMIN_KEY,
         "LOG_LEVEL": args.log_level,
     }
