@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import dramatiq
 from sqlalchemy.engine import Engine
@@ -29,7 +30,7 @@ from service.strava.quota import QuotaScheduler, build_scheduler
 from service.web import health, metrics, oauth, status, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
-from service.web.metrics import WebhookCounters
+from service.web.metrics import COUNTERS_STATE_KEY, WebhookCounters
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def create_app(
     check_web_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as owned:
             db = engine
             if db is None:
@@ -116,7 +117,9 @@ def create_app(
                     "only the proxy in front keeps forged events out"
                 )
             log.info("web app started mode=%s", settings.mode)
-            yield
+            # The lifespan state reaches uvicorn's connections too, which count the requests
+            # they refuse before the app sees them (service/web/http_protocol.py).
+            yield {COUNTERS_STATE_KEY: app.state.webhook_counters}
         log.info("web app stopped")
 
     return Starlette(

@@ -8,7 +8,8 @@ also holds a request task, for as long as the client likes. Here a timer starts 
 connection opens or a request begins, and the connection is closed unless the whole request
 (line, headers, body) has arrived when it fires. The httptools parser itself accepts headers
 of any size, so their bytes are counted as they arrive and the request is refused with 431
-once they pass the cap.
+once they pass the cap. Both refusals are logged and counted (``GET /stats/webhooks``) under
+``request_timeout`` and ``head_too_large``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.web.metrics import COUNTERS_STATE_KEY, WebhookCounters
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +95,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes += size
         if self._head_bytes > self._max_head_bytes:
             self._head_too_large = True
+            self._count_rejection("head_too_large")
             log.warning(
                 "request refused reason=head_too_large client=%r limit=%d",
                 self.client,
                 self._max_head_bytes,
             )
             raise HeadTooLarge
+
+    def _count_rejection(self, reason: str) -> None:
+        counters = self.app_state.get(COUNTERS_STATE_KEY)
+        if isinstance(counters, WebhookCounters):  # on the event loop's thread, like the app
+            counters.rejected[reason] += 1
 
     def _arm(self) -> None:
         self._disarm()
@@ -111,6 +120,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         self._request_timer = None
         if not self.transport.is_closing():
+            self._count_rejection("request_timeout")
             log.warning(
                 "connection closed reason=request_timeout client=%r timeout=%g",
                 self.client,

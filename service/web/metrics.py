@@ -19,6 +19,9 @@ from starlette.routing import Route
 
 from service.web.api_keys import requires_admin_key
 
+# Where the app's lifespan state holds the counters (for uvicorn's connections).
+COUNTERS_STATE_KEY = "webhook_counters"
+
 
 @dataclass
 class WebhookCounters:

@@ -141,6 +141,12 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(
     assert KEEPALIVE_SECONDS * 0.8 <= waited < KEEPALIVE_SECONDS + 2
 
 
+def rejected(server: tuple[str, int]) -> dict[str, int]:
+    stats = httpx.get(f"http://{server[0]}:{server[1]}/stats/webhooks", headers=ADMIN).json()
+    counts: dict[str, int] = stats["rejected"]
+    return counts
+
+
 def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout(
     server: tuple[str, int],
 ) -> None:
@@ -150,6 +156,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout(
 
     sock.close()
     assert REQUEST_TIMEOUT_SECONDS * 0.8 <= waited < REQUEST_TIMEOUT_SECONDS + 2
+    assert rejected(server) == {"request_timeout": 1}
 
 
 def test_a_trickling_request_is_cut_off_after_the_request_timeout(
@@ -168,6 +175,7 @@ def test_a_trickling_request_is_cut_off_after_the_request_timeout(
         thread.join()
         sock.close()
     assert REQUEST_TIMEOUT_SECONDS * 0.8 <= waited < REQUEST_TIMEOUT_SECONDS + 2
+    assert rejected(server) == {"request_timeout": 1}
 
 
 def test_oversized_request_headers_are_refused_with_431(server: tuple[str, int]) -> None:
@@ -183,6 +191,7 @@ def test_oversized_request_headers_are_refused_with_431(server: tuple[str, int])
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431")
     assert json.loads(body)["reason"] == "head_too_large"
+    assert rejected(server) == {"head_too_large": 1}
 
 
 def raw_exchange(server: tuple[str, int], method: str, path: str) -> list[bytes]:
@@ -273,6 +282,5 @@ def test_a_body_trickling_past_the_request_timeout_is_cut_off_and_counted(
         thread.join()
         sock.close()
 
-    stats = httpx.get(f"http://{server[0]}:{server[1]}/stats/webhooks", headers=ADMIN).json()
     assert REQUEST_TIMEOUT_SECONDS * 0.8 <= waited < REQUEST_TIMEOUT_SECONDS + 2
-    assert stats["rejected"] == {"incomplete_body": 1}
+    assert rejected(server) == {"request_timeout": 1, "incomplete_body": 1}
