@@ -5,6 +5,7 @@ WEBHOOK_SECRET (docs/deployment.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 from support import ADMIN, SUBSCRIPTION_ID, WEBHOOK_SECRET, service_env
 
 from service.launch import answers, command, free_port, running
+from service.models import InboxEvent
 
 KEEPALIVE_SECONDS = 1
 REQUEST_TIMEOUT_SECONDS = 2
@@ -284,3 +288,34 @@ def test_a_body_trickling_past_the_request_timeout_is_cut_off_and_counted(
 
     assert REQUEST_TIMEOUT_SECONDS * 0.8 <= waited < REQUEST_TIMEOUT_SECONDS + 2
     assert rejected(server) == {"request_timeout": 1, "incomplete_body": 1}
+
+
+def test_a_poisoned_burst_against_the_real_server_fails_no_good_event(
+    server: tuple[str, int], engine: Engine
+) -> None:
+    base = f"http://{server[0]}:{server[1]}/webhooks/strava/{WEBHOOK_SECRET}"
+    good = [json.dumps({**EVENT, "object_id": 1000 + n}).encode() for n in range(40)]
+    poisoned = [
+        json.dumps({**EVENT, "object_id": 9000}).replace('"create"', '"cre\\u0000ate"'),
+        json.dumps({**EVENT, "object_id": 9001, "updates": {"title": "\ud800"}}),
+        json.dumps({**EVENT, "object_id": 9002, "updates": {"distance": float("nan")}}),
+        json.dumps({**EVENT, "object_id": 9003, "updates": {"a": [2**64]}}),
+    ]
+    bodies = [*good[:10], *[p.encode() for p in poisoned], *good[10:]]
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(bodies))
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(base, content=body, headers={"content-type": "application/json"})
+                    for body in bodies
+                )
+            )
+
+    statuses = [response.status_code for response in asyncio.run(burst())]
+
+    assert statuses == [200] * 10 + [400] * len(poisoned) + [200] * 30
+    with Session(engine) as session:
+        stored = sorted(session.exec(select(InboxEvent.object_id)).all())
+    assert stored == list(range(1000, 1040))

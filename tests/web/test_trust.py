@@ -154,6 +154,22 @@ def test_every_event_gets_503_while_no_subscription_id_is_known(
     assert inbox_rows(engine) == []
 
 
+def test_embedded_mode_also_refuses_events_while_no_subscription_id_is_known(
+    make_settings: Callable[..., Settings], sqlite_engine: Engine
+) -> None:
+    settings = make_settings(database_url=sqlite_engine.url.render_as_string())
+
+    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+        response = client.post(WEBHOOK, json=EVENT)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "no webhook subscription is known yet; try again later",
+        "reason": "no_subscription",
+    }
+    assert inbox_rows(sqlite_engine) == []
+
+
 def test_a_cleared_subscription_refuses_events_until_one_is_known_again(
     app_client: Callable[..., TestClient], engine: Engine
 ) -> None:
