@@ -33,6 +33,11 @@ STREAM_TYPES = (
 )  # fmt: skip
 
 
+def comma_separated(value: str) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 class DatabaseSettings(BaseSettings):
     """What commands that only touch the database (migrations) need."""
 
@@ -58,8 +63,8 @@ class Settings(DatabaseSettings):
     strava_api_url: str = "https://www.strava.com/api/v3"
     strava_oauth_url: str = "https://www.strava.com/oauth"
     webhook_path: str = "/webhooks/strava"
-    # Webhook trust (issue 5; service/web/trust.py). A secret last path segment: Strava then
-    # calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}`, so give that as `--callback-url`.
+    # Webhook trust (service/web/trust.py). A secret last path segment, required in production
+    # mode: Strava then calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}` (`subscription create` appends it).
     webhook_secret: SecretStr | None = None
     # Production mode refuses to start without WEBHOOK_SECRET, unless this says that something
     # in front of the service (an authenticating proxy) already keeps forgers out.
@@ -196,7 +201,7 @@ class Settings(DatabaseSettings):
     def _strong_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
+        keys = comma_separated(value.get_secret_value())
         weak = [k for k in keys if len(k) < 16 or not k.isascii() or not k.isprintable()]
         if not keys or weak:
             # Never echo the value: it is a credential.
@@ -267,7 +272,7 @@ class Settings(DatabaseSettings):
         """ADMIN_API_KEYS, one key per item (empty when unset)."""
         if self.admin_api_keys is None:
             return []
-        return [k.strip() for k in self.admin_api_keys.get_secret_value().split(",") if k.strip()]
+        return comma_separated(self.admin_api_keys.get_secret_value())
 
     @property
     def scopes(self) -> list[str]:
