@@ -36,7 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WEBHOOK = "/webhooks/strava"
+# Production mode requires the secret path segment (WEBHOOK_SECRET); the baseline serves the same.
+BENCH_PATH_SEGMENT = "bench-webhook-secret-0123456789"
+WEBHOOK = f"/webhooks/strava/{BENCH_PATH_SEGMENT}"
+# /stats/webhooks needs an admin key (ADMIN_API_KEYS).
+BENCH_ADMIN_KEY = "bench-admin-key-0123456789"
 SUBSCRIPTION_ID = 120475
 # Object ids of the fixed-rate phase start here, apart from those of wrk's threads.
 RATE_ID_BASE = 5_000_000_000_000
@@ -303,6 +307,8 @@ def main() -> None:
         "STRAVA_VERIFY_TOKEN": "bench-verify-token",
         "TOKEN_KEY": "LoTyDJlU3Ef1EE_taUf_kY2fFpS0qCTKRGNmVQu7o-o=",
         "STRAVA_SUBSCRIPTION_ID": str(SUBSCRIPTION_ID),
+        "WEBHOOK_SECRET": BENCH_PATH_SEGMENT,
+        "ADMIN_API_KEYS": BENCH_ADMIN_KEY,
         "LOG_LEVEL": args.log_level,
     }
     port = free_port()
@@ -403,7 +409,8 @@ def _accepts(port: int) -> bool:
 def _get_json(url: str) -> dict[str, Any]:
     import httpx
 
-    result: dict[str, Any] = httpx.get(url, timeout=5).json()
+    headers = {"authorization": f"Bearer {BENCH_ADMIN_KEY}"}
+    result: dict[str, Any] = httpx.get(url, headers=headers, timeout=5).json()
     return result
 
 

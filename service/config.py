@@ -34,6 +34,11 @@ STREAM_TYPES = (
 )  # fmt: skip
 
 
+def comma_separated(value: str) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 class DatabaseSettings(BaseSettings):
     """What commands that only touch the database (migrations) need."""
 
@@ -59,9 +64,15 @@ class Settings(DatabaseSettings):
     strava_api_url: str = "https://www.strava.com/api/v3"
     strava_oauth_url: str = "https://www.strava.com/oauth"
     webhook_path: str = "/webhooks/strava"
-    # Webhook trust (service/web/trust.py). A secret last path segment: Strava then
-    # calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}`, so give that as `--callback-url`.
+    # Webhook trust (service/web/trust.py). A secret last path segment, required in production
+    # mode: Strava then calls `{WEBHOOK_PATH}/{WEBHOOK_SECRET}` (`subscription create` appends it).
     webhook_secret: SecretStr | None = None
+    # Production mode refuses to start without WEBHOOK_SECRET, unless this says that something
+    # in front of the service (an authenticating proxy) already keeps forgers out.
+    webhook_secret_optout: bool = False
+    # An event_time further ahead of our clock than this is refused: event times order the
+    # events of an activity, so one from the future would outrank every genuine later one.
+    webhook_clock_skew_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
     # Verify `X-Strava-Signature` only when set: Strava documents no signature (§1.8).
     webhook_signing_secret: SecretStr | None = None
     # Our push subscription's id; wins over the one `subscription create` stored.
@@ -77,6 +88,20 @@ class Settings(DatabaseSettings):
     ingest_deadline_seconds: Annotated[float, Field(gt=0, le=1.8)] = 1.5
     # One or more Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
     token_key: SecretStr
+
+    # Bearer keys (comma-separated) for the operator's routes (/quota, /stats/webhooks); unset,
+    # those routes refuse everyone.
+    admin_api_keys: SecretStr | None = None
+
+    # uvicorn's limits for a public endpoint (`strava-ingest serve`; docs/deployment.md): an
+    # idle keep-alive connection is closed after this many seconds; beyond this many open
+    # connections or running requests new requests get 503; a request that takes longer than
+    # this to arrive in full (line, headers and body) is dropped, and one whose line and
+    # headers are larger than this is refused with 431 (service/web/http_protocol.py).
+    http_keepalive_seconds: Annotated[int, Field(ge=1, le=300)] = 5
+    http_concurrency_limit: Annotated[int, Field(ge=1)] = 1000
+    http_request_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    http_max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
 
     # Asked for on connect; must include activity:read or activity:read_all, without which
     # the callback refuses the grant (service/web/oauth.py).
@@ -181,6 +206,18 @@ class Settings(DatabaseSettings):
             raise ValueError("must be at least 16 characters of A-Z, a-z, 0-9, '-' and '_'")
         return value
 
+    @field_validator("admin_api_keys")
+    @classmethod
+    def _strong_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = comma_separated(value.get_secret_value())
+        weak = [k for k in keys if len(k) < 16 or not k.isascii() or not k.isprintable()]
+        if not keys or weak:
+            # Never echo the value: it is a credential.
+            raise ValueError("must be one or more keys of at least 16 printable ASCII characters")
+        return value
+
     @field_validator("hydrate_stream_keys")
     @classmethod
     def _stream_types(cls, value: str) -> str:
@@ -265,6 +302,13 @@ class Settings(DatabaseSettings):
         return Mode.EMBEDDED if embedded else Mode.PRODUCTION
 
     @property
+    def admin_keys(self) -> list[str]:
+        """ADMIN_API_KEYS, one key per item (empty when unset)."""
+        if self.admin_api_keys is None:
+            return []
+        return comma_separated(self.admin_api_keys.get_secret_value())
+
+    @property
     def scopes(self) -> list[str]:
         return [s.strip() for s in self.oauth_scopes.split(",") if s.strip()]
 
@@ -318,6 +362,20 @@ def describe_validation_error(error: ValidationError) -> str:
         reason = "is required" if item["type"] == "missing" else item["msg"]
         lines.append(f"{name}: {reason}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def check_web_settings(settings: Settings) -> None:
+    """Raise ConfigError (in the format of `describe_validation_error`) for settings the web
+    app must not start with: production mode without WEBHOOK_SECRET, unless opted out."""
+    if (
+        settings.mode is Mode.PRODUCTION
+        and settings.webhook_secret is None
+        and not settings.webhook_secret_optout
+    ):
+        raise ConfigError(
+            "invalid configuration:\n  WEBHOOK_SECRET: is required in production mode (or set "
+            "WEBHOOK_SECRET_OPTOUT=true when a proxy in front authenticates Strava's requests)"
+        )
 
 
 def load_settings(cls: type[S]) -> S:

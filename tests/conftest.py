@@ -14,7 +14,15 @@ import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from support import CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, VERIFY_TOKEN, FakeStrava
+from support import (
+    ADMIN_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TOKEN_KEY,
+    VERIFY_TOKEN,
+    WEBHOOK_SECRET,
+    FakeStrava,
+)
 
 from service.config import Settings
 from service.db import create_db_engine, recreate_database, upgrade_schema
@@ -86,6 +94,9 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "strava_oauth_url": "https://www.strava.com/oauth",
             # Production mode requires it; TestClient's own base URL.
             "public_url": "http://testserver",
+            # Production mode (PostgreSQL) requires it; tests of the plain path pass None.
+            "webhook_secret": WEBHOOK_SECRET,
+            "admin_api_keys": ADMIN_KEY,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

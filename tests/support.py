@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.testclient import TestClient
 
 from service.emulator import Emulator
 from service.emulator.server import EmulatorServer
@@ -29,6 +30,11 @@ from service.strava.schemas import TokenResponse
 CLIENT_ID = 4242
 CLIENT_SECRET = "test-client-secret"
 VERIFY_TOKEN = "test-verify-token"
+# The secret last segment of the webhook path (WEBHOOK_SECRET), which production mode requires.
+WEBHOOK_SECRET = "test-webhook-path-secret-0123"
+# An operator's key for /quota and /stats/webhooks (ADMIN_API_KEYS).
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 # A fixed Fernet key for tests only; real deployments generate theirs (`strava-ingest keygen`).
 TOKEN_KEY = "LoTyDJlU3Ef1EE_taUf_kY2fFpS0qCTKRGNmVQu7o-o="
 
@@ -44,6 +50,19 @@ class FakeStrava:
     def urls(self) -> dict[str, str]:
         """Settings overrides that point the service at this emulator."""
         return {"strava_api_url": self.server.api_url, "strava_oauth_url": self.server.oauth_url}
+
+
+# The subscription id web apps under test enforce (STRAVA_SUBSCRIPTION_ID).
+SUBSCRIPTION_ID = 120475
+
+
+@dataclass
+class Deployed:
+    """A started web app, the database behind it and its webhook path."""
+
+    client: TestClient
+    engine: Engine
+    webhook: str
 
 
 # The event time of stored webhook events unless a test gives its own.
@@ -140,6 +159,10 @@ def service_env(
         "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
         "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
         "TOKEN_KEY": TOKEN_KEY,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMIN_API_KEYS": ADMIN_KEY,
+        # Production mode requires it; processes that serve OAuth redirects set their own.
+        "PUBLIC_URL": "http://testserver",
     }
     if strava is not None:
         env["STRAVA_API_URL"] = strava.server.api_url

@@ -6,6 +6,7 @@ process), since only here may web and workers meet.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -22,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from service.cli.common import require_schema
 from service.cli.common import settings as load_settings
-from service.config import ConfigError, Mode, Settings, bind_url, oauth_base_url
+from service.config import ConfigError, Mode, Settings, bind_url, check_web_settings, oauth_base_url
 from service.logs import configure_logging
 from service.messaging import Dispatcher
 from service.periodic import Duty, run_duties
@@ -138,6 +139,27 @@ def uvicorn_options(importable: Callable[[str], object] = find_spec) -> dict[str
 UVICORN_OPTIONS = uvicorn_options()
 
 
+def public_endpoint_options(settings: Settings) -> dict[str, Any]:
+    """UVICORN_OPTIONS with the limits of a public endpoint (docs/deployment.md)."""
+    options = {**UVICORN_OPTIONS}
+    if options["http"] == "httptools":
+        from service.web.http_protocol import GuardedHttpToolsProtocol
+
+        # A partial of a module-level class: picklable, for `--workers N`.
+        options["http"] = functools.partial(
+            GuardedHttpToolsProtocol,
+            request_timeout=settings.http_request_timeout_seconds,
+            max_head_bytes=settings.http_max_header_bytes,
+        )
+    return {
+        **options,
+        "timeout_keep_alive": settings.http_keepalive_seconds,
+        "limit_concurrency": settings.http_concurrency_limit,
+        # Only h11 reads it; the same cap, should anyone run the app with h11.
+        "h11_max_incomplete_event_size": settings.http_max_header_bytes,
+    }
+
+
 def web_app() -> Starlette:
     """The production web app of one `serve --workers N` process (a uvicorn factory)."""
     from service.web.app import create_app
@@ -164,14 +186,15 @@ def serve(host: str, port: int, workers: int) -> None:
     from service.web.app import create_app
 
     settings = load_settings()
-    configure_logging(settings.log_level)
     if settings.public_url is None and settings.mode is Mode.EMBEDDED:
         # Strava sends the athlete back to this very server (config.oauth_base_url).
         settings = settings.model_copy(update={"public_url": bind_url(host, port)})
     try:
+        check_web_settings(settings)
         oauth_base_url(settings)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    configure_logging(settings.log_level)
     require_schema(settings)
     log.info(
         "starting mode=%s host=%s port=%s workers=%d loop=%s http=%s",
@@ -182,15 +205,16 @@ def serve(host: str, port: int, workers: int) -> None:
         UVICORN_OPTIONS["loop"],
         UVICORN_OPTIONS["http"],
     )
+    options = public_endpoint_options(settings)
     if settings.mode is Mode.EMBEDDED:
         if workers != 1:
             # The in-process broker and worker threads cannot be shared between processes.
             raise click.ClickException("embedded mode runs in one process: use --workers 1")
         with _embedded_runtime(settings) as (broker, quota):
             app = create_app(settings, broker=broker, quota=quota)
-            uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)
+            uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
+        uvicorn.run(create_app(settings), host=host, port=port, **options)
     else:
         # Several processes need the app by import path; each builds its own.
         uvicorn.run(
@@ -199,7 +223,7 @@ def serve(host: str, port: int, workers: int) -> None:
             workers=workers,
             host=host,
             port=port,
-            **UVICORN_OPTIONS,
+            **options,
         )
 
 

@@ -2,7 +2,8 @@
 (docs/strava.md §1.1).
 
 Each command also records what Strava answered in our database (service/ingest/subscription.py):
-the web app answers 403 to events naming any other subscription id (§1.8).
+the web app answers 403 to events naming any other subscription id (docs/strava.md §1.8), and
+503 to every event while it knows none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -68,8 +70,8 @@ def _strava_call(call: Callable[[], Any]) -> Any:
 @click.option(
     "--callback-url",
     required=True,
-    help="Public URL of the webhook endpoint: https://HOST{WEBHOOK_PATH}, followed by "
-    "/{WEBHOOK_SECRET} when that is set.",
+    help="Public URL of the webhook endpoint: https://HOST{WEBHOOK_PATH}; /{WEBHOOK_SECRET} "
+    "is appended when that is set and the URL does not end with it.",
 )
 def subscription_create(callback_url: str) -> None:
     """Create it and store its id; Strava first validates the callback with a GET (the web
@@ -77,6 +79,9 @@ def subscription_create(callback_url: str) -> None:
     from service.ingest.subscription import save_subscription
 
     with _strava_client() as (client, settings), _database(settings) as engine:
+        secret = settings.webhook_secret
+        if secret is not None:
+            callback_url = with_path_secret(callback_url, secret.get_secret_value())
         verify_token = settings.strava_verify_token.get_secret_value()
         result = _strava_call(lambda: client.create_subscription(callback_url, verify_token))
         save_subscription(engine, result.data.id, result.data.callback_url or callback_url)
@@ -116,6 +121,15 @@ def subscription_delete(subscription_id: int | None) -> None:
         _strava_call(lambda: client.delete_subscription(subscription_id))
         clear_subscription(engine)
     click.echo(f"deleted subscription {subscription_id}")
+
+
+def with_path_secret(callback_url: str, secret: str) -> str:
+    """``callback_url`` with ``secret`` as its last path segment (unless it is already)."""
+    parts = urlsplit(callback_url)
+    segments = parts.path.rstrip("/").split("/")
+    if segments[-1] == secret:
+        return callback_url
+    return urlunsplit(parts._replace(path="/".join([*segments, secret])))
 
 
 def _warn_if_configured_elsewhere(settings: Settings, subscription_id: int) -> None:

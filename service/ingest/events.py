@@ -6,24 +6,84 @@ an action; `service/ingest/process.py` carries it out. docs/events.md describes 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 
 from service.models import AthleteStatus, RemovalReason
 
 # Strava's ids are int64 (docs/strava.md §1.4); anything larger cannot be stored.
+_INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+UNSTORABLE = "unstorable_value"
+
+
+def unstorable_part(value: Any) -> str | None:
+    """Where in ``value`` (a JSON value) something sits that PostgreSQL or SQLite cannot store,
+    as a dotted path (``""`` for ``value`` itself) with the reason; None when all of it can.
+
+    PostgreSQL's text and jsonb refuse NUL characters and lone surrogates (neither is valid
+    UTF-8), jsonb refuses NaN and ±Infinity, and a bigint column or SQLite integer holds only
+    signed 64 bits. One such value in a group commit would fail the whole batch."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        problem = _unstorable_scalar(item)
+        if problem is not None:
+            return f"{path or 'value'}: {problem}"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and (problem := _unstorable_scalar(key)) is not None:
+                    return f"{_printable(where)} (key): {problem}"
+                stack.append((_printable(where), child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+    return None
+
+
+def _unstorable_scalar(value: Any) -> str | None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "NaN or Infinity"
+    elif isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        return "an integer outside signed 64 bits"
+    return None
+
+
+def _printable(path: str) -> str:
+    # A path built from an untrusted key goes into error bodies and logs: escaped, bounded.
+    return path.encode("unicode_escape", "backslashreplace").decode("ascii")[:80]
+
+
+def _storable(value: Any) -> Any:
+    problem = unstorable_part(value)
+    if problem is not None:
+        raise PydanticCustomError(
+            UNSTORABLE, "holds what the database cannot store: {problem}", {"problem": problem}
+        )
+    return value
+
+
 StravaId = Annotated[StrictInt, Field(ge=0, le=_INT64_MAX)]
-Word = Annotated[str, Field(min_length=1, max_length=32)]
+Word = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_storable)]
 
 
 class WebhookEvent(BaseModel):
     """The body Strava POSTs to the callback (docs/strava.md §1.4). Unknown extra fields are
-    ignored; unknown object and aspect types are accepted and stored, then ignored."""
+    ignored; unknown object and aspect types are accepted and stored, then ignored. Every value
+    must be storable (`unstorable_part`), so that no event can fail a group commit."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -39,6 +99,12 @@ class WebhookEvent(BaseModel):
     @classmethod
     def _null_updates_are_empty(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("updates")
+    @classmethod
+    def _storable_updates(cls, value: dict[str, Any]) -> dict[str, Any]:
+        storable: dict[str, Any] = _storable(value)
+        return storable
 
 
 class LocalKey(StrEnum):

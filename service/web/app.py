@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import dramatiq
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
-from service.config import Settings
+from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
 from service.heap import settle_after_start_up
@@ -29,7 +30,7 @@ from service.strava.quota import QuotaScheduler, build_scheduler
 from service.web import health, metrics, oauth, status, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
-from service.web.metrics import WebhookCounters
+from service.web.metrics import COUNTERS_STATE_KEY, WebhookCounters
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,13 @@ def create_app(
     quota: QuotaScheduler | None = None,
     check_schema: bool = True,
 ) -> Starlette:
-    """Build the app. With ``check_schema`` (the default) start-up fails with SchemaBehind
-    when the database is not migrated to the code's head revision."""
+    """Build the app. Raises ConfigError for settings the web app must not start with
+    (service/config.py `check_web_settings`). With ``check_schema`` (the default) start-up
+    fails with SchemaBehind when the database is not migrated to the code's head revision."""
+    check_web_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as owned:
             db = engine
             if db is None:
@@ -108,8 +111,15 @@ def create_app(
             app.state.quota = scheduler
             app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
             settle_after_start_up()
+            if settings.webhook_secret is None and settings.webhook_secret_optout:
+                log.warning(
+                    "WEBHOOK_SECRET_OPTOUT is set: the webhook path carries no secret, so "
+                    "only the proxy in front keeps forged events out"
+                )
             log.info("web app started mode=%s", settings.mode)
-            yield
+            # The lifespan state reaches uvicorn's connections too, which count the requests
+            # they refuse before the app sees them (service/web/http_protocol.py).
+            yield {COUNTERS_STATE_KEY: app.state.webhook_counters}
         log.info("web app stopped")
 
     return Starlette(

@@ -14,8 +14,12 @@ batch's messages are sent in one Redis pipeline (service/web/handoff.py), then o
 them enqueued. Requests do not wait for it: a broker failure leaves the rows `received`, and
 the relay re-sends them (service/ingest/inbox.py).
 
-A database failure fails every request of the batch with 503 (nothing was committed, Strava
-retries). So does a database that does not answer: each request waits at most ``deadline``
+A batch the database refuses for its data (psycopg's DataError or IntegrityError, a value the
+driver cannot encode) is stored again one event at a time: the offending event's request gets
+400, the others commit and get 200. Validation (service/ingest/events.py) refuses such values
+before they get here; this keeps one that slips through from failing anyone else's request.
+Any other database failure fails every request of the batch with 503 (nothing was committed,
+Strava retries). So does a database that does not answer: each request waits at most ``deadline``
 seconds (INGEST_DEADLINE_SECONDS, well within Strava's two), and a batch still unanswered then
 has its connection cut (service/web/held_connection.py). An event committed after its request
 was answered 503 is harmless: Strava's retry is recognised by its dedupe key.
@@ -42,7 +46,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from service.ingest.events import WebhookEvent
+from service.ingest.events import UNSTORABLE, WebhookEvent
 from service.ingest.inbox import (
     StoredEvent,
     mark_enqueued,
@@ -51,7 +55,7 @@ from service.ingest.inbox import (
     store_events_pg,
 )
 from service.models import InboxStatus
-from service.web.errors import Unavailable
+from service.web.errors import InvalidRequest, Unavailable, WebError
 from service.web.handoff import Handoff
 from service.web.held_connection import HeldConnection
 from service.web.metrics import WebhookCounters
@@ -219,18 +223,23 @@ class InboxBatcher:
             await asyncio.wait(self._commits)
 
     async def _commit(self, batch: list[_Waiting], lane: _Lane) -> None:
-        events = [item.event for item in batch]
         try:
-            stored = await self._bounded(lane.run(events), lane.interrupt)
-        except Exception as error:
-            self._fail(batch, error)
-            return
+            outcomes = await self._store(batch, lane)
         finally:
             self._lanes.put_nowait(lane)
-        self._counters.count_batch(len(batch))
-        for item, result in zip(batch, stored, strict=True):
-            if not item.future.done():  # the client may have gone away
-                item.future.set_result(result)
+        stored: list[StoredEvent] = []
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, StoredEvent):
+                stored.append(outcome)
+            if item.future.done():  # the client may have gone away, or its deadline passed
+                continue
+            if isinstance(outcome, StoredEvent):
+                item.future.set_result(outcome)
+            else:
+                item.future.set_exception(outcome)
+        if not stored:
+            return
+        self._counters.count_batch(len(stored))
         # Duplicates still `received` are sent again: their first hand-off may have failed.
         to_send = [
             inbox_id
@@ -243,6 +252,55 @@ class InboxBatcher:
             self._in_handoff.update(to_send)
             self._handoffs.put_nowait(to_send)
 
+    async def _store(self, batch: list[_Waiting], lane: _Lane) -> list[StoredEvent | WebError]:
+        """Each event's row, or the error its request gets. A batch the database refuses for
+        its data (a value validation let through) is stored again one event at a time, so
+        that only the offending event is refused (400) and the others commit."""
+        try:
+            stored = await self._bounded(lane.run([item.event for item in batch]), lane.interrupt)
+        except Exception as error:
+            if not is_data_error(error):
+                _log_unavailable(len(batch), error)
+                # A fresh exception per request: one instance raised in many tasks would
+                # collect their tracebacks.
+                return [_unavailable() for _ in batch]
+            log.warning(
+                "inbox batch refused for its data, storing its events one by one events=%d "
+                "error=%s",
+                len(batch),
+                type(error).__name__,
+            )
+        else:
+            return list(stored)
+        outcomes: list[StoredEvent | WebError] = []
+        for position, item in enumerate(batch):
+            if item.future.done():
+                outcomes.append(_unavailable())  # answered already; not tried again
+                continue
+            try:
+                [one] = await self._bounded(lane.run([item.event]), lane.interrupt)
+            except Exception as error:
+                if not is_data_error(error):
+                    _log_unavailable(len(batch) - position, error)
+                    outcomes.extend(_unavailable() for _ in batch[position:])
+                    break
+                log.warning(
+                    "webhook event refused by the database reason=%s error=%s object_id=%s "
+                    "owner_id=%s",
+                    UNSTORABLE,
+                    type(error).__name__,
+                    item.event.object_id,
+                    item.event.owner_id,
+                )
+                outcomes.append(
+                    InvalidRequest(
+                        "the event holds a value the database cannot store", reason=UNSTORABLE
+                    )
+                )
+                continue
+            outcomes.append(one)
+        return outcomes
+
     async def _bounded(self, work: Awaitable[T], interrupt: Callable[[], bool]) -> T:
         """Await ``work`` (a database step), cutting its connection whenever it goes
         unanswered past the requests' deadline: they were answered 503 by the watchdog already
@@ -254,29 +312,6 @@ class InboxBatcher:
             if done:
                 return task.result()
             interrupt()
-
-    def _fail(self, batch: list[_Waiting], error: Exception) -> None:
-        if isinstance(
-            error, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.TimeoutError | psycopg.Error
-        ):
-            # str(error) would include the statement's parameters (event fields): log only
-            # the driver's own message.
-            orig = error if isinstance(error, psycopg.Error) else getattr(error, "orig", None)
-            log.error(
-                "database unavailable, batch not stored events=%d error=%s detail=%r",
-                len(batch),
-                type(error).__name__,
-                " ".join(str(orig).split()) if orig is not None else "",
-            )
-        else:
-            log.error("inbox batch failed events=%d", len(batch), exc_info=error)
-        for item in batch:
-            if not item.future.done():
-                # A fresh exception per request: one instance raised in many tasks would
-                # collect their tracebacks.
-                item.future.set_exception(
-                    Unavailable("database unavailable", reason="database_unavailable")
-                )
 
     async def _handoff_loop(self) -> None:
         while True:
@@ -319,3 +354,47 @@ class InboxBatcher:
             log.warning(
                 "could not mark events enqueued events=%d error=%s", len(ids), type(error).__name__
             )
+
+
+# What a database (or the driver, encoding the parameters) says about the data it was given, as
+# opposed to its being unreachable or slow. The inbox's insert never conflicts on its dedupe
+# key (ON CONFLICT DO NOTHING), so an integrity error, too, is about the data.
+_DATA_ERRORS = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlalchemy.exc.DataError,
+    sqlalchemy.exc.IntegrityError,
+    UnicodeError,
+    OverflowError,
+)
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether ``error`` means the database refused the data (never that it is down)."""
+    if isinstance(error, _DATA_ERRORS):
+        return True
+    # SQLAlchemy wraps what the driver raised while binding parameters.
+    if isinstance(error, sqlalchemy.exc.StatementError) and not isinstance(
+        error, sqlalchemy.exc.DBAPIError
+    ):
+        return isinstance(error.orig, _DATA_ERRORS)
+    return False
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("database unavailable", reason="database_unavailable")
+
+
+def _log_unavailable(events: int, error: Exception) -> None:
+    if isinstance(error, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.TimeoutError | psycopg.Error):
+        # str(error) would include the statement's parameters (event fields): log only the
+        # driver's own message.
+        orig = error if isinstance(error, psycopg.Error) else getattr(error, "orig", None)
+        log.error(
+            "database unavailable, batch not stored events=%d error=%s detail=%r",
+            events,
+            type(error).__name__,
+            " ".join(str(orig).split()) if orig is not None else "",
+        )
+    else:
+        log.error("inbox batch failed events=%d", events, exc_info=error)

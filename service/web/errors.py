@@ -37,6 +37,7 @@ class WebError(Exception):
     status_code = 500
     # Whether the body names ``reason``; a 404 must look like any other unknown path.
     disclose_reason = True
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, *, reason: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -49,6 +50,13 @@ class InvalidRequest(WebError):
     """The request is malformed or incomplete; sending it again will not help."""
 
     status_code = 400
+
+
+class Unauthorized(WebError):
+    """The request shows no credential; a bearer key would be accepted."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(WebError):
@@ -98,8 +106,10 @@ def error_response(
 async def _web_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WebError)
     if exc.reason is not None and exc.disclose_reason:
-        return error_response(exc.status_code, exc.message, reason=exc.reason, **exc.details)
-    return error_response(exc.status_code, exc.message, **exc.details)
+        return error_response(
+            exc.status_code, exc.message, exc.headers, reason=exc.reason, **exc.details
+        )
+    return error_response(exc.status_code, exc.message, exc.headers, **exc.details)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -111,12 +121,12 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    # Nothing was committed, so 503 is honest, and Strava retries the event (§1.3).
+    # Nothing was committed, so 503 is honest, and Strava retries the event (docs/strava.md §1.3).
     # str(exc) would include the statement's parameters (encrypted tokens, event fields):
     # log only the driver's own message.
     orig = getattr(exc, "orig", None)
     log.error(
-        "database unavailable path=%s error=%s detail=%r",
+        "database unavailable path=%r error=%s detail=%r",
         request.url.path,
         type(exc).__name__,
         " ".join(str(orig).split()) if orig is not None else "",
@@ -124,11 +134,27 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return error_response(503, "database unavailable")
 
 
+async def _data_error(request: Request, exc: Exception) -> Response:
+    # The database refused the data, which says nothing about its being down: answering 503
+    # would make a client retry the same data forever, and hide an attack among outages.
+    assert isinstance(exc, sqlalchemy.exc.DBAPIError)
+    log.warning(
+        "database refused the data path=%r error=%s",
+        request.url.path,
+        type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+    )
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return error_response(409, "the request conflicts with stored data", reason="conflict")
+    return error_response(
+        400, "the request holds a value the database cannot store", reason="unstorable_value"
+    )
+
+
 async def _strava_error(request: Request, exc: Exception) -> Response:
     # Callers translate the errors they expect; this is the fallback for the others.
     assert isinstance(exc, StravaError)
     log.warning(
-        "strava call failed path=%s error=%s status=%s",
+        "strava call failed path=%r error=%s status=%s",
         request.url.path,
         type(exc).__name__,
         exc.status_code,
@@ -139,7 +165,7 @@ async def _strava_error(request: Request, exc: Exception) -> Response:
 
 
 async def _token_without_athlete(request: Request, exc: Exception) -> Response:
-    log.warning("token exchange returned no athlete path=%s", request.url.path)
+    log.warning("token exchange returned no athlete path=%r", request.url.path)
     return error_response(502, "Strava's token response named no athlete")
 
 
@@ -154,6 +180,8 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
         WebError: _web_error,
         HTTPException: _http_exception,
         sqlalchemy.exc.DBAPIError: _database_error,
+        sqlalchemy.exc.DataError: _data_error,
+        sqlalchemy.exc.IntegrityError: _data_error,
         sqlalchemy.exc.TimeoutError: _database_error,
         StravaError: _strava_error,
         TokenWithoutAthlete: _token_without_athlete,

@@ -1,7 +1,8 @@
 """Webhook counters, and `GET /stats/webhooks` that shows them as JSON.
 
-Counts live in the process, on ``app.state.webhook_counters``, like the quota view at
-``/quota``: no extra dependency, and each web process answers for itself (which is also what a
+The route needs an admin key (ADMIN_API_KEYS; service/web/api_keys.py). Counts live in the
+process, on ``app.state.webhook_counters``, like the quota view at ``/quota``: no extra
+dependency, and each web process answers for itself (which is also what a
 Prometheus client would do without its multiprocess mode). Every update happens on the event
 loop's thread, so plain integers need no lock.
 """
@@ -16,6 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from service.web.api_keys import requires_admin_key
+
+# Where the app's lifespan state holds the counters (for uvicorn's connections).
+COUNTERS_STATE_KEY = "webhook_counters"
+
 
 @dataclass
 class WebhookCounters:
@@ -24,7 +30,8 @@ class WebhookCounters:
     Parameters:
       accepted: events acknowledged with 200 (new and duplicate).
       duplicates: of those, Strava's retries of an event already stored.
-      rejected: non-200 answers, by reason (the ``"reason"`` of the error body).
+      rejected: non-200 answers, by reason (the ``"reason"`` of the error body), of the
+        webhook and of the routes guarded by API keys (service/web/api_keys.py).
       batches: group commits of the inbox; ``batched_events`` events in all,
         ``largest_batch`` at most.
       handoff_failures: batches the broker refused (their rows wait for the relay).
@@ -55,6 +62,7 @@ class WebhookCounters:
         }
 
 
+@requires_admin_key
 async def webhook_stats(request: Request) -> JSONResponse:
     counters: WebhookCounters = request.app.state.webhook_counters
     return JSONResponse(counters.as_json())

@@ -1,4 +1,5 @@
-"""GET /quota: the quota scheduler's current windows as JSON (docs/strava.md §2).
+"""GET /quota: the quota scheduler's current windows as JSON (docs/strava.md §2), for the
+operator: it needs an admin key (ADMIN_API_KEYS; service/web/api_keys.py).
 
 The same view as `strava-ingest quota`: per bucket and window the usage, the limit, what each
 tier may use and has used, and when the window resets; plus 429s seen and denials per tier.
@@ -12,8 +13,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.strava.quota import QuotaScheduler
+from service.web.api_keys import requires_admin_key
 
 
+@requires_admin_key
 async def quota(request: Request) -> JSONResponse:
     scheduler: QuotaScheduler = request.app.state.quota
     # The Redis backend does network I/O; keep it off the event loop.

@@ -1,12 +1,19 @@
 """What a webhook request must show before its event is stored (docs/strava.md §1.8).
 
 Strava documents no signature on events, so trust rests on what we can check cheaply and
-without calling Strava: an optional secret path segment, a body that looks like Strava's (JSON,
-small), the optional ``X-Strava-Signature`` when a signing secret is configured, and the
-subscription id the event names. Events whose owner we do not know are still stored; processing
-marks them ``ignored`` without an API call (events only point at data, we always refetch).
+without calling Strava: a secret path segment, a body that looks like Strava's (JSON, small,
+every value storable), the optional ``X-Strava-Signature`` when a signing secret is configured,
+an event time that is not in the future, and the subscription id the event names. Events whose
+owner we do not know are still stored; processing marks them ``ignored`` without an API call
+(events only point at data, we always refetch).
 
 Decisions, and why:
+- Secret path segment: required in production mode (start-up fails without WEBHOOK_SECRET
+  unless WEBHOOK_SECRET_OPTOUT says a proxy in front authenticates). The path without it, or
+  with a wrong one, is answered exactly like an unknown path (Starlette's 404, whatever the
+  method), so that a prober learns nothing; the log and the counter name the reason. It is
+  the only check that needs no knowledge from Strava, and it keeps every later check (the
+  subscription id, which is small and guessable) out of a prober's reach.
 - Content type: Strava sends ``application/json`` (the emulator and every recorded delivery
   do). A charset parameter is accepted when it is UTF-8 (RFC 8259 allows nothing else) and
   other parameters are ignored. A *missing* header is accepted, because the official page
@@ -16,15 +23,16 @@ Decisions, and why:
   A declared Content-Length over it is refused before reading; a chunked body is counted
   while streaming and refused as soon as it passes the limit, so nothing unbounded is
   buffered.
-- Secret path segment: answered with 404, like any other unknown path, so that a prober
-  learns nothing; the log and the counter name the reason.
+- Event time: event times order the events of one activity (a newer one wins), so an event
+  time from the future would outrank every genuine later event. One more than
+  WEBHOOK_CLOCK_SKEW_SECONDS ahead of our clock, or before Strava existed, is
+  refused with 400.
 - No subscription id known yet (none configured, none stored by `subscription create`): the
-  event is accepted and a warning logged. Strava only sends events once a subscription
-  exists, and the id is stored right after Strava confirms it, so refusing here would only
-  drop the events of that window (Strava's at most three attempts may all fall inside it,
-  §1.3). The cost: until the id is known, a forger can fill the inbox with events naming any
-  subscription; they still cost no API call unless they name a connected athlete, and then at
-  most one refetch with that athlete's own token. Set STRAVA_SUBSCRIPTION_ID to close it.
+  event is refused with 503, which Strava retries (§1.3). Accepting it would accept events
+  naming any subscription, from anyone who found the callback. Strava only sends events once
+  a subscription exists, and `subscription create` stores the id as soon as Strava confirms
+  it, so the window is short; the retries of an event refused inside it arrive after it.
+  Set STRAVA_SUBSCRIPTION_ID to have no window at all.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.ingest.subscription import stored_subscription_id
 from service.web.errors import (
@@ -70,6 +78,24 @@ def check_path_secret(given: str | None, expected: str | None) -> None:
         raise NotFound("Not Found", reason="path_secret")
 
 
+# Strava began in 2009: no genuine event is older than 2009-01-01.
+EARLIEST_EVENT_TIME = 1_230_768_000
+
+
+def check_event_time(event_time: int, now: float, skew: float) -> None:
+    """Refuse an event time more than ``skew`` seconds ahead of ``now``, or absurdly old."""
+    if event_time > now + skew:
+        raise InvalidRequest(
+            f"event_time is more than {skew:g} seconds in the future",
+            reason="event_time_future",
+            field="event_time",
+        )
+    if event_time < EARLIEST_EVENT_TIME:
+        raise InvalidRequest(
+            "event_time is before 2009-01-01", reason="event_time_past", field="event_time"
+        )
+
+
 def check_content_type(header: str | None) -> None:
     """Accept ``application/json`` (UTF-8) or no header at all; see the module docstring."""
     if header is None or not header.strip():
@@ -97,10 +123,17 @@ def check_content_length(header: str | None, limit: int = MAX_EVENT_BYTES) -> No
 async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
     """The body, refused as soon as it grows past ``limit`` (never read whole)."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ContentTooLarge(f"an event body is at most {limit} bytes", reason="too_large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ContentTooLarge(f"an event body is at most {limit} bytes", reason="too_large")
+    except ClientDisconnect:
+        # E.g. cut off by the request deadline (service/web/http_protocol.py) while trickling:
+        # counted and logged like any rejection, rather than a server error.
+        raise InvalidRequest(
+            "the connection closed before the body was complete", reason="incomplete_body"
+        ) from None
     return bytes(body)
 
 
@@ -219,17 +252,19 @@ class SubscriptionGate:
         self._fresh_until = self._clock() + self._ttl
 
     async def check(self, subscription_id: int) -> None:
-        """Refuse an event for another subscription; accept any while none is known."""
+        """Refuse an event for another subscription, and every event while none is known."""
         expected = await self.expected()
         if expected is None:
             if not self._warned_unknown:
-                # See the module docstring for why this accepts rather than refuses.
                 log.warning(
                     "no subscription id known yet (run `strava-ingest subscription create` or "
-                    "set STRAVA_SUBSCRIPTION_ID); accepting events for any subscription"
+                    "set STRAVA_SUBSCRIPTION_ID); refusing events with 503 until then"
                 )
                 self._warned_unknown = True
-            return
+            raise Unavailable(
+                "no webhook subscription is known yet; try again later",
+                reason="no_subscription",
+            )
         if subscription_id != expected:
             raise Forbidden(
                 "subscription_id is not this app's subscription",

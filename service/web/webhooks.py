@@ -14,24 +14,27 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from service.config import Settings
-from service.ingest.events import WebhookEvent
+from service.ingest.events import UNSTORABLE, WebhookEvent
 from service.web.batching import InboxBatcher
-from service.web.errors import Forbidden, InvalidRequest, WebError
+from service.web.errors import Forbidden, InvalidRequest
 from service.web.metrics import WebhookCounters
+from service.web.rejections import Endpoint, counted
 from service.web.trust import (
     SIGNATURE_HEADER,
     SubscriptionGate,
     check_content_length,
     check_content_type,
+    check_event_time,
     check_path_secret,
     read_body,
     verify_signature,
@@ -40,44 +43,27 @@ from service.web.trust import (
 log = logging.getLogger(__name__)
 
 HANDSHAKE_PARAMETERS = ("hub.mode", "hub.challenge", "hub.verify_token")
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def counted(endpoint: Endpoint) -> Endpoint:
-    """Count and log every rejection of ``endpoint`` by its reason, then let it propagate."""
-
-    async def wrapper(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except WebError as error:
-            counters: WebhookCounters = request.app.state.webhook_counters
-            reason = error.reason or type(error).__name__
-            counters.rejected[reason] += 1
-            # Never the body, the path (it may hold the secret) or the header values.
-            log.warning(
-                "webhook request rejected method=%s reason=%s status=%d",
-                request.method,
-                reason,
-                error.status_code,
-            )
-            raise
-
-    return wrapper
+ALLOWED_METHODS = "GET, HEAD, POST"
 
 
-def _check_path(request: Request) -> None:
+@counted("webhook")
+async def webhook(request: Request) -> Response:
+    """The callback, whatever the method: the secret path segment is checked first, so that
+    a prober cannot tell this path from an unknown one by the method it tries."""
     settings: Settings = request.app.state.settings
     secret = settings.webhook_secret
     check_path_secret(
         request.path_params.get("secret"), None if secret is None else secret.get_secret_value()
     )
+    if request.method in ("GET", "HEAD"):
+        return validate_subscription(request)
+    if request.method == "POST":
+        return await receive_event(request)
+    raise HTTPException(405, headers={"Allow": ALLOWED_METHODS})
 
 
-@counted
-async def validate_subscription(request: Request) -> Response:
+def validate_subscription(request: Request) -> Response:
     """Echo `hub.challenge` when `hub.verify_token` is ours (docs/strava.md §1.2)."""
-    _check_path(request)
     params = request.query_params
     missing = [name for name in HANDSHAKE_PARAMETERS if not params.get(name)]
     if missing:
@@ -103,11 +89,9 @@ async def validate_subscription(request: Request) -> Response:
     return JSONResponse({"hub.challenge": params["hub.challenge"]})
 
 
-@counted
 async def receive_event(request: Request) -> Response:
     """Check, store (group commit), acknowledge (docs/strava.md §1.3)."""
     settings: Settings = request.app.state.settings
-    _check_path(request)
     check_content_type(request.headers.get("content-type"))
     check_content_length(request.headers.get("content-length"))
     body = await read_body(request)
@@ -119,6 +103,7 @@ async def receive_event(request: Request) -> Response:
             time.time(),
         )
     event = parse_event(body)
+    check_event_time(event.event_time, time.time(), settings.webhook_clock_skew_seconds)
     gate: SubscriptionGate = request.app.state.subscription_gate
     await gate.check(event.subscription_id)
     batcher: InboxBatcher = request.app.state.inbox_batcher
@@ -153,17 +138,22 @@ def parse_event(body: bytes) -> WebhookEvent:
     try:
         return WebhookEvent.model_validate(payload)
     except ValidationError as error:
+        problems = error.errors()
         fields = {
-            ".".join(str(part) for part in item["loc"]) or "body": item["msg"]
-            for item in error.errors()
+            ".".join(str(part) for part in item["loc"]) or "body": item["msg"] for item in problems
         }
+        # A value the database cannot store is counted apart: it is an attack, not a slip.
+        # (pydantic refuses a lone surrogate in a plain string field itself, as string_unicode.)
+        unstorable = any(item["type"] in (UNSTORABLE, "string_unicode") for item in problems)
+        reason = UNSTORABLE if unstorable else "invalid_event"
         log.info(
-            "webhook event invalid reason=invalid_event fields=%s object_id=%r owner_id=%r",
+            "webhook event invalid reason=%s fields=%s object_id=%r owner_id=%r",
+            reason,
             sorted(fields),
             _scalar(payload.get("object_id")),
             _scalar(payload.get("owner_id")),
         )
-        raise InvalidRequest("invalid event", reason="invalid_event", fields=fields) from None
+        raise InvalidRequest("invalid event", reason=reason, fields=fields) from None
 
 
 def _scalar(value: Any) -> Any:
@@ -175,15 +165,20 @@ def _scalar(value: Any) -> Any:
 
 def routes(settings: Settings) -> list[Route]:
     # With a secret, `{path}/{secret}` is the callback; the bare path stays routed so that a
-    # request without the segment is counted (and answered 404 like a wrong one).
+    # request without the segment is counted (and answered 404 like a wrong one). Every
+    # method is routed, so that none answers 405 before the secret is checked.
     paths = [settings.webhook_path]
     if settings.webhook_secret is not None:
         paths.append(settings.webhook_path.rstrip("/") + "/{secret}")
-    return [
-        route
-        for path in paths
-        for route in (
-            Route(path, validate_subscription, methods=["GET"]),
-            Route(path, receive_event, methods=["POST"]),
-        )
-    ]
+    return [Route(path, _AnyMethod(webhook)) for path in paths]
+
+
+class _AnyMethod:
+    """An endpoint as an ASGI app, which Starlette routes for every method (it limits a plain
+    function to the methods it is given, answering 405 to the others)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)

@@ -25,7 +25,9 @@ class Service:
 
     @property
     def webhook_url(self) -> str:
-        return f"{self.url}/webhooks/strava"
+        """The callback, with its secret segment when the service has one."""
+        secret = self.env.get("WEBHOOK_SECRET")
+        return f"{self.url}/webhooks/strava" + (f"/{secret}" if secret else "")
 
 
 @contextmanager
@@ -69,6 +71,7 @@ def connect(url: str) -> int:
 
 
 def subscribe(url: str, env: dict[str, str]) -> None:
+    # `subscription create` appends WEBHOOK_SECRET to the callback when the env sets it.
     subprocess.run(
         command("subscription", "create", "--callback-url", f"{url}/webhooks/strava"),
         env=env,

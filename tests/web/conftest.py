@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from support import LoopbackProxy
+from starlette.testclient import TestClient
+from support import SUBSCRIPTION_ID, WEBHOOK_SECRET, Deployed, FakeStrava, LoopbackProxy
 
+from service.config import Settings
 from service.db import create_db_engine
+from service.web.app import create_app
 
 
 @pytest.fixture
@@ -21,3 +25,28 @@ def stalling_engine(engine: Engine) -> Iterator[tuple[Engine, LoopbackProxy]]:
     yield proxied, proxy
     proxied.dispose()
     proxy.close()
+
+
+@pytest.fixture(params=["production", "embedded"])
+def deployed(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], strava: FakeStrava
+) -> Iterator[Deployed]:
+    """The web app in each mode: PostgreSQL with the secret path, or SQLite (embedded) with
+    the plain one; pointed at the emulator, so that any Strava call would count."""
+    overrides: dict[str, Any] = {}
+    if request.param == "production":
+        engine: Engine = request.getfixturevalue("engine")
+        webhook = f"/webhooks/strava/{WEBHOOK_SECRET}"
+    else:
+        engine = request.getfixturevalue("sqlite_engine")
+        overrides = {"database_url": engine.url.render_as_string(), "webhook_secret": None}
+        webhook = "/webhooks/strava"
+    settings = make_settings(
+        **strava.urls,
+        strava_subscription_id=SUBSCRIPTION_ID,
+        subscription_cache_seconds=0,
+        **overrides,
+    )
+    assert settings.mode.value == request.param
+    with TestClient(create_app(settings, engine=engine)) as client:
+        yield Deployed(client, engine, webhook)

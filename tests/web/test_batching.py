@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from dramatiq.brokers.stub import StubBroker
@@ -21,8 +22,8 @@ from service.ingest.events import WebhookEvent
 from service.ingest.inbox import StoredEvent
 from service.messaging import EVENTS_QUEUE, build_broker
 from service.models import InboxEvent, InboxStatus
-from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
-from service.web.errors import Unavailable
+from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher, is_data_error
+from service.web.errors import InvalidRequest, Unavailable
 from service.web.metrics import WebhookCounters
 
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/x"
@@ -255,3 +256,54 @@ def test_the_handoff_reloads_the_dispatch_script_after_redis_lost_it(
     broker.close()
     assert statuses(engine) == [InboxStatus.ENQUEUED.value] * 5
     assert redis.Redis.from_url(redis_url).llen(f"dramatiq:{EVENTS_QUEUE}") == 5
+
+
+# What only the database refuses: events built without validation (model_construct), as if a
+# value slipped past it. PostgreSQL's jsonb refuses NUL; psycopg and sqlite3 cannot encode a
+# lone surrogate; SQLite's integers hold 64 bits.
+DATABASE_ONLY_POISON = {
+    "postgresql": [{"updates": {"title": "Mor\x00ning"}}, {"object_type": "activ\ud800ity"}],
+    "sqlite": [{"object_id": 2**64}, {"aspect_type": "upd\udfffate"}],
+}
+
+
+def test_a_batch_the_database_refuses_for_its_data_is_stored_one_by_one(
+    any_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="service.web.batching")
+    good = [event(i) for i in range(20)]
+    bad = [
+        WebhookEvent.model_construct(**{**event(100 + n).model_dump(), **poison})
+        for n, poison in enumerate(DATABASE_ONLY_POISON[any_engine.dialect.name])
+    ]
+    mixed = [*good[:7], bad[0], *good[7:14], bad[1], *good[14:]]
+
+    async def burst(batcher: InboxBatcher) -> list[StoredEvent | BaseException]:
+        return list(
+            await asyncio.gather(*(batcher.store(e) for e in mixed), return_exceptions=True)
+        )
+
+    outcomes, counters = with_batcher(any_engine, stub_broker(), burst)
+
+    by_event = dict(zip(map(id, mixed), outcomes, strict=True))
+    assert all(isinstance(by_event[id(e)], StoredEvent) for e in good)
+    for poisoned in bad:
+        refused = by_event[id(poisoned)]
+        assert isinstance(refused, InvalidRequest)
+        assert (refused.status_code, refused.reason) == (400, "unstorable_value")
+    with Session(any_engine) as session:
+        stored = sorted(session.exec(select(InboxEvent.object_id)).all())
+    assert stored == list(range(20))
+    assert counters.batched_events == 20
+    assert "refused for its data, storing its events one by one" in caplog.text
+    assert "database unavailable" not in caplog.text
+
+
+def test_a_data_error_is_never_taken_for_an_unavailable_database() -> None:
+    data = psycopg.errors.UntranslatableCharacter("unsupported Unicode escape sequence")
+    down = psycopg.OperationalError("connection refused")
+
+    assert is_data_error(data)
+    assert is_data_error(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert not is_data_error(down)
+    assert not is_data_error(TimeoutError())

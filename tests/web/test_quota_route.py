@@ -1,11 +1,12 @@
-"""GET /quota returns the quota scheduler's windows as JSON."""
+"""GET /quota returns the quota scheduler's windows as JSON to an operator's key
+(tests/web/test_admin_routes.py covers the key)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from starlette.testclient import TestClient
-from support import FakeClock
+from support import ADMIN, FakeClock
 
 from service.config import Settings
 from service.strava.quota import QuotaConfig, Tier
@@ -22,7 +23,7 @@ def test_get_quota_returns_the_windows_of_the_scheduler_passed_in(
     scheduler.reserve(Tier.WEBHOOK, "read")
 
     with TestClient(create_app(make_settings(), quota=scheduler)) as client:
-        response = client.get("/quota")
+        response = client.get("/quota", headers=ADMIN)
 
     assert response.status_code == 200
     assert response.json() == scheduler.status().as_json()
@@ -38,7 +39,7 @@ def test_get_quota_uses_a_scheduler_built_from_settings_when_none_is_passed(
     settings = make_settings(broker_url=redis_url, quota_read_limit_short=300)
 
     with TestClient(create_app(settings)) as client:
-        response = client.get("/quota")
+        response = client.get("/quota", headers=ADMIN)
 
     assert response.status_code == 200
     assert response.json()["backend"] == "redis"

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
-from support import FakeStrava, LoopbackProxy
+from support import ADMIN, WEBHOOK_SECRET, Deployed, FakeStrava, LoopbackProxy
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.db import create_db_engine
 from service.ingest.subscription import clear_subscription, save_subscription
 from service.models import InboxEvent
@@ -30,7 +30,9 @@ from service.web.app import create_app
 from service.web.errors import Unavailable
 from service.web.trust import MAX_EVENT_BYTES, SubscriptionGate
 
-WEBHOOK = "/webhooks/strava"
+BARE = "/webhooks/strava"
+# Production mode (PostgreSQL): the callback carries WEBHOOK_SECRET.
+WEBHOOK = f"{BARE}/{WEBHOOK_SECRET}"
 OURS = 120475
 EVENT: dict[str, Any] = {
     "aspect_type": "update",
@@ -58,6 +60,7 @@ def app_client(
     clients: list[TestClient] = []
 
     def start(**overrides: Any) -> TestClient:
+        overrides.setdefault("strava_subscription_id", OURS)
         settings = make_settings(**strava.urls, subscription_cache_seconds=0, **overrides)
         client = TestClient(create_app(settings, engine=engine))
         client.__enter__()
@@ -71,7 +74,7 @@ def app_client(
 
 @pytest.fixture
 def client(app_client: Callable[..., TestClient]) -> TestClient:
-    return app_client(strava_subscription_id=OURS)
+    return app_client()
 
 
 def inbox_rows(engine: Engine) -> list[InboxEvent]:
@@ -80,7 +83,7 @@ def inbox_rows(engine: Engine) -> list[InboxEvent]:
 
 
 def rejected(client: TestClient) -> dict[str, int]:
-    counts: dict[str, int] = client.get("/stats/webhooks").json()["rejected"]
+    counts: dict[str, int] = client.get("/stats/webhooks", headers=ADMIN).json()["rejected"]
     return counts
 
 
@@ -118,7 +121,7 @@ def test_the_stored_subscription_id_is_enforced(
     app_client: Callable[..., TestClient], engine: Engine
 ) -> None:
     save_subscription(engine, OURS, "https://example.test/webhooks/strava")
-    client = app_client()
+    client = app_client(strava_subscription_id=None)
 
     ours = client.post(WEBHOOK, json=EVENT)
     theirs = client.post(WEBHOOK, json={**EVENT, "subscription_id": 1})
@@ -137,26 +140,49 @@ def test_the_configured_subscription_id_wins_over_the_stored_one(
     assert response.status_code == 200
 
 
-def test_any_subscription_is_accepted_while_none_is_known(
+def test_every_event_gets_503_while_no_subscription_id_is_known(
     app_client: Callable[..., TestClient], engine: Engine
 ) -> None:
-    client = app_client()
+    client = app_client(strava_subscription_id=None)
 
     response = client.post(WEBHOOK, json={**EVENT, "subscription_id": 987654})
 
-    assert response.status_code == 200
+    assert response.status_code == 503
+    assert response.json()["reason"] == "no_subscription"
+    assert "subscription" in response.json()["error"]
+    assert rejected(client) == {"no_subscription": 1}
+    assert inbox_rows(engine) == []
 
 
-def test_a_cleared_subscription_is_no_longer_enforced(
+def test_embedded_mode_also_refuses_events_while_no_subscription_id_is_known(
+    make_settings: Callable[..., Settings], sqlite_engine: Engine
+) -> None:
+    settings = make_settings(database_url=sqlite_engine.url.render_as_string())
+
+    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+        response = client.post(WEBHOOK, json=EVENT)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "no webhook subscription is known yet; try again later",
+        "reason": "no_subscription",
+    }
+    assert inbox_rows(sqlite_engine) == []
+
+
+def test_a_cleared_subscription_refuses_events_until_one_is_known_again(
     app_client: Callable[..., TestClient], engine: Engine
 ) -> None:
     save_subscription(engine, OURS, None)
-    client = app_client()
+    client = app_client(strava_subscription_id=None)
     clear_subscription(engine)
 
-    response = client.post(WEBHOOK, json={**EVENT, "subscription_id": 1})
+    refused = client.post(WEBHOOK, json={**EVENT, "subscription_id": 1})
+    save_subscription(engine, OURS, None)
+    accepted = client.post(WEBHOOK, json=EVENT)
 
-    assert response.status_code == 200
+    assert (refused.status_code, accepted.status_code) == (503, 200)
+    assert len(inbox_rows(engine)) == 1
 
 
 def test_the_stored_subscription_id_is_read_once_per_ttl(engine: Engine) -> None:
@@ -239,7 +265,7 @@ def test_an_event_on_the_secret_path_is_stored(
 ) -> None:
     client = app_client(webhook_secret=PATH_SECRET)
 
-    response = client.post(f"{WEBHOOK}/{PATH_SECRET}", json=EVENT)
+    response = client.post(f"{BARE}/{PATH_SECRET}", json=EVENT)
 
     assert response.status_code == 200
     assert len(inbox_rows(engine)) == 1
@@ -250,12 +276,12 @@ def test_the_handshake_is_answered_on_the_secret_path(
 ) -> None:
     client = app_client(webhook_secret=PATH_SECRET)
 
-    response = client.get(f"{WEBHOOK}/{PATH_SECRET}", params=HANDSHAKE)
+    response = client.get(f"{BARE}/{PATH_SECRET}", params=HANDSHAKE)
 
     assert response.json() == {"hub.challenge": HANDSHAKE["hub.challenge"]}
 
 
-@pytest.mark.parametrize("path", [WEBHOOK, f"{WEBHOOK}/not-the-secret-segment-at-all"])
+@pytest.mark.parametrize("path", [BARE, f"{BARE}/not-the-secret-segment-at-all"])
 def test_a_missing_or_wrong_path_secret_looks_like_an_unknown_path(
     app_client: Callable[..., TestClient], engine: Engine, path: str
 ) -> None:
@@ -269,14 +295,71 @@ def test_a_missing_or_wrong_path_secret_looks_like_an_unknown_path(
     assert inbox_rows(engine) == []
 
 
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", [BARE, f"{BARE}/not-the-secret-segment-at-all"])
+def test_a_missing_or_wrong_path_secret_answers_byte_for_byte_like_an_unknown_route(
+    client: TestClient, path: str, method: str
+) -> None:
+    unknown = client.request(method, "/nowhere/at-all", json=EVENT)
+
+    response = client.request(method, path, json=EVENT)
+
+    assert response.status_code == unknown.status_code == 404
+    assert response.headers.raw == unknown.headers.raw
+    assert response.content == unknown.content
+
+
+def test_production_mode_will_not_start_without_a_webhook_secret(
+    make_settings: Callable[..., Settings], engine: Engine
+) -> None:
+    settings = make_settings(webhook_secret=None)
+
+    with pytest.raises(ConfigError) as error:
+        create_app(settings, engine=engine)
+
+    assert str(error.value).splitlines()[0] == "invalid configuration:"
+    assert str(error.value).splitlines()[1].strip().startswith("WEBHOOK_SECRET: is required")
+    assert len(str(error.value).splitlines()) == 2
+
+
+def test_the_opt_out_serves_the_plain_path_and_warns_at_every_start(
+    app_client: Callable[..., TestClient], engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="service.web.app")
+
+    first = app_client(webhook_secret=None, webhook_secret_optout=True)
+    app_client(webhook_secret=None, webhook_secret_optout=True)
+    response = first.post(BARE, json=EVENT)
+
+    assert response.status_code == 200
+    warnings = [r for r in caplog.records if "WEBHOOK_SECRET_OPTOUT" in r.getMessage()]
+    assert [r.levelname for r in warnings] == ["WARNING", "WARNING"]
+
+
+def test_embedded_mode_may_keep_the_plain_path(
+    make_settings: Callable[..., Settings], sqlite_engine: Engine
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_engine.url.render_as_string(),
+        webhook_secret=None,
+        strava_subscription_id=OURS,
+    )
+
+    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+        response = client.post(BARE, json=EVENT)
+
+    assert response.status_code == 200
+    assert len(inbox_rows(sqlite_engine)) == 1
+
+
 def test_the_path_secret_never_reaches_our_logs(
     app_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="service")
     client = app_client(webhook_secret=PATH_SECRET)
 
-    client.post(f"{WEBHOOK}/{PATH_SECRET}", json=EVENT)
-    client.post(f"{WEBHOOK}/{PATH_SECRET}", json={"not": "an event"})
+    client.post(f"{BARE}/{PATH_SECRET}", json=EVENT)
+    client.post(f"{BARE}/{PATH_SECRET}", json={"not": "an event"})
 
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("service")]
     assert ours
@@ -295,7 +378,7 @@ def test_the_path_secret_is_masked_in_the_access_log(
         __file__,
         0,
         '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5000", "POST", f"{WEBHOOK}/{PATH_SECRET}", "1.1", 200),
+        ("127.0.0.1:5000", "POST", f"{BARE}/{PATH_SECRET}", "1.1", 200),
         None,
     )
 
@@ -431,7 +514,7 @@ def test_rejections_are_counted_per_reason(client: TestClient) -> None:
     client.get(WEBHOOK, params={**HANDSHAKE, "hub.verify_token": "guess"})
     client.post(WEBHOOK, json=EVENT)
 
-    stats = client.get("/stats/webhooks").json()
+    stats = client.get("/stats/webhooks", headers=ADMIN).json()
 
     assert stats["rejected"] == {
         "content_type": 1,
@@ -445,21 +528,39 @@ def test_rejections_are_counted_per_reason(client: TestClient) -> None:
 # Junk
 
 
+# Besides ordinary JSON, what PostgreSQL or SQLite cannot store: NUL, lone surrogates (JSON's
+# "\ud800"), NaN and ±Infinity (which json.dumps writes and json.loads reads), integers beyond
+# 64 bits.
+TEXT = st.text(
+    alphabet=st.characters() | st.just("\x00") | st.integers(0xD800, 0xDFFF).map(chr),
+    max_size=20,
+)
+NUMBERS = st.integers() | st.integers(2**63 - 2, 2**80) | st.integers(-(2**80), -(2**63) + 1)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    st.none() | st.booleans() | NUMBERS | st.floats() | TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
     max_leaves=12,
 )
 EVENTISH = st.fixed_dictionaries(
     {},
     optional={name: JSON_VALUES | st.just(value) for name, value in EVENT.items()},
 )
+# A genuine-looking event (recent, ours) whose updates or words are poisoned: if validation let
+# anything unstorable through, it would reach the database.
+NEAR_NOW = int(time.time())
+POISONED = st.fixed_dictionaries(
+    {
+        **{name: st.just(value) for name, value in EVENT.items()},
+        "event_time": st.integers(NEAR_NOW - 1000, NEAR_NOW + 1000),
+        "object_type": st.just("activity") | TEXT,
+        "updates": st.dictionaries(TEXT, JSON_VALUES, max_size=4),
+    }
+)
 JUNK = st.one_of(
     st.binary(max_size=512),
     JSON_VALUES.map(lambda value: json.dumps(value).encode()),
     EVENTISH.map(lambda value: json.dumps(value).encode()),
+    POISONED.map(lambda value: json.dumps(value).encode()),
 )
 
 
@@ -468,11 +569,11 @@ JUNK = st.one_of(
 )
 @given(body=JUNK, content_type=st.sampled_from([None, "application/json", "text/plain"]))
 def test_junk_bodies_never_cause_a_server_error(
-    client: TestClient, body: bytes, content_type: str | None
+    deployed: Deployed, body: bytes, content_type: str | None
 ) -> None:
     headers = {} if content_type is None else {"content-type": content_type}
 
-    response = client.post(WEBHOOK, content=body, headers=headers)
+    response = deployed.client.post(deployed.webhook, content=body, headers=headers)
 
     assert response.status_code in (200, 400, 403, 415), response.text
     assert response.headers["content-type"] == "application/json"

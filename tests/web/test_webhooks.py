@@ -10,6 +10,7 @@ from launch import wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
+from support import WEBHOOK_SECRET
 
 from service.config import Settings
 from service.db import create_db_engine
@@ -17,7 +18,8 @@ from service.messaging import EVENTS_QUEUE, PROCESS_EVENT, build_broker
 from service.models import InboxEvent, InboxStatus
 from service.web.app import create_app
 
-WEBHOOK = "/webhooks/strava"
+# Production mode: the callback carries WEBHOOK_SECRET (tests/web/test_trust.py covers why).
+WEBHOOK = f"/webhooks/strava/{WEBHOOK_SECRET}"
 # The official update example (docs/strava.md §1.4), with an int64-sized activity id.
 EVENT: dict[str, Any] = {
     "aspect_type": "update",
@@ -41,7 +43,7 @@ DEADLINE = 10.0
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], redis_url: str) -> Settings:
-    return make_settings(broker_url=redis_url)
+    return make_settings(broker_url=redis_url, strava_subscription_id=EVENT["subscription_id"])
 
 
 @pytest.fixture

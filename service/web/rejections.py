@@ -1,0 +1,48 @@
+"""Counting and logging of rejected requests, by the ``reason`` of their error
+(``GET /stats/webhooks`` shows the counts)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.web.errors import WebError
+
+if TYPE_CHECKING:
+    from service.web.metrics import WebhookCounters
+
+log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def counted(what: str) -> Callable[[Endpoint], Endpoint]:
+    """Count every rejection of an endpoint by its reason and log it as a rejection of
+    ``what``, then let it propagate to the error handlers."""
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        async def wrapper(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except WebError as error:
+                counters: WebhookCounters = request.app.state.webhook_counters
+                reason = error.reason or type(error).__name__
+                counters.rejected[reason] += 1
+                # Never the body, the path (it may hold a secret) or header values; the
+                # method is the request's own text, so it is logged escaped (%r).
+                log.warning(
+                    "%s request rejected method=%r reason=%s status=%d",
+                    what,
+                    request.method,
+                    reason,
+                    error.status_code,
+                )
+                raise
+
+        return wrapper
+
+    return decorate
