@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from support import EVENT_TIME, FakeStrava
 from support import stored_event as stored
 
+from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.hydrate import hydrate_missing_streams, hydrate_stored
 from service.ingest.policy import HydrationPolicy, streams_for
@@ -31,6 +32,7 @@ from service.models import (
 )
 from service.strava.errors import Transient
 from service.strava.quota import Tier, using_tier
+from service.strava.schemas import TokenResponse
 
 T = EVENT_TIME
 WINDOW = timedelta(seconds=3)
@@ -243,32 +245,37 @@ def test_an_update_for_an_activity_we_do_not_have_fetches_it(
     assert row.name == created["name"]
 
 
-def test_a_delete_event_removes_the_activity_and_leaves_a_deleted_tombstone(
+def test_a_delete_strava_confirms_removes_the_activity_and_leaves_a_deleted_tombstone(
     ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.delete_activity(activity_id)
 
-    process_event(ctx, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
+    outcomes = settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
 
+    assert outcomes == [InboxStatus.PROCESSED]
     assert activity_row(ctx, activity_id) is None
     with Session(ctx.engine) as session:
         removal = session.get_one(ActivityRemoval, activity_id)
     assert (removal.reason, removal.event_time) == ("deleted", T + 1)
+    assert strava.emulator.calls[FETCH] == 1  # the confirmation: Strava answered 404
 
 
 def test_with_only_activity_read_a_delete_is_recorded_as_hidden_and_a_later_create_restores(
     ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
-    with Session(ctx.engine) as session:
-        athlete = session.get_one(Athlete, athlete_id)
-        athlete.scopes = "read,activity:read"
-        session.add(athlete)
-        session.commit()
+    token = TokenResponse.model_validate(
+        strava.emulator.issue_tokens(athlete_id, "read,activity:read")
+    )
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read", utcnow())
     activity_id = hydrated(ctx, clock, strava, athlete_id)
-    process_event(ctx, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
+    # Made "Only You": a token without activity:read_all no longer sees it (§1.4).
+    strava.emulator.update_activity(activity_id, private=True)
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
     with Session(ctx.engine) as session:
         assert session.get_one(ActivityRemoval, activity_id).reason == "hidden"
 
+    strava.emulator.update_activity(activity_id, private=False)
     settle(ctx, clock, stored(ctx, activity_id, athlete_id, "create", event_time=T + 2))
 
     row = activity_row(ctx, activity_id)
@@ -278,10 +285,11 @@ def test_with_only_activity_read_a_delete_is_recorded_as_hidden_and_a_later_crea
         assert session.get(ActivityRemoval, activity_id) is None
 
 
-def test_a_burst_of_create_three_updates_and_delete_ends_deleted_without_a_fetch(
+def test_a_burst_of_create_three_updates_and_delete_ends_deleted_with_one_fetch(
     ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
+    strava.emulator.delete_activity(created["id"])
     burst = [
         stored(ctx, created["id"], athlete_id, "create", event_time=T),
         stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"title": "a"}),
@@ -293,7 +301,8 @@ def test_a_burst_of_create_three_updates_and_delete_ends_deleted_without_a_fetch
     outcomes = settle(ctx, clock, *burst)
 
     assert activity_row(ctx, created["id"]) is None
-    assert strava.emulator.calls[FETCH] <= 1
+    # The burst's one fetch is the delete's confirmation.
+    assert strava.emulator.calls[FETCH] == 1
     assert all(o in (InboxStatus.PROCESSED, InboxStatus.IGNORED) for o in outcomes)
 
 
@@ -343,13 +352,17 @@ def test_a_create_arriving_after_its_delete_does_not_bring_the_activity_back(
     ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
+    strava.emulator.delete_activity(created["id"])
     delete = stored(ctx, created["id"], athlete_id, "delete", event_time=T + 5)
     create = stored(ctx, created["id"], athlete_id, "create", event_time=T)
 
     settle(ctx, clock, delete, create)
 
     assert activity_row(ctx, created["id"]) is None
-    assert sum(strava.emulator.calls.values()) == 0
+    assert strava.emulator.calls[FETCH] == 1  # the delete's confirmation, shared by the create
+    late = stored(ctx, created["id"], athlete_id, "create", event_time=T + 1)
+    assert settle(ctx, clock, late) == [InboxStatus.IGNORED]
+    assert strava.emulator.calls[FETCH] == 1
 
 
 def test_a_delete_older_than_a_later_create_is_ignored(

@@ -91,7 +91,10 @@ class Api:
             return self.emu.tokens.authenticate(value.strip())
 
     def _visible(self, token: AccessToken, raw_id: str) -> Response | int:
-        """The activity id if this token may read it, else the 404 Strava gives (§4.2)."""
+        """The activity id if this token may read it, else the 404 Strava gives (§4.2), or
+        its 401 for a token without activity:read at all (§3.3)."""
+        if not token.allows("activity:read"):
+            return fault(401, *SCOPE_MISSING)
         try:
             activity_id = int(raw_id)
         except ValueError:
