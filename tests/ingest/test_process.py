@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session, select
-from support import EVENT_TIME, FakeStrava
+from support import EVENT_TIME, FakeStrava, exhaust_quota
 from support import stored_event as stored
 
 from service.ingest.athletes import connect_athlete
@@ -24,6 +24,7 @@ from service.models import (
     ActivityRemoval,
     ActivityStream,
     Athlete,
+    AthleteStatus,
     HydrationStatus,
     InboxEvent,
     InboxStatus,
@@ -31,7 +32,7 @@ from service.models import (
     utcnow,
 )
 from service.strava.errors import Transient
-from service.strava.quota import Tier, using_tier
+from service.strava.quota import QuotaExceeded, Tier, using_tier
 from service.strava.schemas import TokenResponse
 
 T = EVENT_TIME
@@ -579,3 +580,97 @@ def test_a_streams_call_failing_after_a_webhook_fetch_leaves_it_partial_for_the_
     assert (done.hydration_status, done.hydration_missing) == ("complete", None)
     assert stream_types(ctx, created["id"])
     assert (strava.emulator.calls[FETCH], strava.emulator.calls[STREAMS]) == (1, 2)
+
+
+# Destructive events act only on Strava's word (docs/events.md, "Confirmation").
+
+
+def test_a_forged_delete_removes_nothing_and_refreshes_the_activity_from_strava(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.update_activity(activity_id, title="Renamed on Strava")
+    inbox_id = stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1)
+
+    outcomes = settle(ctx, clock, inbox_id)
+
+    assert outcomes == [InboxStatus.UNCONFIRMED]
+    assert inbox_row(ctx, inbox_id).reason == "Strava still lists the activity"
+    assert strava.emulator.calls[FETCH] == 1
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert row.name == "Renamed on Strava"
+    with Session(ctx.engine) as session:
+        assert session.get(ActivityRemoval, activity_id) is None
+
+
+def test_a_forged_delete_in_a_burst_still_costs_one_fetch(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    burst = [
+        stored(ctx, created["id"], athlete_id, "create", event_time=T),
+        stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"x": 1}),
+        stored(ctx, created["id"], athlete_id, "delete", event_time=T + 2),
+    ]
+
+    outcomes = settle(ctx, clock, *burst)
+
+    assert outcomes == [InboxStatus.PROCESSED, InboxStatus.PROCESSED, InboxStatus.UNCONFIRMED]
+    assert strava.emulator.calls[FETCH] == 1
+    assert activity_row(ctx, created["id"]) is not None
+
+
+def test_a_delete_strava_cannot_answer_now_is_sent_again_and_removes_nothing(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    inbox_id = stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1)
+    process_event(ctx, inbox_id)
+    clock.advance(WINDOW)
+    exhaust_quota(ctx)
+
+    with pytest.raises(QuotaExceeded):
+        process_event(ctx, inbox_id)
+
+    assert activity_row(ctx, activity_id) is not None
+    assert inbox_row(ctx, inbox_id).status == InboxStatus.ENQUEUED
+
+
+def test_a_delete_with_a_token_strava_rejects_removes_nothing(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    """A 401 with the token we held says nothing about the activity: only a 404 does, or a
+    401 for a token Strava has just issued."""
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    # Revoked on Strava; its deauthorization event is still to come.
+    strava.emulator.deauthorize(athlete_id, send_event=False)
+    inbox_id = stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1)
+
+    outcomes = settle(ctx, clock, inbox_id)
+
+    assert outcomes == [InboxStatus.UNCONFIRMED]
+    assert "rejected the athlete's token" in (inbox_row(ctx, inbox_id).reason or "")
+    assert activity_row(ctx, activity_id) is not None
+
+
+def test_a_401_for_missing_activity_read_makes_the_athlete_reconnect_and_stops_their_work(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    # Strava holds a grant without activity:read; we believed it had it.
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id, "read"))
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+    created = strava.emulator.create_activity(athlete_id)
+
+    settle(ctx, clock, stored(ctx, created["id"], athlete_id, "create"))
+
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id)
+    assert athlete.status == AthleteStatus.NEEDS_REAUTH
+    assert "activity:read_permission" in (athlete.status_reason or "")
+    strava.emulator.reset_calls()
+    later = strava.emulator.create_activity(athlete_id)
+    assert settle(ctx, clock, stored(ctx, later["id"], athlete_id, "create")) == [
+        InboxStatus.IGNORED
+    ]
+    assert sum(strava.emulator.calls.values()) == 0
