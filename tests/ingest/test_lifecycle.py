@@ -1,5 +1,6 @@
 """The inbox lifecycle: dead events listed and replayed, finished rows pruned, on PostgreSQL."""
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,13 @@ from service.cli.run import DutyDeps, periodic_duties
 from service.config import Settings
 from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
-from service.ingest.lifecycle import events_with_status, prune, replay, reset_for_replay
+from service.ingest.lifecycle import (
+    counts_by_status,
+    events_with_status,
+    prune,
+    replay,
+    reset_for_replay,
+)
 from service.messaging import Dispatcher
 from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus, utcnow
 
@@ -27,12 +34,13 @@ _serial = iter(range(1, 1_000_000))
 
 
 def row(engine: Engine, status: InboxStatus, *, age: timedelta = timedelta(0), **kw: Any) -> int:
-    """An inbox row in `status`, received and finished `age` before NOW."""
+    """An inbox row in `status`, received and finished `age` before NOW; `kw` may give
+    `owner_id` (default 1, an athlete never known), `attempts`, `last_error`, `reason`."""
     event = WebhookEvent(
         object_type="activity",
         object_id=next(_serial),
         aspect_type="create",
-        owner_id=1,
+        owner_id=kw.get("owner_id", 1),
         subscription_id=1,
         event_time=1_700_000_000,
     )
@@ -44,6 +52,7 @@ def row(engine: Engine, status: InboxStatus, *, age: timedelta = timedelta(0), *
         stored.processed_at = NOW - age if status != InboxStatus.FAILED else None
         stored.attempts = kw.get("attempts", 1)
         stored.last_error = kw.get("last_error")
+        stored.reason = kw.get("reason")
         session.add(stored)
         session.commit()
     return inbox_id
@@ -203,3 +212,78 @@ def test_the_events_prune_command_applies_the_retention(engine: Engine, database
 
     assert result.exit_code == 0, result.output
     assert statuses(engine, old) == [None]
+
+
+KNOWN = 7
+UNKNOWN_RETENTION = timedelta(hours=24)
+
+
+def known_athlete(engine: Engine, **fields: Any) -> None:
+    with Session(engine) as session:
+        session.add(Athlete(id=KNOWN, **fields))
+        session.commit()
+
+
+def test_events_of_unknown_owners_are_pruned_after_their_own_short_retention(
+    engine: Engine,
+) -> None:
+    known_athlete(engine)
+    past = UNKNOWN_RETENTION + timedelta(hours=1)
+    stale = row(engine, InboxStatus.IGNORED, age=past)
+    fresh = row(engine, InboxStatus.IGNORED, age=UNKNOWN_RETENTION - timedelta(hours=1))
+    kept = row(engine, InboxStatus.PROCESSED, age=past, owner_id=KNOWN)
+    dead = row(engine, InboxStatus.FAILED, age=past)
+
+    deleted = prune(
+        engine, older_than=RETENTION, now=NOW, unknown_owner_older_than=UNKNOWN_RETENTION
+    )
+
+    assert deleted == 1
+    assert statuses(engine, stale, fresh, kept, dead) == [None, "ignored", "processed", "failed"]
+
+
+def test_the_prune_duty_applies_the_unknown_owner_retention(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    known_athlete(engine)
+    # Finished at NOW: more than a day ago by the wall clock, far less than 14 days.
+    unknown = row(engine, InboxStatus.IGNORED)
+    known = row(engine, InboxStatus.PROCESSED, owner_id=KNOWN)
+    deps = DutyDeps(make_settings(), engine, Dispatcher(StubBroker()))
+    duty = next(d for d in periodic_duties(deps) if d.name == "inbox-prune")
+
+    duty.run()
+
+    assert statuses(engine, unknown, known) == [None, "processed"]
+
+
+def test_unconfirmed_events_are_counted_listed_with_their_reason_and_pruned(
+    engine: Engine, database_url: str
+) -> None:
+    reason = "Strava still lists the activity"
+    unconfirmed = row(engine, InboxStatus.UNCONFIRMED, owner_id=KNOWN, reason=reason)
+    known_athlete(engine)
+    row(engine, InboxStatus.PROCESSED, owner_id=KNOWN)
+
+    assert counts_by_status(engine) == {"unconfirmed": 1, "processed": 1}
+    listed = cli(database_url, "failed", "--status", "unconfirmed", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert f'"id": {unconfirmed}' in listed.output
+    assert reason in listed.output
+    prune(engine, older_than=timedelta(0), now=NOW + timedelta(seconds=1))
+    assert statuses(engine, unconfirmed) == [None]
+
+
+def test_the_events_counts_command_shows_statuses_and_flagged_athletes(
+    engine: Engine, database_url: str
+) -> None:
+    known_athlete(engine, forged_creates=6, flagged_at=NOW, flag_reason="6 creates Strava 404d")
+    row(engine, InboxStatus.UNCONFIRMED, owner_id=KNOWN)
+
+    result = cli(database_url, "counts", "--json")
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["statuses"] == {"unconfirmed": 1}
+    assert shown["flagged_athletes"][0]["athlete_id"] == KNOWN
+    assert shown["flagged_athletes"][0]["forged_creates"] == 6
