@@ -4,7 +4,9 @@ Strava rotates refresh tokens and invalidates the old one at once (strava-api.md
 refresh is single-flight per athlete: a row lock on PostgreSQL (and a process lock, which is
 all SQLite offers), a re-read after acquiring it, and the new refresh token committed before
 the access token is used. A refresh token Strava rejects is re-read once (a sibling may have
-rotated it), and then the athlete needs to reconnect.
+rotated it), and then the athlete needs to reconnect; so does one whose token Strava says
+lacks activity:read. `grant_revoked` asks Strava whether a grant still stands, before a
+deauthorization event may purge anything.
 """
 
 from __future__ import annotations
