@@ -389,8 +389,11 @@ def _store_fetched(
             if time > as_of:
                 for column in _COLUMNS_OF_KEY.get(key, ()):
                     values.pop(column, None)
-    values["event_time"] = max(as_of, (row.event_time or 0) if row else 0)
-    values["synced_event_time"] = max(as_of, (row.synced_event_time or 0) if row else 0)
+    # The fetch reflects Strava as of now at the latest: a forged event time in the future
+    # must not make every later genuine event look older than this fetch.
+    synced = min(as_of, int(now.timestamp()))
+    values["event_time"] = max(synced, (row.event_time or 0) if row else 0)
+    values["synced_event_time"] = max(synced, (row.synced_event_time or 0) if row else 0)
     values["updated_at"] = now
     statement = upsert_insert(ctx.engine, Activity).values(id=activity_id, created_at=now, **values)
     session.execute(

@@ -674,3 +674,45 @@ def test_a_401_for_missing_activity_read_makes_the_athlete_reconnect_and_stops_t
         InboxStatus.IGNORED
     ]
     assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_a_forged_event_from_the_future_does_not_make_later_genuine_events_look_old(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    future = int(clock.now.timestamp()) + 86_400
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=future))
+    strava.emulator.update_activity(activity_id, title="Later", type="Walk")
+    genuine = int(clock.now.timestamp()) + 60
+
+    outcomes = settle(
+        ctx,
+        clock,
+        stored(ctx, activity_id, athlete_id, "update", event_time=genuine, updates={"x": 1}),
+    )
+
+    assert outcomes == [InboxStatus.PROCESSED]
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert (row.name, row.sport_type) == ("Later", "Walk")
+
+
+def test_a_confirmed_delete_with_a_future_event_time_does_not_outrank_a_later_create(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    token = TokenResponse.model_validate(
+        strava.emulator.issue_tokens(athlete_id, "read,activity:read")
+    )
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read", utcnow())
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.update_activity(activity_id, private=True)
+    future = int(clock.now.timestamp()) + 86_400
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=future))
+    assert activity_row(ctx, activity_id) is None
+    strava.emulator.update_activity(activity_id, private=False)
+    clock.advance(timedelta(seconds=60))
+
+    created = stored(ctx, activity_id, athlete_id, "create", event_time=int(clock.now.timestamp()))
+
+    assert settle(ctx, clock, created) == [InboxStatus.PROCESSED]
+    assert activity_row(ctx, activity_id) is not None
