@@ -1,12 +1,13 @@
-"""What one athlete's webhook events may spend: a bounded number of real-time fetches of
-activities we have never seen, and a count of the creates Strava then denied existed.
+"""What one athlete's webhook events may spend: a bounded number of real-time calls that
+events can ask for on their own word, and a count of the creates Strava then denied.
 
 Strava signs nothing (docs/strava.md §1.8): anyone who knows an athlete id can post creates
-with made-up activity ids, and each costs a fetch. Real uploads of one athlete in one quota
-window are few, so past `new_fetches_per_window` the fetches wait at the `recent` tier: they
-are not dropped, but they can no longer spend the room the webhook tier keeps for everyone
-else's real-time work. The counters live on the athlete row and change under the owner's
-row lock (coalesce.lock_owner), so every worker process sees one budget.
+with made-up activity ids, each costing a fetch, or deauthorizations, each costing the check
+of the grant. Real uploads and revocations of one athlete in one quota window are few, so
+past `new_activity_fetches_per_window` such calls wait at the `recent` tier: they are not
+dropped, but they can no longer spend the room the webhook tier keeps for everyone else's
+real-time work. The counters live on the athlete row and change under the owner's row lock
+(coalesce.lock_owner), so every worker process sees one budget.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ def quota_window(ctx: IngestContext) -> int:
     return math.floor(ctx.quota.now() / ctx.quota.config.window_seconds)
 
 
-def tier_for_new_activity(ctx: IngestContext, session: Session, athlete_id: int) -> Tier:
-    """Charge one fetch of a never-seen activity to the athlete's budget in this window:
-    `webhook` while within it, `recent` past it. Call under the owner's lock."""
-    athlete = session.get_one(Athlete, athlete_id)
+def tier_for_unverified_call(ctx: IngestContext, session: Session, athlete_id: int) -> Tier:
+    """Charge one call an event asks for on its own word (a fetch of a never-seen activity,
+    the grant check of a deauthorization) to the athlete's budget in this window: `webhook`
+    while within it, `recent` past it. Call under the owner's lock."""
+    athlete = session.get(Athlete, athlete_id)
+    if athlete is None:
+        return Tier.WEBHOOK
     window = quota_window(ctx)
     if athlete.new_fetch_window != window:
         athlete.new_fetch_window = window
@@ -43,8 +47,8 @@ def tier_for_new_activity(ctx: IngestContext, session: Session, athlete_id: int)
         return Tier.WEBHOOK
     if athlete.new_fetch_count == ctx.new_activity_fetches_per_window + 1:
         log.warning(
-            "athlete past the webhook budget of new activities athlete_id=%s window=%s; "
-            "further fetches wait at the recent tier",
+            "athlete past the webhook budget of unverified calls athlete_id=%s window=%s; "
+            "further ones wait at the recent tier",
             athlete_id,
             window,
         )

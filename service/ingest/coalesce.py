@@ -164,7 +164,7 @@ def request_fetch(
             session.execute(
                 sa.delete(ActivityRemoval).where(col(ActivityRemoval.activity_id) == activity_id)
             )
-        tier = budget.tier_for_new_activity(ctx, session, owner_id) if unseen else Tier.WEBHOOK
+        tier = budget.tier_for_unverified_call(ctx, session, owner_id) if unseen else Tier.WEBHOOK
         pending = PendingHydration(
             activity_id=activity_id,
             athlete_id=owner_id,

@@ -27,7 +27,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from service.db import session_scope
-from service.ingest import coalesce, hydrate
+from service.ingest import budget, coalesce, hydrate
 from service.ingest.context import IngestContext
 from service.ingest.events import (
     NOTHING_STORED,
@@ -45,6 +45,7 @@ from service.ingest.events import (
 from service.ingest.purge import purge_athlete_in
 from service.ingest.tokens import AthleteNotConnected, grant_revoked
 from service.models import Athlete, AthleteStatus, InboxEvent, InboxStatus
+from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ class _Fetch:
 
 @dataclass(frozen=True)
 class _ConfirmGrant:
-    """A deauthorization of a known athlete: ask Strava before the purge."""
+    """A deauthorization of a known athlete: ask Strava before the purge, at `tier` (the
+    athlete's budget of unverified calls, service/ingest/budget.py)."""
 
     athlete_id: int
+    tier: Tier
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def _execute(
             if athlete is None:
                 return _Ended(InboxStatus.IGNORED, UNKNOWN_OWNER)
             if athlete.status != AthleteStatus.DEAUTHORIZED:
-                return _ConfirmGrant(athlete_id)
+                tier = budget.tier_for_unverified_call(ctx, session, athlete_id)
+                return _ConfirmGrant(athlete_id, tier)
             purge_athlete_in(session, athlete_id, now)  # a repeat: idempotent, no call
         case Ignore(reason):
             log.info(
@@ -198,7 +202,7 @@ def process_event(
     """
     outcome = _plan_and_apply(ctx, inbox_id)
     if isinstance(outcome, _ConfirmGrant):
-        outcome = _confirm_deauthorization(ctx, inbox_id, outcome.athlete_id)
+        outcome = _confirm_deauthorization(ctx, inbox_id, outcome)
     if isinstance(outcome, _Fetch):
         activity_id = outcome.activity_id
         outcome, stored = _fetch(ctx, inbox_id, activity_id, stream_keys)
@@ -213,12 +217,14 @@ def process_event(
 
 
 def _confirm_deauthorization(
-    ctx: IngestContext, inbox_id: int, athlete_id: int
+    ctx: IngestContext, inbox_id: int, confirm: _ConfirmGrant
 ) -> InboxStatus | None:
-    """Purge only once Strava confirms the grant is gone (one call, at the caller's tier);
-    otherwise the event is `unconfirmed` and nothing is removed. Quota denials and Strava's
-    faults propagate: the actor re-sends the event, and no purge happens by default."""
-    gone = grant_revoked(ctx, athlete_id)
+    """Purge only once Strava confirms the grant is gone (one call); otherwise the event is
+    `unconfirmed` and nothing is removed. Quota denials and Strava's faults propagate: the
+    actor re-sends the event, and no purge happens by default."""
+    athlete_id = confirm.athlete_id
+    with using_tier(confirm.tier):
+        gone = grant_revoked(ctx, athlete_id)
     now = ctx.clock()
     with session_scope(ctx.engine) as session:
         row = session.get(InboxEvent, inbox_id)

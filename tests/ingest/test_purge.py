@@ -30,6 +30,7 @@ from service.models import (
 )
 from service.strava.errors import Transient
 from service.strava.quota import QuotaExceeded, Tier, using_tier
+from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 T = EVENT_TIME
 
@@ -257,3 +258,33 @@ def test_a_deauthorization_strava_cannot_answer_now_purges_nothing_until_it_can(
     quota_clock.advance(timedelta(seconds=ctx.quota.config.window_seconds))
     assert process_event(ctx, inbox_id) == InboxStatus.PROCESSED
     assert count(ctx, Activity, revoked) == 0
+
+
+def test_forged_deauthorizations_past_the_athletes_budget_wait_at_a_lower_tier(
+    ctx: IngestContext, strava: FakeStrava, athlete_with_data: int
+) -> None:
+    """Each check of the grant is a call: a flood of forged deauthorizations is bounded by
+    the athlete's budget like a flood of creates, and cannot spend the webhook tier's room."""
+    with Session(ctx.engine) as session:
+        spent = session.get_one(Athlete, athlete_with_data).new_fetch_count
+    ctx.new_activity_fetches_per_window = spent + 2
+    # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
+    ctx.quota.observe(
+        "read",
+        200,
+        RateLimitSnapshot(
+            limit=WindowPair(200, 2000),
+            usage=WindowPair(85, 85),
+            read_limit=WindowPair(100, 1000),
+            read_usage=WindowPair(85, 85),
+        ),
+    )
+    within = [deauthorization(ctx, athlete_with_data, event_time=T + n) for n in (1, 2)]
+    past = deauthorization(ctx, athlete_with_data, event_time=T + 3)
+
+    assert [process_event(ctx, i) for i in within] == [InboxStatus.UNCONFIRMED] * 2
+    with pytest.raises(QuotaExceeded) as refused:
+        process_event(ctx, past)
+
+    assert refused.value.tier == Tier.RECENT
+    assert count(ctx, Activity, athlete_with_data) > 0
