@@ -808,3 +808,20 @@ def test_the_control_api_injects_faults_and_switches_the_logged_in_athlete(
     assert strava.emulator.logged_in == second
     strava.http.post(f"{control}/faults", json={"fail_next": 1, "status": 502})
     assert strava.get("/athlete", strava.token()).status_code == 502
+
+
+def test_the_control_api_revokes_a_grant_with_or_without_the_event(
+    subscribed: tuple[Strava, Hook, int],
+) -> None:
+    strava, receiver, athlete_id = subscribed
+    token = strava.tokens[athlete_id]["access_token"]
+    control = f"{strava.server.url}/_emulator"
+
+    revoked = strava.http.post(
+        f"{control}/athletes/{athlete_id}/deauthorize", json={"send_event": False}
+    )
+
+    assert revoked.status_code == 204
+    assert strava.get("/athlete", token).status_code == 401
+    assert strava.emulator.wait_for_deliveries(5)
+    assert receiver.events == []
