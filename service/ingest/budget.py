@@ -58,8 +58,9 @@ def tier_for_unverified_call(ctx: IngestContext, session: Session, athlete_id: i
 def count_forged_create(
     ctx: IngestContext, session: Session, athlete_id: int, activity_id: int, now: datetime
 ) -> None:
-    """Strava answered 404 for an activity a create announced and we had never seen: count
-    it, and flag the athlete once the count reaches `forged_creates_to_flag`."""
+    """Strava answered 404 for an activity a create announced and we had never seen (or
+    showed it under another athlete): count it, and flag the athlete once the count reaches
+    `forged_creates_to_flag`."""
     athlete = session.get(Athlete, athlete_id)
     if athlete is None:
         return
@@ -73,7 +74,8 @@ def count_forged_create(
     if athlete.flagged_at is None and athlete.forged_creates >= ctx.forged_creates_to_flag:
         athlete.flagged_at = now
         athlete.flag_reason = (
-            f"{athlete.forged_creates} creates of activities Strava answered 404 for"
+            f"{athlete.forged_creates} creates of activities Strava answered 404 for "
+            "or listed under another athlete"
         )
         log.warning("athlete flagged athlete_id=%s reason=%s", athlete_id, athlete.flag_reason)
     session.add(athlete)

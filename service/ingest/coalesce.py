@@ -217,6 +217,10 @@ class Fetched:
     unconfirmed: str | None = None
 
 
+# Why a fetched activity is not stored: it belongs to someone other than the event's owner.
+OTHER_OWNER = "OtherOwner"
+
+
 @dataclass(frozen=True)
 class Absent:
     """Strava did not return the activity: why, and whether that confirms a delete."""
@@ -281,6 +285,16 @@ def hydrate_pending(
         log.info("activity not available activity_id=%s reason=%s", activity_id, error)
         missing = absence(ctx, owner_id, error, token.refreshed)
         return _finish_fetch(ctx, activity_id, inbox_id, as_of, missing, settle)
+    if result.data.athlete.id != owner_id:
+        # The event named the wrong owner (forged: Strava shows other athletes' public
+        # activities too, §4.2). Nothing of another athlete is stored under this one.
+        log.warning(
+            "activity belongs to another athlete activity_id=%s event_owner=%s",
+            activity_id,
+            owner_id,
+        )
+        missing = Absent(OTHER_OWNER, False, "Strava lists the activity under another athlete")
+        return _finish_fetch(ctx, activity_id, inbox_id, as_of, missing, settle)
     values = detail_columns(result.data, result.raw, ctx.clock(), missing_after_detail(stream_keys))
     return _finish_fetch(ctx, activity_id, inbox_id, as_of, values, settle)
 
@@ -331,7 +345,7 @@ def _store_under_lock(
             row.last_hydrate_error = fetched.error
             row.updated_at = now
             session.add(row)
-        if pending.unseen and fetched.error == NotFound.__name__:
+        if pending.unseen and fetched.error in (NotFound.__name__, OTHER_OWNER):
             budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
     stored = isinstance(fetched, dict)
     if pending.requested_event_time > as_of:

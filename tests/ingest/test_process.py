@@ -716,3 +716,35 @@ def test_a_confirmed_delete_with_a_future_event_time_does_not_outrank_a_later_cr
 
     assert settle(ctx, clock, created) == [InboxStatus.PROCESSED]
     assert activity_row(ctx, activity_id) is not None
+
+
+def test_a_create_naming_another_athletes_public_activity_stores_nothing_and_counts(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    strava.emulator.show_public_activities_to_others()
+    stranger = strava.emulator.add_athlete()
+    theirs = strava.emulator.create_activity(stranger, visibility="everyone")
+
+    outcomes = settle(ctx, clock, stored(ctx, theirs["id"], athlete_id, "create"))
+
+    assert outcomes == [InboxStatus.PROCESSED]
+    assert strava.emulator.calls[FETCH] == 1
+    assert activity_row(ctx, theirs["id"]) is None
+    with Session(ctx.engine) as session:
+        assert session.get_one(Athlete, athlete_id).forged_creates == 1
+
+
+def test_creates_strava_answers_404_for_are_counted_and_flag_the_athlete(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    ctx.forged_creates_to_flag = 3
+    made_up = [90_000_000_000 + n for n in range(3)]
+
+    settle(ctx, clock, *[stored(ctx, i, athlete_id, "create") for i in made_up])
+
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id)
+    assert athlete.forged_creates == 3
+    assert athlete.flagged_at is not None
+    assert (athlete.flag_reason or "").startswith("3 creates of activities Strava answered 404")
+    assert strava.emulator.calls[FETCH] == 3
