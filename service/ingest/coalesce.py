@@ -215,6 +215,8 @@ class Fetched:
     again_at: datetime | None = None
     stored: bool = False
     unconfirmed: str | None = None
+    # The tier the fetch was charged to; the streams that follow it are charged there too.
+    tier: Tier = Tier.WEBHOOK
 
 
 # Why a fetched activity is not stored: it belongs to someone other than the event's owner.
@@ -347,12 +349,12 @@ def _store_under_lock(
             session.add(row)
         if pending.unseen and fetched.error in (NotFound.__name__, OTHER_OWNER):
             budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
-    stored = isinstance(fetched, dict)
+    stored, tier = isinstance(fetched, dict), Tier(pending.tier)
     if pending.requested_event_time > as_of:
         # An event came in after the fetch began: its change may be missing from it.
         pending.due_at = now + ctx.coalesce_window
         session.add(pending)
-        return Fetched(again_at=pending.due_at, stored=stored)
+        return Fetched(again_at=pending.due_at, stored=stored, tier=tier)
     session.delete(pending)
     if pending.delete_event_time is not None:
         log.warning(
@@ -360,8 +362,8 @@ def _store_under_lock(
             activity_id,
             inbox_id,
         )
-        return Fetched(stored=stored, unconfirmed=STILL_LISTED)
-    return Fetched(stored=stored)
+        return Fetched(stored=stored, unconfirmed=STILL_LISTED, tier=tier)
+    return Fetched(stored=stored, tier=tier)
 
 
 STILL_LISTED = "Strava still lists the activity"

@@ -49,8 +49,9 @@ from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
 
-# Fetches the streams of an activity whose detail is stored `partial` (see the module's doc).
-FetchStreams = Callable[[int], object]
+# Fetches the streams of an activity whose detail is stored `partial` (see the module's doc),
+# charged to the tier its detail was (`recent` past the owner's budget, budget.py).
+FetchStreams = Callable[[int, Tier], object]
 
 # Finished rows are not processed again: a redelivered message is a no-op.
 _FINISHED = (
@@ -205,12 +206,13 @@ def process_event(
         outcome = _confirm_deauthorization(ctx, inbox_id, outcome)
     if isinstance(outcome, _Fetch):
         activity_id = outcome.activity_id
-        outcome, stored = _fetch(ctx, inbox_id, activity_id, stream_keys)
-        if stored and stream_keys:
+        outcome, stored_at = _fetch(ctx, inbox_id, activity_id, stream_keys)
+        if stored_at is not None and stream_keys:
             if fetch_streams is None:
-                hydrate.hydrate_missing_streams(ctx, activity_id, stream_keys)
+                with using_tier(stored_at):
+                    hydrate.hydrate_missing_streams(ctx, activity_id, stream_keys)
             else:
-                fetch_streams(activity_id)
+                fetch_streams(activity_id, stored_at)
     if outcome is not None:
         log.info("event done inbox_id=%s outcome=%s", inbox_id, outcome)
     return outcome
@@ -252,9 +254,9 @@ def _confirm_deauthorization(
 
 def _fetch(
     ctx: IngestContext, inbox_id: int, activity_id: int, stream_keys: Sequence[str]
-) -> tuple[InboxStatus | Deferred, bool]:
-    """Run the event's pending fetch. Returns the event's status, and whether the detail was
-    stored."""
+) -> tuple[InboxStatus | Deferred, Tier | None]:
+    """Run the event's pending fetch. Returns the event's status, and the tier the fetch was
+    charged to when the detail was stored (None when it was not)."""
     result: list[InboxStatus | Deferred] = []
 
     def settle(session: Session, fetched: coalesce.Fetched | coalesce.Covered) -> None:
@@ -285,8 +287,10 @@ def _fetch(
             log.info("event %s inbox_id=%s reason=%s", status.value, inbox_id, error)
             _finish(row, status, ctx.clock(), str(error))
             session.add(row)
-        return status, False
-    return result[0], isinstance(fetched, coalesce.Fetched) and fetched.stored
+        return status, None
+    if isinstance(fetched, coalesce.Fetched) and fetched.stored:
+        return result[0], fetched.tier
+    return result[0], None
 
 
 def _finish(row: InboxEvent, status: InboxStatus, now: datetime, reason: str | None = None) -> None:

@@ -33,6 +33,7 @@ from service.models import (
 )
 from service.strava.errors import Transient
 from service.strava.quota import QuotaExceeded, Tier, using_tier
+from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
 
 T = EVENT_TIME
@@ -537,7 +538,7 @@ def test_streams_strava_does_not_have_leave_a_webhook_fetch_partial(
     process_event(ctx, inbox_id, STREAM_KEYS)
     clock.advance(WINDOW)
 
-    def streams_fail(activity_id: int) -> None:
+    def streams_fail(activity_id: int, tier: Tier) -> None:
         strava.emulator.fail_next(1, status=404)  # the streams call, after the detail
         hydrate_missing_streams(ctx, activity_id, STREAM_KEYS)
 
@@ -560,7 +561,8 @@ def test_a_streams_call_failing_after_a_webhook_fetch_leaves_it_partial_for_the_
     process_event(ctx, inbox_id, STREAM_KEYS)
     clock.advance(WINDOW)
 
-    def streams_fail(activity_id: int) -> None:
+    def streams_fail(activity_id: int, tier: Tier) -> None:
+        assert tier == Tier.WEBHOOK  # the tier the detail was fetched at
         strava.emulator.fail_next(1, status=503)  # the streams call, after the detail
         hydrate_missing_streams(ctx, activity_id, STREAM_KEYS)
 
@@ -748,3 +750,31 @@ def test_creates_strava_answers_404_for_are_counted_and_flag_the_athlete(
     assert athlete.flagged_at is not None
     assert (athlete.flag_reason or "").startswith("3 creates of activities Strava answered 404")
     assert strava.emulator.calls[FETCH] == 3
+
+
+def test_past_the_athletes_budget_a_new_activity_is_fetched_at_the_recent_tier(
+    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+) -> None:
+    ctx.new_activity_fetches_per_window = 1
+    first, second = (strava.emulator.create_activity(athlete_id)["id"] for _ in range(2))
+    assert settle(ctx, clock, stored(ctx, first, athlete_id, "create")) == [InboxStatus.PROCESSED]
+    # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
+    ctx.quota.observe(
+        "read",
+        200,
+        RateLimitSnapshot(
+            limit=WindowPair(200, 2000),
+            usage=WindowPair(85, 85),
+            read_limit=WindowPair(100, 1000),
+            read_usage=WindowPair(85, 85),
+        ),
+    )
+    inbox_id = stored(ctx, second, athlete_id, "create")
+    process_event(ctx, inbox_id)
+    clock.advance(WINDOW)
+
+    with pytest.raises(QuotaExceeded) as refused:
+        process_event(ctx, inbox_id)
+
+    assert refused.value.tier == Tier.RECENT
+    assert activity_row(ctx, second) is None
