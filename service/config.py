@@ -123,6 +123,19 @@ class Settings(DatabaseSettings):
     retry_max_attempts: Annotated[int, Field(gt=0)] = 8
     # Processed and ignored inbox rows (and activity tombstones) are pruned after this.
     inbox_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    # Events for owners we never knew cost no call, but anyone can post them: they are
+    # pruned after this, much sooner than the others (docs/events.md).
+    unknown_owner_retention_hours: Annotated[float, Field(gt=0)] = 24.0
+    # Webhook fetches of activities we have never seen (and checks of the grant for
+    # deauthorizations), per athlete and quota window; the rest wait at the `recent` tier.
+    # Strava signs nothing, so a forged burst for one athlete must not spend the real-time
+    # budget everyone shares. 10 covers what one athlete uploads in a quarter hour except a
+    # bulk import (whose rest is still fetched, at `recent`), and 10 forged fetches are 10%
+    # of Strava's default read window (docs/strava.md §2.1).
+    webhook_new_activity_fetches_per_window: Annotated[int, Field(ge=0)] = 10
+    # Creates Strava answers 404 for (forged, or deleted at once) before the athlete is
+    # flagged for an operator (`strava-ingest events counts`).
+    forged_creates_to_flag: Annotated[int, Field(gt=0)] = 5
     inbox_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"

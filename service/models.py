@@ -95,6 +95,9 @@ class InboxStatus(StrEnum):
     RATE_LIMITED = "rate_limited"
     PROCESSED = "processed"
     IGNORED = "ignored"
+    # A destructive event (a delete, a deauthorization) Strava did not confirm: nothing was
+    # removed; `reason` says what Strava answered (docs/events.md).
+    UNCONFIRMED = "unconfirmed"
     FAILED = "failed"
 
 
@@ -120,6 +123,15 @@ class Athlete(SQLModel, table=True):
     raw: dict[str, Any] | None = _json()
     connected_at: datetime = _created()
     deauthorized_at: datetime | None = _timestamp()
+    # Webhook fetches of activities never seen before, in the quota window `new_fetch_window`
+    # (its index): capped per athlete (WEBHOOK_NEW_ACTIVITY_FETCHES_PER_WINDOW).
+    new_fetch_window: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    new_fetch_count: int = 0
+    # Creates of activities Strava then answered 404 for: forged, or deleted at once. Past
+    # FORGED_CREATES_TO_FLAG the athlete is flagged for an operator (`flagged_at`, reason).
+    forged_creates: int = 0
+    flagged_at: datetime | None = _timestamp()
+    flag_reason: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -243,6 +255,16 @@ class PendingHydration(SQLModel, table=True):
     inbox_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     due_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     requested_event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # The quota tier the fetch is charged to: `webhook`, or `recent` for an athlete past
+    # their budget of new activities in the window (service/ingest/budget.py).
+    tier: str = Field(default="webhook", max_length=16)
+    # The activity was neither stored nor removed when the fetch was asked for: a 404 then
+    # counts as a forged create.
+    unseen: bool = False
+    # A delete event waits on this fetch to confirm it (a 404): its event time and the
+    # tombstone's reason. The delete event holds the fetch (`inbox_id`).
+    delete_event_time: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    delete_reason: str | None = Field(default=None, max_length=16)
     created_at: datetime = _created()
 
 
@@ -349,6 +371,8 @@ class InboxEvent(SQLModel, table=True):
     )
     dedupe_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     status: str = Field(default=InboxStatus.RECEIVED.value, max_length=16)
+    # Why the event ended `ignored` or `unconfirmed` (e.g. "Strava still lists the activity").
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     retry_after: datetime | None = _timestamp()

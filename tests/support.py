@@ -103,14 +103,17 @@ def inbox_row(
     received_at: datetime,
     attempts: int = 1,
     last_error: str | None = None,
+    reason: str | None = None,
+    owner_id: int = 1,
 ) -> int:
     """An inbox row in `status`, received at `received_at` and, unless it failed, finished
-    then too; its inbox id. Each row is a distinct activity create."""
+    then too; its inbox id. Each row is a distinct activity create of `owner_id` (by default
+    an athlete never known)."""
     event = WebhookEvent(
         object_type="activity",
         object_id=next(_inbox_serial),
         aspect_type="create",
-        owner_id=1,
+        owner_id=owner_id,
         subscription_id=1,
         event_time=EVENT_TIME,
     )
@@ -122,6 +125,7 @@ def inbox_row(
         stored.processed_at = received_at if status != InboxStatus.FAILED else None
         stored.attempts = attempts
         stored.last_error = last_error
+        stored.reason = reason
         session.add(stored)
         session.commit()
     return inbox_id
@@ -161,8 +165,6 @@ def service_env(
         "TOKEN_KEY": TOKEN_KEY,
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "ADMIN_API_KEYS": ADMIN_KEY,
-        # Production mode requires it; processes that serve OAuth redirects set their own.
-        "PUBLIC_URL": "http://testserver",
     }
     if strava is not None:
         env["STRAVA_API_URL"] = strava.server.api_url

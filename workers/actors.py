@@ -79,16 +79,17 @@ def declare_actors(
     # A webhook fetch counts as above backfill: the stream policy decides its streams.
     webhook_streams = streams_for(options.policy, Tier.WEBHOOK)
 
-    def fetch_webhook_streams(activity_id: int) -> None:
+    def fetch_webhook_streams(activity_id: int, tier: Tier) -> None:
         # The event is finished: the streams are the activity's hydration now, with its
-        # bookkeeping and retries (the row stays `partial` until they are stored).
+        # bookkeeping and retries (the row stays `partial` until they are stored), at the
+        # tier of its detail (`recent` past the owner's budget, service/ingest/budget.py).
         attempt(
             HYDRATIONS,
             activity_id,
-            Tier.WEBHOOK,
+            tier,
             lambda: hydrate.hydrate_missing_streams(ctx, activity_id, webhook_streams),
             lambda delay: hydrate_activity.send_with_options(
-                args=(activity_id, Tier.WEBHOOK.value), delay=delay
+                args=(activity_id, tier.value), delay=delay
             ),
         )
 

@@ -60,7 +60,8 @@ _SINCE = click.option(
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def failed(since: str | None, status: str, as_json: bool) -> None:
-    """List dead events (failed after every retry), oldest first, with their last error."""
+    """List dead events (failed after every retry), oldest first, with their last error;
+    with --status, events in that status with their reason (e.g. `unconfirmed`)."""
     from service.ingest.lifecycle import events_with_status
 
     with database() as (_, engine):
@@ -74,6 +75,7 @@ def failed(since: str | None, status: str, as_json: bool) -> None:
             "aspect_type": row.aspect_type,
             "event_time": row.event_time,
             "attempts": row.attempts,
+            "reason": row.reason,
             "last_error": row.last_error,
         }
         if as_json:
@@ -81,7 +83,8 @@ def failed(since: str | None, status: str, as_json: bool) -> None:
         else:
             click.echo(
                 f"{row.id}\t{fields['received_at']}\t{fields['object']}\t{row.aspect_type}\t"
-                f"owner={row.owner_id}\tattempts={row.attempts}\t{(row.last_error or '')[:200]}"
+                f"owner={row.owner_id}\tattempts={row.attempts}\t"
+                f"{(row.reason or row.last_error or '')[:200]}"
             )
     if not as_json:
         click.echo(f"{len(rows)} {status} events", err=True)
@@ -137,5 +140,40 @@ def prune(older_than_days: float | None) -> None:
 
     with database() as (settings, engine):
         days = older_than_days if older_than_days is not None else settings.inbox_retention_days
-        deleted = prune_events(engine, older_than=timedelta(days=days), now=utcnow())
+        deleted = prune_events(
+            engine,
+            older_than=timedelta(days=days),
+            now=utcnow(),
+            unknown_owner_older_than=timedelta(hours=settings.unknown_owner_retention_hours),
+        )
     click.echo(f"pruned {deleted} events")
+
+
+@events.command("counts")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def counts(as_json: bool) -> None:
+    """Inbox rows by status (`unconfirmed`: destructive events Strava did not confirm), and
+    athletes flagged for creates Strava answered 404 for."""
+    from service.ingest.lifecycle import counts_by_status, flagged_athletes
+
+    with database() as (_, engine):
+        by_status = counts_by_status(engine)
+        flagged = [
+            {
+                "athlete_id": a.id,
+                "forged_creates": a.forged_creates,
+                "flagged_at": a.flagged_at.isoformat() if a.flagged_at else None,
+                "reason": a.flag_reason,
+            }
+            for a in flagged_athletes(engine)
+        ]
+    if as_json:
+        click.echo(json.dumps({"statuses": by_status, "flagged_athletes": flagged}))
+        return
+    for status in InboxStatus:
+        click.echo(f"{status.value}\t{by_status.get(status.value, 0)}")
+    for athlete in flagged:
+        click.echo(
+            f"flagged athlete {athlete['athlete_id']}\tforged_creates="
+            f"{athlete['forged_creates']}\t{athlete['flagged_at']}\t{athlete['reason']}"
+        )

@@ -72,6 +72,7 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 deps.engine,
                 older_than=timedelta(days=settings.inbox_retention_days),
                 now=utcnow(),
+                unknown_owner_older_than=timedelta(hours=settings.unknown_owner_retention_hours),
             ),
         ),
         # Sync jobs whose worker died (expired lease) or whose message was lost.

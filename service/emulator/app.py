@@ -91,7 +91,10 @@ class Api:
             return self.emu.tokens.authenticate(value.strip())
 
     def _visible(self, token: AccessToken, raw_id: str) -> Response | int:
-        """The activity id if this token may read it, else the 404 Strava gives (§4.2)."""
+        """The activity id if this token may read it, else the 404 Strava gives (§4.2), or
+        its 401 for a token without activity:read at all (§3.3)."""
+        if not token.allows("activity:read"):
+            return fault(401, *SCOPE_MISSING)
         try:
             activity_id = int(raw_id)
         except ValueError:
@@ -99,10 +102,10 @@ class Api:
         activity = self.emu.get_activity(activity_id)
         # Only-You activities need activity:read_all; without it they look absent (UNCONFIRMED
         # status on Strava, §7 question 2; 404 chosen).
-        if (
-            activity is None
-            or activity.athlete_id != token.athlete_id
-            or (activity.private and not token.allows("activity:read_all"))
+        if activity is None or (activity.private and not token.allows("activity:read_all")):
+            return not_found("Activity")
+        if activity.athlete_id != token.athlete_id and not (
+            self.emu.public_to_others and activity.visibility == "everyone"
         ):
             return not_found("Activity")
         return activity_id

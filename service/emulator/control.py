@@ -70,7 +70,10 @@ class Control:
         return Response(status_code=204)
 
     async def deauthorize(self, request: Request) -> Response:
-        self.emu.deauthorize(int(request.path_params["id"]))
+        """``{"send_event": false}`` revokes the tokens without pushing the event: the grant
+        is gone on Strava before its deauthorization event reaches the service."""
+        send_event = bool((await _body(request)).get("send_event", True))
+        self.emu.deauthorize(int(request.path_params["id"]), send_event=send_event)
         return Response(status_code=204)
 
     async def calls(self, request: Request) -> Response:

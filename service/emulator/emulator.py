@@ -61,6 +61,7 @@ class Emulator:
         self._fault_rng = random.Random(self.config.seed ^ 0x5EED)
         self._faults: list[Fault] = []
         self._fault_rate = self.config.fault_rate
+        self._public_to_others = False
         self._calls: Counter[str] = Counter()
         self._athletes: dict[int, Athlete] = {}
         self._activities: dict[int, Activity] = {}
@@ -340,6 +341,18 @@ class Emulator:
         """The next ``n`` data requests hang for ``config.timeout_delay``, then answer 504."""
         with self.lock:
             self._faults.extend(Fault(timeout=True) for _ in range(n))
+
+    def show_public_activities_to_others(self, shown: bool = True) -> None:
+        """Whether ``GET /activities/{id}`` shows another athlete's Everyone activity, as
+        Strava's "Requires activity:read for Everyone and Followers activities" suggests
+        (§4.2; UNCONFIRMED, so off by default: a 404, as for a missing one)."""
+        with self.lock:
+            self._public_to_others = shown
+
+    @property
+    def public_to_others(self) -> bool:
+        with self.lock:
+            return self._public_to_others
 
     def set_fault_rate(self, rate: float) -> None:
         with self.lock:

@@ -9,8 +9,17 @@ lock serialises them, and the same lock makes a purge exclusive with them.
 Coalescing: the first event that needs a fetch inserts a `PendingHydration` row naming
 itself; it fetches when the row is due (after the coalescing window). Events arriving in
 the meantime only raise the row's `requested_event_time`. If one of them arrived after the
-fetch began, the holder fetches once more. A delete removes the row, so a pending fetch
-then finds nothing to do. A holder that failed for good is replaced by the next event.
+fetch began, the holder fetches once more. A holder that failed for good is replaced by the
+next event.
+
+Deletes: a delete removes nothing on its own word (Strava signs nothing, docs/strava.md
+§1.8). It joins the activity's pending fetch and holds it, so the burst's one fetch also
+confirms it: a 404 (or a 401 with a token Strava just issued) removes the activity and
+leaves the tombstone; an activity Strava still returns is stored and the delete is
+`unconfirmed`.
+
+Budget: the first fetch of an activity never seen is charged to the owner's budget of new
+activities in the quota window (budget.py); past it, the fetch waits at the `recent` tier.
 """
 
 from __future__ import annotations
@@ -18,18 +27,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from service.db import session_scope, upsert_insert
+from service.ingest import budget
 from service.ingest.activities import detail_columns
 from service.ingest.context import IngestContext
 from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
 from service.ingest.hydrate import missing_after_detail
-from service.ingest.tokens import access_token_for
+from service.ingest.tokens import current_access_token, mark_if_activity_read_missing
 from service.models import (
     Activity,
     ActivityRemoval,
@@ -39,8 +49,10 @@ from service.models import (
     InboxEvent,
     InboxStatus,
     PendingHydration,
+    RemovalReason,
 )
-from service.strava.errors import NotFound, Unauthorized
+from service.strava.errors import NotFound, StravaError, Unauthorized
+from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +140,8 @@ def remove_activity(session: Session, action: DeleteActivity, owner_id: int, now
     session.add(removal)
 
 
-def request_hydration(
+def request_fetch(
+    ctx: IngestContext,
     session: Session,
     *,
     activity_id: int,
@@ -136,28 +149,45 @@ def request_hydration(
     inbox_id: int,
     event_time: int,
     now: datetime,
-    window: timedelta,
+    delete: DeleteActivity | None = None,
 ) -> datetime | None:
     """Ask for one fetch of the activity. Returns when this event must fetch (it holds the
-    pending fetch), or None when another live event's pending fetch covers it."""
+    pending fetch), or None when another live event's pending fetch covers it.
+
+    A `delete` always holds the fetch, which confirms it (see the module's doc)."""
     pending = session.get(PendingHydration, activity_id)
     if pending is None:
-        # A create after a removal (e.g. it left "Only You", §1.4) restores the activity.
-        session.execute(
-            sa.delete(ActivityRemoval).where(col(ActivityRemoval.activity_id) == activity_id)
-        )
+        removed = session.get(ActivityRemoval, activity_id) is not None
+        unseen = not removed and session.get(Activity, activity_id) is None
+        if delete is None and removed:
+            # A create after a removal (e.g. it left "Only You", §1.4) restores the activity.
+            session.execute(
+                sa.delete(ActivityRemoval).where(col(ActivityRemoval.activity_id) == activity_id)
+            )
+        tier = budget.tier_for_unverified_call(ctx, session, owner_id) if unseen else Tier.WEBHOOK
         pending = PendingHydration(
             activity_id=activity_id,
             athlete_id=owner_id,
             inbox_id=inbox_id,
-            due_at=now + window,
+            due_at=now + ctx.coalesce_window,
             requested_event_time=event_time,
+            tier=tier.value,
+            unseen=unseen,
+            delete_event_time=delete.event_time if delete else None,
+            delete_reason=delete.reason.value if delete else None,
             created_at=now,
         )
         session.add(pending)
         return pending.due_at
     pending.requested_event_time = max(pending.requested_event_time, event_time)
     session.add(pending)
+    if delete is not None:
+        pending.delete_event_time = max(pending.delete_event_time or 0, delete.event_time)
+        pending.delete_reason = delete.reason.value
+        # The delete's own status waits on the fetch, so it holds it; the event it takes the
+        # fetch from finds itself covered.
+        pending.inbox_id = inbox_id
+        return pending.due_at
     if pending.inbox_id == inbox_id:
         return pending.due_at
     holder = session.get(InboxEvent, pending.inbox_id)
@@ -179,10 +209,42 @@ def request_hydration(
 @dataclass(frozen=True)
 class Fetched:
     """The pending fetch ran; `again_at` is set when events arrived during it and one more
-    fetch is due then. `stored` tells the detail was stored (not a 404/401)."""
+    fetch is due then. `stored` tells the detail was stored (not a 404/401). `unconfirmed`
+    says why the delete holding the fetch removed nothing."""
 
     again_at: datetime | None = None
     stored: bool = False
+    unconfirmed: str | None = None
+    # The tier the fetch was charged to; the streams that follow it are charged there too.
+    tier: Tier = Tier.WEBHOOK
+
+
+# Why a fetched activity is not stored: it belongs to someone other than the event's owner.
+OTHER_OWNER = "OtherOwner"
+
+
+@dataclass(frozen=True)
+class Absent:
+    """Strava did not return the activity: why, and whether that confirms a delete."""
+
+    error: str
+    confirms_removal: bool
+    reason: str
+
+
+def absence(ctx: IngestContext, athlete_id: int, error: StravaError, refreshed: bool) -> Absent:
+    """What a 404/401 for an activity tells. A 404 confirms it is gone (deleted, or hidden
+    from our scope, §4.2). A 401 does so only with a token Strava has just issued: otherwise
+    the token may be what it rejects. A 401 for lack of activity:read confirms nothing and
+    puts the athlete in need of reconnecting."""
+    name = type(error).__name__
+    if isinstance(error, NotFound):
+        return Absent(name, True, "Strava answered 404")
+    if mark_if_activity_read_missing(ctx, athlete_id, error):
+        return Absent(name, False, "the token lacks activity:read; the athlete must reconnect")
+    if refreshed:
+        return Absent(name, True, "Strava refused the activity to a token it just issued")
+    return Absent(name, False, "Strava rejected the athlete's token for the activity")
 
 
 @dataclass(frozen=True)
@@ -215,14 +277,26 @@ def hydrate_pending(
         # Every event up to `as_of` happened before this fetch starts, so it sees them.
         as_of = max(pending.requested_event_time, (row.event_time or 0) if row else 0)
         owner_id = pending.athlete_id
-    token = access_token_for(ctx, owner_id)
+        tier = Tier(pending.tier)
+    token = current_access_token(ctx, owner_id)
     try:
-        result = ctx.strava.get_activity(token, activity_id)
+        # `recent` for an athlete past their budget of new activities (budget.py).
+        with using_tier(tier):
+            result = ctx.strava.get_activity(token.value, activity_id)
     except (NotFound, Unauthorized) as error:
-        # Deleted since, or hidden from our scope (§4.2): nothing to fetch. Its delete
-        # event, if one comes, removes the row.
         log.info("activity not available activity_id=%s reason=%s", activity_id, error)
-        return _finish_fetch(ctx, activity_id, inbox_id, as_of, type(error).__name__, settle)
+        missing = absence(ctx, owner_id, error, token.refreshed)
+        return _finish_fetch(ctx, activity_id, inbox_id, as_of, missing, settle)
+    if result.data.athlete.id != owner_id:
+        # The event named the wrong owner (forged: Strava shows other athletes' public
+        # activities too, §4.2). Nothing of another athlete is stored under this one.
+        log.warning(
+            "activity belongs to another athlete activity_id=%s event_owner=%s",
+            activity_id,
+            owner_id,
+        )
+        missing = Absent(OTHER_OWNER, False, "Strava lists the activity under another athlete")
+        return _finish_fetch(ctx, activity_id, inbox_id, as_of, missing, settle)
     values = detail_columns(result.data, result.raw, ctx.clock(), missing_after_detail(stream_keys))
     return _finish_fetch(ctx, activity_id, inbox_id, as_of, values, settle)
 
@@ -232,7 +306,7 @@ def _finish_fetch(
     activity_id: int,
     inbox_id: int,
     as_of: int,
-    fetched: dict[str, Any] | str,
+    fetched: dict[str, Any] | Absent,
     settle: Settle,
 ) -> Fetched | Covered:
     """Store what the fetch returned (column values, or why it is not available)."""
@@ -251,7 +325,7 @@ def _store_under_lock(
     activity_id: int,
     inbox_id: int,
     as_of: int,
-    fetched: dict[str, Any] | str,
+    fetched: dict[str, Any] | Absent,
 ) -> Fetched | Covered:
     now = ctx.clock()
     pending = session.get(PendingHydration, activity_id)
@@ -263,20 +337,56 @@ def _store_under_lock(
         # Removed during the fetch (a delete or a purge): the data must not come back.
         return Covered()
     row = session.get(Activity, activity_id)
+    if isinstance(fetched, Absent) and pending.delete_event_time is not None:
+        return _settle_delete(session, pending, fetched, now)
     if isinstance(fetched, dict):
         _store_fetched(ctx, session, row, activity_id, fetched, as_of)
-    elif row is not None:
-        row.hydration_status = HydrationStatus.NOT_AVAILABLE.value
-        row.last_hydrate_error = fetched
-        row.updated_at = now
-        session.add(row)
+    else:
+        if row is not None:
+            row.hydration_status = HydrationStatus.NOT_AVAILABLE.value
+            row.last_hydrate_error = fetched.error
+            row.updated_at = now
+            session.add(row)
+        if pending.unseen and fetched.error in (NotFound.__name__, OTHER_OWNER):
+            budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
+    stored, tier = isinstance(fetched, dict), Tier(pending.tier)
     if pending.requested_event_time > as_of:
         # An event came in after the fetch began: its change may be missing from it.
         pending.due_at = now + ctx.coalesce_window
         session.add(pending)
-        return Fetched(again_at=pending.due_at, stored=isinstance(fetched, dict))
+        return Fetched(again_at=pending.due_at, stored=stored, tier=tier)
     session.delete(pending)
-    return Fetched(stored=isinstance(fetched, dict))
+    if pending.delete_event_time is not None:
+        log.warning(
+            "delete not confirmed activity_id=%s inbox_id=%s: Strava still lists the activity",
+            activity_id,
+            inbox_id,
+        )
+        return Fetched(stored=stored, unconfirmed=STILL_LISTED, tier=tier)
+    return Fetched(stored=stored, tier=tier)
+
+
+STILL_LISTED = "Strava still lists the activity"
+
+
+def _settle_delete(
+    session: Session, pending: PendingHydration, fetched: Absent, now: datetime
+) -> Fetched:
+    """The fetch holding a delete found no activity: remove it if that confirms the delete."""
+    activity_id, delete_time = pending.activity_id, pending.delete_event_time or 0
+    if not fetched.confirms_removal:
+        session.delete(pending)
+        log.warning("delete not confirmed activity_id=%s reason=%s", activity_id, fetched.reason)
+        return Fetched(unconfirmed=fetched.reason)
+    # A delete cannot precede the answer that confirmed it: a forged event time in the
+    # future must not make the tombstone outrank a real later create.
+    event_time = min(delete_time, int(now.timestamp()))
+    reason = RemovalReason(pending.delete_reason or RemovalReason.DELETED.value)
+    remove_activity(
+        session, DeleteActivity(activity_id, event_time, reason), pending.athlete_id, now
+    )
+    log.info("delete confirmed activity_id=%s reason=%s", activity_id, reason.value)
+    return Fetched()
 
 
 def _store_fetched(
@@ -295,8 +405,11 @@ def _store_fetched(
             if time > as_of:
                 for column in _COLUMNS_OF_KEY.get(key, ()):
                     values.pop(column, None)
-    values["event_time"] = max(as_of, (row.event_time or 0) if row else 0)
-    values["synced_event_time"] = max(as_of, (row.synced_event_time or 0) if row else 0)
+    # The fetch reflects Strava as of now at the latest: a forged event time in the future
+    # must not make every later genuine event look older than this fetch.
+    synced = min(as_of, int(now.timestamp()))
+    values["event_time"] = max(synced, (row.event_time or 0) if row else 0)
+    values["synced_event_time"] = max(synced, (row.synced_event_time or 0) if row else 0)
     values["updated_at"] = now
     statement = upsert_insert(ctx.engine, Activity).values(id=activity_id, created_at=now, **values)
     session.execute(

@@ -170,6 +170,9 @@ class ApplyUpdates:
 
 @dataclass(frozen=True)
 class DeleteActivity:
+    """Remove the activity once Strava confirms it is gone: the confirming fetch is the
+    burst's one fetch (coalesce.py), and a 404 then removes it with a `reason` tombstone."""
+
     activity_id: int
     event_time: int
     reason: RemovalReason
@@ -177,6 +180,8 @@ class DeleteActivity:
 
 @dataclass(frozen=True)
 class Deauthorize:
+    """Purge the athlete once Strava confirms the grant is gone (tokens.grant_revoked)."""
+
     athlete_id: int
 
 
@@ -185,7 +190,16 @@ class Ignore:
     reason: str
 
 
-Action = Hydrate | ApplyUpdates | DeleteActivity | Deauthorize | Ignore
+@dataclass(frozen=True)
+class Unconfirmed:
+    """A destructive event that cannot be confirmed with Strava now: nothing is removed."""
+
+    reason: str
+
+
+Action = Hydrate | ApplyUpdates | DeleteActivity | Deauthorize | Ignore | Unconfirmed
+
+UNKNOWN_OWNER = "unknown owner"
 
 
 def is_deauthorization(object_type: str, aspect_type: str, updates: Mapping[str, Any]) -> bool:
@@ -257,8 +271,10 @@ def plan_event(event: WebhookEvent, owner: Owner, activity: ActivityState) -> Ac
     themselves (title/type/private) is always fetched (§1.8)."""
     if is_deauthorization(event.object_type, event.aspect_type, event.updates):
         return Deauthorize(event.owner_id)
-    if owner.status in (None, AthleteStatus.DEAUTHORIZED):
-        return Ignore("unknown or deauthorized owner")
+    if owner.status is None:
+        return Ignore(UNKNOWN_OWNER)
+    if owner.status is AthleteStatus.DEAUTHORIZED:
+        return Ignore("deauthorized owner")
     if event.object_type != "activity" or event.aspect_type not in ("create", "update", "delete"):
         return Ignore(f"unsupported event {event.object_type}/{event.aspect_type}")
 
@@ -266,6 +282,8 @@ def plan_event(event: WebhookEvent, owner: Owner, activity: ActivityState) -> Ac
         if _older(event.event_time, activity.event_time):
             # E.g. made Only You, then visible again: the later create already won (§1.4).
             return Ignore("delete older than the stored activity")
+        if owner.status is not AthleteStatus.CONNECTED:
+            return Unconfirmed("the owner must reconnect before Strava can confirm the delete")
         # With activity:read only, a delete may mean "made Only You" (§1.4).
         reason = RemovalReason.DELETED if owner.read_all else RemovalReason.HIDDEN
         return DeleteActivity(event.object_id, event.event_time, reason)

@@ -22,7 +22,7 @@ from service.ingest.activities import (
     save_streams,
 )
 from service.ingest.context import IngestContext
-from service.ingest.tokens import access_token_for
+from service.ingest.tokens import access_token_for, mark_if_activity_read_missing
 from service.models import Activity
 from service.strava.errors import NotFound, Unauthorized
 
@@ -60,7 +60,9 @@ def hydrate(
         try:
             result = ctx.strava.get_activity(token, activity_id)
         except (NotFound, Unauthorized) as error:
-            # Deleted since, or hidden from our scope (§4.2): there is nothing to fetch.
+            # Deleted since, or hidden from our scope (§4.2): there is nothing to fetch. A
+            # token without activity:read at all puts the athlete in need of reconnecting.
+            mark_if_activity_read_missing(ctx, athlete_id, error)
             mark_not_available(ctx.engine, activity_id, type(error).__name__, ctx.clock())
             log.info("activity not available activity_id=%s reason=%s", activity_id, error)
             return

@@ -5,6 +5,9 @@ up to `RETRY_MAX_ATTEMPTS` attempts, then left `failed` with its last error: a d
 An operator lists them (`strava-ingest events failed`), fixes the cause, and replays them
 (`strava-ingest events replay`). Finished rows are pruned after `INBOX_RETENTION_DAYS`;
 Strava retries an event only for minutes (docs/strava.md §1.3), so dedupe needs no more.
+Events of owners we never knew cost no call but anyone can post them: they go after
+`UNKNOWN_OWNER_RETENTION_HOURS`. `strava-ingest events counts` counts rows by status
+(`unconfirmed` ones are destructive events Strava did not confirm) and lists flagged athletes.
 """
 
 from __future__ import annotations
@@ -19,14 +22,23 @@ from sqlmodel import col, select
 
 from service.db import session_scope
 from service.ingest.inbox import mark_enqueued, send_until_refused
-from service.models import ActivityRemoval, InboxEvent, InboxStatus
+from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus
 
 log = logging.getLogger(__name__)
 
 # What `replay` may re-drive. Rows still waiting (received, enqueued, rate_limited) are the
 # relay's business, not an operator's.
-REPLAYABLE = (InboxStatus.FAILED, InboxStatus.IGNORED, InboxStatus.PROCESSED)
-_PRUNABLE = (InboxStatus.PROCESSED.value, InboxStatus.IGNORED.value)
+REPLAYABLE = (
+    InboxStatus.FAILED,
+    InboxStatus.IGNORED,
+    InboxStatus.PROCESSED,
+    InboxStatus.UNCONFIRMED,
+)
+_PRUNABLE = (
+    InboxStatus.PROCESSED.value,
+    InboxStatus.IGNORED.value,
+    InboxStatus.UNCONFIRMED.value,
+)
 
 
 def events_with_status(
@@ -99,10 +111,17 @@ def replay(
     return send_all(engine, reset_for_replay(engine, status, since=since, now=now), send)
 
 
-def prune(engine: Engine, *, older_than: timedelta, now: datetime) -> int:
-    """Delete processed and ignored rows finished before `now - older_than`, and activity
-    tombstones as old: no event that old arrives any more. Failed rows stay until replayed.
-    Returns how many inbox rows were deleted."""
+def prune(
+    engine: Engine,
+    *,
+    older_than: timedelta,
+    now: datetime,
+    unknown_owner_older_than: timedelta | None = None,
+) -> int:
+    """Delete processed, ignored and unconfirmed rows finished before `now - older_than`, and
+    activity tombstones as old: no event that old arrives any more. Rows of owners we never
+    knew go once older than `unknown_owner_older_than` (when given). Failed rows stay until
+    replayed. Returns how many inbox rows were deleted."""
     cutoff = now - older_than
     with session_scope(engine) as session:
         deleted = session.execute(
@@ -110,7 +129,33 @@ def prune(engine: Engine, *, older_than: timedelta, now: datetime) -> int:
             .where(col(InboxEvent.status).in_(_PRUNABLE))
             .where(col(InboxEvent.processed_at) < cutoff)
         ).rowcount  # type: ignore[attr-defined]
+        if unknown_owner_older_than is not None:
+            known = sa.select(col(Athlete.id)).where(col(Athlete.id) == col(InboxEvent.owner_id))
+            deleted += session.execute(
+                sa.delete(InboxEvent)
+                .where(col(InboxEvent.status).in_(_PRUNABLE))
+                .where(col(InboxEvent.processed_at) < now - unknown_owner_older_than)
+                .where(~sa.exists(known))
+            ).rowcount  # type: ignore[attr-defined]
         session.execute(sa.delete(ActivityRemoval).where(col(ActivityRemoval.removed_at) < cutoff))
     if deleted:
         log.info("inbox pruned deleted=%s before=%s", deleted, cutoff.isoformat())
     return int(deleted)
+
+
+def counts_by_status(engine: Engine) -> dict[str, int]:
+    """How many inbox rows are in each status (statuses with none are left out)."""
+    query = sa.select(col(InboxEvent.status), sa.func.count()).group_by(col(InboxEvent.status))
+    with session_scope(engine) as session:
+        return {str(status): int(n) for status, n in session.execute(query).all()}
+
+
+def flagged_athletes(engine: Engine) -> list[Athlete]:
+    """Athletes flagged for creates Strava denied (service/ingest/budget.py), newest first."""
+    query = (
+        select(Athlete)
+        .where(col(Athlete.flagged_at).is_not(None))
+        .order_by(col(Athlete.flagged_at).desc())
+    )
+    with session_scope(engine) as session:
+        return list(session.exec(query).all())

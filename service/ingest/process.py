@@ -10,6 +10,11 @@ stored `partial` with `hydration_missing = ["streams"]` and, once the event is f
 streams alone are fetched as a hydration does (hydrate.py::hydrate_missing_streams). Their
 failure is the hydration's, not the event's: the row stays `partial` and the hydration's
 retry fetches them.
+
+Destructive events act only on Strava's word (docs/events.md): a delete holds its activity's
+pending fetch, which confirms it (coalesce.py); a deauthorization asks Strava whether the
+grant is gone (tokens.grant_revoked) before the purge. Unconfirmed, they end `unconfirmed`
+with the reason, and nothing is removed.
 """
 
 from __future__ import annotations
@@ -22,30 +27,39 @@ from datetime import datetime
 from sqlmodel import Session
 
 from service.db import session_scope
-from service.ingest import coalesce, hydrate
+from service.ingest import budget, coalesce, hydrate
 from service.ingest.context import IngestContext
 from service.ingest.events import (
     NOTHING_STORED,
+    UNKNOWN_OWNER,
     Action,
     ApplyUpdates,
     Deauthorize,
     DeleteActivity,
     Hydrate,
     Ignore,
+    Unconfirmed,
     WebhookEvent,
     plan_event,
 )
 from service.ingest.purge import purge_athlete_in
-from service.ingest.tokens import AthleteNotConnected
-from service.models import InboxEvent, InboxStatus
+from service.ingest.tokens import AthleteNotConnected, grant_revoked
+from service.models import Athlete, AthleteStatus, InboxEvent, InboxStatus
+from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
 
-# Fetches the streams of an activity whose detail is stored `partial` (see the module's doc).
-FetchStreams = Callable[[int], object]
+# Fetches the streams of an activity whose detail is stored `partial` (see the module's doc),
+# charged to the tier its detail was (`recent` past the owner's budget, budget.py).
+FetchStreams = Callable[[int, Tier], object]
 
 # Finished rows are not processed again: a redelivered message is a no-op.
-_FINISHED = (InboxStatus.PROCESSED.value, InboxStatus.IGNORED.value)
+_FINISHED = (
+    InboxStatus.PROCESSED.value,
+    InboxStatus.IGNORED.value,
+    InboxStatus.UNCONFIRMED.value,
+)
+GRANT_STANDS = "the grant is still valid"
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,23 @@ class _Fetch:
     activity_id: int
 
 
+@dataclass(frozen=True)
+class _ConfirmGrant:
+    """A deauthorization of a known athlete: ask Strava before the purge, at `tier` (the
+    athlete's budget of unverified calls, service/ingest/budget.py)."""
+
+    athlete_id: int
+    tier: Tier
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A final status with its reason (ignored, unconfirmed)."""
+
+    status: InboxStatus
+    reason: str
+
+
 def _event_of(row: InboxEvent) -> WebhookEvent:
     return WebhookEvent(
         object_type=row.object_type,
@@ -78,18 +109,19 @@ def _event_of(row: InboxEvent) -> WebhookEvent:
 
 def _execute(
     ctx: IngestContext, session: Session, row: InboxEvent, action: Action, now: datetime
-) -> InboxStatus | Deferred | _Fetch:
+) -> InboxStatus | _Ended | Deferred | _Fetch | _ConfirmGrant:
     assert row.id is not None
     match action:
-        case Hydrate(activity_id):
-            due = coalesce.request_hydration(
+        case Hydrate(activity_id) | DeleteActivity(activity_id):
+            due = coalesce.request_fetch(
+                ctx,
                 session,
                 activity_id=activity_id,
                 owner_id=row.owner_id,
                 inbox_id=row.id,
                 event_time=row.event_time,
                 now=now,
-                window=ctx.coalesce_window,
+                delete=action if isinstance(action, DeleteActivity) else None,
             )
             if due is None:
                 log.info("event coalesced inbox_id=%s activity_id=%s", row.id, activity_id)
@@ -97,20 +129,33 @@ def _execute(
             return Deferred(due) if due > now else _Fetch(activity_id)
         case ApplyUpdates():
             coalesce.apply_updates(session, action, now)
-        case DeleteActivity():
-            coalesce.remove_activity(session, action, row.owner_id, now)
         case Deauthorize(athlete_id):
-            if not purge_athlete_in(session, athlete_id, now):
-                return InboxStatus.IGNORED
+            athlete = session.get(Athlete, athlete_id)
+            if athlete is None:
+                return _Ended(InboxStatus.IGNORED, UNKNOWN_OWNER)
+            if athlete.status != AthleteStatus.DEAUTHORIZED:
+                tier = budget.tier_for_unverified_call(ctx, session, athlete_id)
+                return _ConfirmGrant(athlete_id, tier)
+            purge_athlete_in(session, athlete_id, now)  # a repeat: idempotent, no call
         case Ignore(reason):
             log.info(
                 "event ignored inbox_id=%s owner_id=%s reason=%s", row.id, row.owner_id, reason
             )
-            return InboxStatus.IGNORED
+            return _Ended(InboxStatus.IGNORED, reason)
+        case Unconfirmed(reason):
+            log.warning(
+                "event not confirmed inbox_id=%s owner_id=%s reason=%s",
+                row.id,
+                row.owner_id,
+                reason,
+            )
+            return _Ended(InboxStatus.UNCONFIRMED, reason)
     return InboxStatus.PROCESSED
 
 
-def _plan_and_apply(ctx: IngestContext, inbox_id: int) -> InboxStatus | Deferred | _Fetch | None:
+def _plan_and_apply(
+    ctx: IngestContext, inbox_id: int
+) -> InboxStatus | Deferred | _Fetch | _ConfirmGrant | None:
     now = ctx.clock()
     with session_scope(ctx.engine) as session:
         row = session.get(InboxEvent, inbox_id)
@@ -129,7 +174,10 @@ def _plan_and_apply(ctx: IngestContext, inbox_id: int) -> InboxStatus | Deferred
         )
         action = plan_event(event, coalesce.owner_of(session, row.owner_id), state)
         outcome = _execute(ctx, session, row, action, now)
-        if isinstance(outcome, InboxStatus):
+        if isinstance(outcome, _Ended):
+            _finish(row, outcome.status, now, outcome.reason)
+            outcome = outcome.status
+        elif isinstance(outcome, InboxStatus):
             _finish(row, outcome, now)
         elif isinstance(outcome, Deferred):
             _defer(row, outcome, now)
@@ -154,24 +202,61 @@ def process_event(
     Raises what the fetch raised (quota, Strava's faults): the actor decides the retry.
     """
     outcome = _plan_and_apply(ctx, inbox_id)
+    if isinstance(outcome, _ConfirmGrant):
+        outcome = _confirm_deauthorization(ctx, inbox_id, outcome)
     if isinstance(outcome, _Fetch):
         activity_id = outcome.activity_id
-        outcome, stored = _fetch(ctx, inbox_id, activity_id, stream_keys)
-        if stored and stream_keys:
+        outcome, stored_at = _fetch(ctx, inbox_id, activity_id, stream_keys)
+        if stored_at is not None and stream_keys:
             if fetch_streams is None:
-                hydrate.hydrate_missing_streams(ctx, activity_id, stream_keys)
+                with using_tier(stored_at):
+                    hydrate.hydrate_missing_streams(ctx, activity_id, stream_keys)
             else:
-                fetch_streams(activity_id)
+                fetch_streams(activity_id, stored_at)
     if outcome is not None:
         log.info("event done inbox_id=%s outcome=%s", inbox_id, outcome)
     return outcome
 
 
+def _confirm_deauthorization(
+    ctx: IngestContext, inbox_id: int, confirm: _ConfirmGrant
+) -> InboxStatus | None:
+    """Purge only once Strava confirms the grant is gone (one call); otherwise the event is
+    `unconfirmed` and nothing is removed. Quota denials and Strava's faults propagate: the
+    actor re-sends the event, and no purge happens by default."""
+    athlete_id = confirm.athlete_id
+    with using_tier(confirm.tier):
+        gone = grant_revoked(ctx, athlete_id)
+    now = ctx.clock()
+    with session_scope(ctx.engine) as session:
+        row = session.get(InboxEvent, inbox_id)
+        if row is None:
+            return None
+        coalesce.lock_owner(session, athlete_id)
+        session.refresh(row)
+        if row.status in _FINISHED:
+            return InboxStatus(row.status)
+        if gone is None:
+            log.warning(
+                "deauthorization not confirmed inbox_id=%s athlete_id=%s reason=%s",
+                inbox_id,
+                athlete_id,
+                GRANT_STANDS,
+            )
+            _finish(row, InboxStatus.UNCONFIRMED, now, GRANT_STANDS)
+        else:
+            log.info("deauthorization confirmed athlete_id=%s reason=%s", athlete_id, gone)
+            purge_athlete_in(session, athlete_id, now)
+            _finish(row, InboxStatus.PROCESSED, now)
+        session.add(row)
+        return InboxStatus(row.status)
+
+
 def _fetch(
     ctx: IngestContext, inbox_id: int, activity_id: int, stream_keys: Sequence[str]
-) -> tuple[InboxStatus | Deferred, bool]:
-    """Run the event's pending fetch. Returns the event's status, and whether the detail was
-    stored."""
+) -> tuple[InboxStatus | Deferred, Tier | None]:
+    """Run the event's pending fetch. Returns the event's status, and the tier the fetch was
+    charged to when the detail was stored (None when it was not)."""
     result: list[InboxStatus | Deferred] = []
 
     def settle(session: Session, fetched: coalesce.Fetched | coalesce.Covered) -> None:
@@ -181,6 +266,9 @@ def _fetch(
             deferred = Deferred(fetched.again_at)
             _defer(row, deferred, now)
             result.append(deferred)
+        elif isinstance(fetched, coalesce.Fetched) and fetched.unconfirmed is not None:
+            _finish(row, InboxStatus.UNCONFIRMED, now, fetched.unconfirmed)
+            result.append(InboxStatus.UNCONFIRMED)
         else:
             _finish(row, InboxStatus.PROCESSED, now)
             result.append(InboxStatus.PROCESSED)
@@ -189,18 +277,25 @@ def _fetch(
     try:
         fetched = coalesce.hydrate_pending(ctx, activity_id, inbox_id, settle, stream_keys)
     except AthleteNotConnected as error:
-        # Deauthorized or in need of a new authorization since the event was planned.
-        log.info("event ignored inbox_id=%s reason=%s", inbox_id, error)
+        # Deauthorized or in need of a new authorization since the event was planned: a
+        # delete cannot be confirmed now, anything else has nothing to fetch with.
         with session_scope(ctx.engine) as session:
             row = session.get_one(InboxEvent, inbox_id)
-            _finish(row, InboxStatus.IGNORED, ctx.clock())
+            status = InboxStatus.IGNORED
+            if row.aspect_type == "delete":
+                status = InboxStatus.UNCONFIRMED
+            log.info("event %s inbox_id=%s reason=%s", status.value, inbox_id, error)
+            _finish(row, status, ctx.clock(), str(error))
             session.add(row)
-        return InboxStatus.IGNORED, False
-    return result[0], isinstance(fetched, coalesce.Fetched) and fetched.stored
+        return status, None
+    if isinstance(fetched, coalesce.Fetched) and fetched.stored:
+        return result[0], fetched.tier
+    return result[0], None
 
 
-def _finish(row: InboxEvent, status: InboxStatus, now: datetime) -> None:
+def _finish(row: InboxEvent, status: InboxStatus, now: datetime, reason: str | None = None) -> None:
     row.status = status.value
+    row.reason = reason
     row.attempts += 1
     row.last_error = None
     row.retry_after = None

@@ -1,7 +1,9 @@
 """Deauthorization: Strava's terms require deleting the athlete's data (docs/strava.md §5).
 
-A deauthorization arrives as an athlete `update` with `"authorized": "false"` (§1.4). The
-purge removes, in one transaction: the tokens, the activities (and what references them,
+A deauthorization arrives as an athlete `update` with `"authorized": "false"` (§1.4). Anyone
+can post one, so the purge runs only once Strava confirms the grant is gone
+(service/ingest/tokens.py::grant_revoked, called by process.py). The purge removes, in one
+transaction: the tokens, the activities (and what references them,
 through ON DELETE CASCADE), pending fetches, activity tombstones, the payloads of the
 athlete's inbox events, and the athlete's profile. The athlete row stays as a tombstone with
 the time of deauthorization, so late events for them are recognised and ignored.

@@ -33,7 +33,11 @@ from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_
 from service.ingest.context import IngestContext
 from service.ingest.policy import HydrationPolicy
 from service.ingest.retry import Backoff, GiveUp, RetryLater, WaitForQuota, next_step
-from service.ingest.tokens import AthleteNotConnected, access_token_for
+from service.ingest.tokens import (
+    AthleteNotConnected,
+    access_token_for,
+    mark_if_activity_read_missing,
+)
 from service.models import (
     ACTIVE_SYNC_STATUSES,
     Activity,
@@ -42,6 +46,7 @@ from service.models import (
     SyncKind,
     SyncStatus,
 )
+from service.strava.errors import StravaError
 from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
@@ -510,6 +515,9 @@ def _defer(
     if job is None:
         return NotClaimed()
     message = f"{type(error).__name__}: {error}"[:2000]
+    if isinstance(error, StravaError):
+        # A listing refused for lack of activity:read: the athlete must reconnect.
+        mark_if_activity_read_missing(ctx, job.athlete_id, error)
     if isinstance(error, AthleteNotConnected):
         step: WaitForQuota | RetryLater | GiveUp = GiveUp(message)
     else:

@@ -4,13 +4,16 @@ Strava rotates refresh tokens and invalidates the old one at once (docs/strava.m
 refresh is single-flight per athlete: a row lock on PostgreSQL (and a process lock, which is
 all SQLite offers), a re-read after acquiring it, and the new refresh token committed before
 the access token is used. A refresh token Strava rejects is re-read once (a sibling may have
-rotated it), and then the athlete needs to reconnect.
+rotated it), and then the athlete needs to reconnect; so does one whose token Strava says
+lacks activity:read. `grant_revoked` asks Strava whether a grant still stands, before a
+deauthorization event may purge anything.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlmodel import Session, select
@@ -18,7 +21,7 @@ from sqlmodel import Session, select
 from service.db import session_scope
 from service.ingest.context import IngestContext
 from service.models import Athlete, AthleteStatus
-from service.strava.errors import BadRequest, Unauthorized
+from service.strava.errors import BadRequest, StravaError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +51,103 @@ def _locked(session: Session, athlete_id: int) -> Athlete:
     return _usable(session.exec(statement).one_or_none(), athlete_id)
 
 
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token, and whether Strava issued or confirmed it just now (a refresh, ours
+    or a sibling's): then a 401 with it is about the request, not about the token."""
+
+    value: str
+    refreshed: bool
+
+
 def access_token_for(ctx: IngestContext, athlete_id: int) -> str:
     """A valid access token for the athlete, refreshing it first when it expires soon."""
+    return current_access_token(ctx, athlete_id).value
+
+
+def current_access_token(ctx: IngestContext, athlete_id: int) -> AccessToken:
+    """`access_token_for`, also telling whether the token was refreshed for this call."""
     with session_scope(ctx.engine) as session:
         athlete = _usable(session.get(Athlete, athlete_id), athlete_id)
         if _fresh(athlete, ctx):
-            return ctx.cipher.decrypt(athlete.access_token_enc or "")
+            return AccessToken(ctx.cipher.decrypt(athlete.access_token_enc or ""), False)
     # dict.setdefault is atomic, so two threads cannot end up with two locks.
     with ctx.refresh_locks.setdefault(athlete_id, threading.Lock()):
-        return _refresh(ctx, athlete_id, retry_rejected=True)
+        return AccessToken(_refresh(ctx, athlete_id, retry_rejected=True), True)
+
+
+def lacks_activity_read(error: StravaError) -> bool:
+    """Whether Strava's 401 says the token lacks the activity:read permission (the athlete
+    took it away, or never granted it): docs/strava.md §3.3."""
+    fault = error.fault
+    return fault is not None and any(
+        e.field == "activity:read_permission" and e.code == "missing" for e in fault.errors
+    )
+
+
+def mark_if_activity_read_missing(ctx: IngestContext, athlete_id: int, error: StravaError) -> bool:
+    """A 401 for lack of activity:read: the athlete `needs_reauth`, with that reason, and no
+    more of their work is scheduled until they reconnect. Returns whether it was that 401."""
+    if not lacks_activity_read(error):
+        return False
+    reason = f"Strava says the token lacks a permission ({_fault_codes(error)})"
+    with session_scope(ctx.engine) as session:
+        athlete = session.get(Athlete, athlete_id, with_for_update=True)
+        if athlete is None or athlete.status != AthleteStatus.CONNECTED:
+            return True
+        athlete.status = AthleteStatus.NEEDS_REAUTH.value
+        athlete.status_reason = reason
+        athlete.updated_at = ctx.clock()
+        session.add(athlete)
+    log.warning("athlete needs to reconnect athlete_id=%s reason=%s", athlete_id, reason)
+    return True
+
+
+def grant_revoked(ctx: IngestContext, athlete_id: int) -> str | None:
+    """Ask Strava whether the athlete's grant is gone, with one call: why it is gone, or None
+    while it stands. Gone means the refresh token is rejected, or the API answers 401 for
+    the athlete's current access token (docs/strava.md §3.3, §3.4).
+
+    Raises what the call raises otherwise (quota, Strava's faults): never a verdict then.
+    """
+    with session_scope(ctx.engine) as session:
+        athlete = session.get(Athlete, athlete_id)
+        if athlete is None or athlete.refresh_token_enc is None:
+            return "no grant held"
+        status = athlete.status
+    if status == AthleteStatus.NEEDS_REAUTH:
+        return _refresh_rejected(ctx, athlete_id)
+    try:
+        token = access_token_for(ctx, athlete_id)
+    except AthleteNotConnected as error:
+        return str(error)
+    try:
+        ctx.strava.get_athlete(token)
+    except Unauthorized as error:
+        if lacks_activity_read(error):
+            return None  # the token is valid; it only lacks a scope
+        return f"Strava rejected the access token ({_fault_codes(error)})"
+    return None
+
+
+def _refresh_rejected(ctx: IngestContext, athlete_id: int) -> str | None:
+    """For an athlete in need of reconnecting: whether Strava still accepts the refresh token
+    (a token call). An accepted one is stored, rotated, and the status stays as it is."""
+    lock = ctx.refresh_locks.setdefault(athlete_id, threading.Lock())
+    with lock, session_scope(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id, with_for_update=True)
+        if athlete.refresh_token_enc is None:
+            return "no grant held"
+        try:
+            token = ctx.strava.refresh_token(ctx.cipher.decrypt(athlete.refresh_token_enc)).data
+        except (BadRequest, Unauthorized) as error:
+            return f"Strava rejected the refresh token ({_fault_codes(error)})"
+        athlete.access_token_enc = ctx.cipher.encrypt(token.access_token)
+        athlete.refresh_token_enc = ctx.cipher.encrypt(token.refresh_token)
+        athlete.expires_at = datetime.fromtimestamp(token.expires_at, UTC)
+        athlete.updated_at = ctx.clock()
+        session.add(athlete)
+    return None
 
 
 def _refresh(ctx: IngestContext, athlete_id: int, *, retry_rejected: bool) -> str:
@@ -96,7 +187,7 @@ def _refresh(ctx: IngestContext, athlete_id: int, *, retry_rejected: bool) -> st
     return _refresh(ctx, athlete_id, retry_rejected=False)
 
 
-def _fault_codes(error: BadRequest | Unauthorized) -> str:
+def _fault_codes(error: StravaError) -> str:
     if error.fault is None or not error.fault.errors:
         return f"HTTP {error.status_code}"
     return ", ".join(f"{e.resource}.{e.field}: {e.code}" for e in error.fault.errors)

@@ -1,16 +1,19 @@
-"""`strava-ingest events failed | replay | prune` against PostgreSQL, and how `--since` reads."""
+"""`strava-ingest events failed | replay | prune | counts` against PostgreSQL, and how
+`--since` reads."""
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from support import inbox_row, inbox_statuses, service_env
 
 from service.cli import main
 from service.cli.events import parse_since
-from service.models import InboxStatus, utcnow
+from service.models import Athlete, InboxStatus, utcnow
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=utcnow().tzinfo)
 
@@ -68,3 +71,39 @@ def test_the_events_prune_command_applies_the_retention(engine: Engine, database
 
     assert result.exit_code == 0, result.output
     assert inbox_statuses(engine, old) == [None]
+
+
+KNOWN = 7
+
+
+def known_athlete(engine: Engine, **fields: Any) -> None:
+    with Session(engine) as session:
+        session.add(Athlete(id=KNOWN, **fields))
+        session.commit()
+
+
+def test_unconfirmed_events_are_listed_with_their_reason(engine: Engine, database_url: str) -> None:
+    reason = "Strava still lists the activity"
+    unconfirmed = row(engine, InboxStatus.UNCONFIRMED, owner_id=KNOWN, reason=reason)
+    known_athlete(engine)
+    row(engine, InboxStatus.PROCESSED, owner_id=KNOWN)
+
+    listed = cli(database_url, "failed", "--status", "unconfirmed", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert f'"id": {unconfirmed}' in listed.output
+    assert reason in listed.output
+
+
+def test_the_events_counts_command_shows_statuses_and_flagged_athletes(
+    engine: Engine, database_url: str
+) -> None:
+    known_athlete(engine, forged_creates=6, flagged_at=NOW, flag_reason="6 creates Strava 404d")
+    row(engine, InboxStatus.UNCONFIRMED, owner_id=KNOWN)
+
+    result = cli(database_url, "counts", "--json")
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["statuses"] == {"unconfirmed": 1}
+    assert shown["flagged_athletes"][0]["athlete_id"] == KNOWN
+    assert shown["flagged_athletes"][0]["forged_creates"] == 6

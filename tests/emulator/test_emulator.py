@@ -324,6 +324,49 @@ def test_listing_without_an_activity_scope_is_a_401(strava: Strava) -> None:
     assert response.json()["errors"][0]["field"] == "activity:read_permission"
 
 
+def test_an_activity_without_an_activity_scope_is_stravas_permission_401(strava: Strava) -> None:
+    activity_id = strava.emulator.activities_of(strava.emulator.athlete_ids[0])[0]["id"]
+    response = strava.get(f"/activities/{activity_id}", strava.token(scope="read"))
+    assert response.status_code == 401
+    assert response.json() == {
+        "message": "Authorization Error",
+        "errors": [
+            {"resource": "AccessToken", "field": "activity:read_permission", "code": "missing"}
+        ],
+    }
+
+
+def test_a_deleted_activity_answers_stravas_404(strava: Strava) -> None:
+    athlete_id = strava.emulator.athlete_ids[0]
+    activity_id = strava.emulator.activities_of(athlete_id)[0]["id"]
+    token = strava.token(athlete_id)
+    strava.emulator.delete_activity(activity_id)
+    response = strava.get(f"/activities/{activity_id}", token)
+    assert response.status_code == 404
+    assert response.json() == {
+        "message": "Record Not Found",
+        "errors": [{"resource": "Activity", "field": "id", "code": "invalid"}],
+    }
+
+
+def test_a_revoked_grant_rejects_both_tokens_with_stravas_bodies(strava: Strava) -> None:
+    athlete_id = strava.emulator.athlete_ids[0]
+    token = strava.token(athlete_id)
+    refresh = strava.tokens[athlete_id]["refresh_token"]
+    strava.emulator.deauthorize(athlete_id, send_event=False)
+    api = strava.get("/athlete", token)
+    assert api.status_code == 401
+    assert api.json() == {
+        "message": "Authorization Error",
+        "errors": [{"resource": "Athlete", "field": "access_token", "code": "invalid"}],
+    }
+    refreshed = strava.post_token(grant_type="refresh_token", refresh_token=refresh)
+    assert refreshed.status_code == 400
+    assert refreshed.json()["errors"] == [
+        {"resource": "RefreshToken", "field": "refresh_token", "code": "invalid"}
+    ]
+
+
 def test_another_athletes_activity_is_not_found(strava: Strava) -> None:
     other = strava.emulator.activities_of(strava.emulator.athlete_ids[1])[0]["id"]
     response = strava.get(f"/activities/{other}", strava.token())
@@ -765,3 +808,20 @@ def test_the_control_api_injects_faults_and_switches_the_logged_in_athlete(
     assert strava.emulator.logged_in == second
     strava.http.post(f"{control}/faults", json={"fail_next": 1, "status": 502})
     assert strava.get("/athlete", strava.token()).status_code == 502
+
+
+def test_the_control_api_revokes_a_grant_with_or_without_the_event(
+    subscribed: tuple[Strava, Hook, int],
+) -> None:
+    strava, receiver, athlete_id = subscribed
+    token = strava.tokens[athlete_id]["access_token"]
+    control = f"{strava.server.url}/_emulator"
+
+    revoked = strava.http.post(
+        f"{control}/athletes/{athlete_id}/deauthorize", json={"send_event": False}
+    )
+
+    assert revoked.status_code == 204
+    assert strava.get("/athlete", token).status_code == 401
+    assert strava.emulator.wait_for_deliveries(5)
+    assert receiver.events == []

@@ -14,6 +14,7 @@ from service.ingest.events import (
     Hydrate,
     Ignore,
     Owner,
+    Unconfirmed,
     WebhookEvent,
     plan_event,
 )
@@ -223,12 +224,19 @@ def test_events_of_unknown_or_deauthorized_owners_are_ignored(
     assert isinstance(plan(event(aspect, {"title": "x"}), owner=Owner(status)), Ignore)
 
 
-def test_an_owner_who_must_reconnect_gets_no_fetch_but_local_effects_apply() -> None:
+def test_an_owner_who_must_reconnect_gets_no_fetch_but_local_updates_apply() -> None:
     owner = Owner(AthleteStatus.NEEDS_REAUTH)
 
     assert isinstance(plan(event("create"), owner=owner), Ignore)
     assert isinstance(plan(event("update", {"title": "x"}), owner=owner), ApplyUpdates)
-    assert isinstance(plan(event("delete"), owner=owner), DeleteActivity)
+
+
+def test_a_delete_for_an_owner_who_must_reconnect_stays_unconfirmed() -> None:
+    """A delete is confirmed by a fetch, and such an owner has no token to fetch with."""
+    action = plan(event("delete"), owner=Owner(AthleteStatus.NEEDS_REAUTH))
+
+    assert isinstance(action, Unconfirmed)
+    assert "reconnect" in action.reason
 
 
 @pytest.mark.parametrize(("object_type", "aspect"), [("club", "create"), ("activity", "merge")])

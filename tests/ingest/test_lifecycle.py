@@ -12,7 +12,13 @@ from support import inbox_row, inbox_statuses
 
 from service.cli.run import DutyDeps, periodic_duties
 from service.config import Settings
-from service.ingest.lifecycle import events_with_status, prune, replay, reset_for_replay
+from service.ingest.lifecycle import (
+    counts_by_status,
+    events_with_status,
+    prune,
+    replay,
+    reset_for_replay,
+)
 from service.messaging import Dispatcher
 from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus, utcnow
 
@@ -124,3 +130,61 @@ def test_pruning_is_one_of_the_periodic_duties(
     deps = DutyDeps(make_settings(), engine, Dispatcher(StubBroker()))
 
     assert "inbox-prune" in [duty.name for duty in periodic_duties(deps)]
+
+
+KNOWN = 7
+UNKNOWN_RETENTION = timedelta(hours=24)
+
+
+def known_athlete(engine: Engine, **fields: Any) -> None:
+    with Session(engine) as session:
+        session.add(Athlete(id=KNOWN, **fields))
+        session.commit()
+
+
+def test_events_of_unknown_owners_are_pruned_after_their_own_short_retention(
+    engine: Engine,
+) -> None:
+    known_athlete(engine)
+    past = UNKNOWN_RETENTION + timedelta(hours=1)
+    stale = row(engine, InboxStatus.IGNORED, age=past)
+    fresh = row(engine, InboxStatus.IGNORED, age=UNKNOWN_RETENTION - timedelta(hours=1))
+    kept = row(engine, InboxStatus.PROCESSED, age=past, owner_id=KNOWN)
+    dead = row(engine, InboxStatus.FAILED, age=past)
+
+    deleted = prune(
+        engine, older_than=RETENTION, now=NOW, unknown_owner_older_than=UNKNOWN_RETENTION
+    )
+
+    assert deleted == 1
+    assert inbox_statuses(engine, stale, fresh, kept, dead) == [
+        None,
+        "ignored",
+        "processed",
+        "failed",
+    ]
+
+
+def test_the_prune_duty_applies_the_unknown_owner_retention(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    known_athlete(engine)
+    # Finished at NOW: more than a day ago by the wall clock, far less than 14 days.
+    unknown = row(engine, InboxStatus.IGNORED)
+    known = row(engine, InboxStatus.PROCESSED, owner_id=KNOWN)
+    deps = DutyDeps(make_settings(), engine, Dispatcher(StubBroker()))
+    duty = next(d for d in periodic_duties(deps) if d.name == "inbox-prune")
+
+    duty.run()
+
+    assert inbox_statuses(engine, unknown, known) == [None, "processed"]
+
+
+def test_unconfirmed_events_are_counted_by_status_and_pruned(engine: Engine) -> None:
+    unconfirmed = row(engine, InboxStatus.UNCONFIRMED, owner_id=KNOWN, reason="still listed")
+    known_athlete(engine)
+    row(engine, InboxStatus.PROCESSED, owner_id=KNOWN)
+
+    assert counts_by_status(engine) == {"unconfirmed": 1, "processed": 1}
+    prune(engine, older_than=timedelta(0), now=NOW + timedelta(seconds=1))
+    assert inbox_statuses(engine, unconfirmed) == [None]

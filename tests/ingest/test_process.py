@@ -5,15 +5,15 @@ holds an activity's pending fetch is processed again, as its delayed message wou
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlmodel import Session, select
-from support import EVENT_TIME, FakeStrava
+from support import EVENT_TIME, FakeStrava, FakeUtcClock, exhaust_quota
 from support import stored_event as stored
 
+from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.hydrate import hydrate_missing_streams, hydrate_stored
 from service.ingest.policy import HydrationPolicy, streams_for
@@ -23,6 +23,7 @@ from service.models import (
     ActivityRemoval,
     ActivityStream,
     Athlete,
+    AthleteStatus,
     HydrationStatus,
     InboxEvent,
     InboxStatus,
@@ -30,22 +31,13 @@ from service.models import (
     utcnow,
 )
 from service.strava.errors import Transient
-from service.strava.quota import Tier, using_tier
+from service.strava.quota import QuotaExceeded, Tier, using_tier
+from service.strava.ratelimit import RateLimitSnapshot, WindowPair
+from service.strava.schemas import TokenResponse
 
 T = EVENT_TIME
 WINDOW = timedelta(seconds=3)
 FETCH = "GET /activities/{id}"
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=utcnow)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, by: timedelta) -> None:
-        self.now += by
 
 
 @pytest.fixture(autouse=True)
@@ -55,14 +47,14 @@ def webhook_tier() -> Iterator[None]:
 
 
 @pytest.fixture
-def clock(ctx: IngestContext) -> Clock:
-    clock = Clock()
+def clock(ctx: IngestContext) -> FakeUtcClock:
+    clock = FakeUtcClock()
     ctx.clock = clock
     ctx.coalesce_window = WINDOW
     return clock
 
 
-def settle(ctx: IngestContext, clock: Clock, *inbox_ids: int) -> list[Any]:
+def settle(ctx: IngestContext, clock: FakeUtcClock, *inbox_ids: int) -> list[Any]:
     """Process the events in order, then run every deferred one after its window."""
     outcomes = [process_event(ctx, i) for i in inbox_ids]
     while deferred := [
@@ -84,7 +76,7 @@ def inbox_row(ctx: IngestContext, inbox_id: int) -> InboxEvent:
         return session.get_one(InboxEvent, inbox_id)
 
 
-def hydrated(ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int) -> int:
+def hydrated(ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int) -> int:
     """An activity created on Strava and hydrated here; Strava's call counters reset."""
     created = strava.emulator.create_activity(athlete_id)
     settle(ctx, clock, stored(ctx, created["id"], athlete_id, "create"))
@@ -93,7 +85,7 @@ def hydrated(ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: i
 
 
 def test_a_create_event_hydrates_the_activity_with_stravas_values(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
 
@@ -113,7 +105,7 @@ def test_a_create_event_hydrates_the_activity_with_stravas_values(
 
 
 def test_a_create_waits_out_the_coalescing_window_before_fetching(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
@@ -129,7 +121,7 @@ def test_a_create_waits_out_the_coalescing_window_before_fetching(
 
 
 def test_with_no_window_a_create_fetches_at_once(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     ctx.coalesce_window = timedelta(0)
     created = strava.emulator.create_activity(athlete_id)
@@ -141,7 +133,7 @@ def test_with_no_window_a_create_fetches_at_once(
 
 
 def test_processing_the_same_event_twice_leaves_the_same_row(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     first = stored(ctx, created["id"], athlete_id, "create")
@@ -161,7 +153,7 @@ def test_processing_the_same_event_twice_leaves_the_same_row(
 
 
 def test_a_redelivered_message_for_a_finished_event_costs_no_call(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
@@ -174,7 +166,7 @@ def test_a_redelivered_message_for_a_finished_event_costs_no_call(
 
 
 def test_a_title_only_update_costs_no_strava_call(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
 
@@ -194,7 +186,7 @@ def test_a_title_only_update_costs_no_strava_call(
 
 
 def test_type_and_private_updates_are_applied_without_a_strava_call(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
     updates = {"type": "Walk", "private": "true"}
@@ -215,7 +207,7 @@ def test_type_and_private_updates_are_applied_without_a_strava_call(
 
 
 def test_an_update_with_other_keys_fetches_the_activity(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
 
@@ -231,7 +223,7 @@ def test_an_update_with_other_keys_fetches_the_activity(
 
 
 def test_an_update_for_an_activity_we_do_not_have_fetches_it(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
 
@@ -243,32 +235,37 @@ def test_an_update_for_an_activity_we_do_not_have_fetches_it(
     assert row.name == created["name"]
 
 
-def test_a_delete_event_removes_the_activity_and_leaves_a_deleted_tombstone(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+def test_a_delete_strava_confirms_removes_the_activity_and_leaves_a_deleted_tombstone(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.delete_activity(activity_id)
 
-    process_event(ctx, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
+    outcomes = settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
 
+    assert outcomes == [InboxStatus.PROCESSED]
     assert activity_row(ctx, activity_id) is None
     with Session(ctx.engine) as session:
         removal = session.get_one(ActivityRemoval, activity_id)
     assert (removal.reason, removal.event_time) == ("deleted", T + 1)
+    assert strava.emulator.calls[FETCH] == 1  # the confirmation: Strava answered 404
 
 
 def test_with_only_activity_read_a_delete_is_recorded_as_hidden_and_a_later_create_restores(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
-    with Session(ctx.engine) as session:
-        athlete = session.get_one(Athlete, athlete_id)
-        athlete.scopes = "read,activity:read"
-        session.add(athlete)
-        session.commit()
+    token = TokenResponse.model_validate(
+        strava.emulator.issue_tokens(athlete_id, "read,activity:read")
+    )
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read", utcnow())
     activity_id = hydrated(ctx, clock, strava, athlete_id)
-    process_event(ctx, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
+    # Made "Only You": a token without activity:read_all no longer sees it (§1.4).
+    strava.emulator.update_activity(activity_id, private=True)
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1))
     with Session(ctx.engine) as session:
         assert session.get_one(ActivityRemoval, activity_id).reason == "hidden"
 
+    strava.emulator.update_activity(activity_id, private=False)
     settle(ctx, clock, stored(ctx, activity_id, athlete_id, "create", event_time=T + 2))
 
     row = activity_row(ctx, activity_id)
@@ -278,10 +275,11 @@ def test_with_only_activity_read_a_delete_is_recorded_as_hidden_and_a_later_crea
         assert session.get(ActivityRemoval, activity_id) is None
 
 
-def test_a_burst_of_create_three_updates_and_delete_ends_deleted_without_a_fetch(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+def test_a_burst_of_create_three_updates_and_delete_ends_deleted_with_one_fetch(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
+    strava.emulator.delete_activity(created["id"])
     burst = [
         stored(ctx, created["id"], athlete_id, "create", event_time=T),
         stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"title": "a"}),
@@ -293,12 +291,13 @@ def test_a_burst_of_create_three_updates_and_delete_ends_deleted_without_a_fetch
     outcomes = settle(ctx, clock, *burst)
 
     assert activity_row(ctx, created["id"]) is None
-    assert strava.emulator.calls[FETCH] <= 1
+    # The burst's one fetch is the delete's confirmation.
+    assert strava.emulator.calls[FETCH] == 1
     assert all(o in (InboxStatus.PROCESSED, InboxStatus.IGNORED) for o in outcomes)
 
 
 def test_a_burst_of_create_and_updates_costs_one_fetch_and_ends_in_the_last_state(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     burst = [stored(ctx, created["id"], athlete_id, "create", event_time=T)]
@@ -321,7 +320,7 @@ def test_a_burst_of_create_and_updates_costs_one_fetch_and_ends_in_the_last_stat
 
 
 def test_an_older_title_update_arriving_late_never_overwrites_a_newer_one(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
     newer = stored(
@@ -340,20 +339,24 @@ def test_an_older_title_update_arriving_late_never_overwrites_a_newer_one(
 
 
 def test_a_create_arriving_after_its_delete_does_not_bring_the_activity_back(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
+    strava.emulator.delete_activity(created["id"])
     delete = stored(ctx, created["id"], athlete_id, "delete", event_time=T + 5)
     create = stored(ctx, created["id"], athlete_id, "create", event_time=T)
 
     settle(ctx, clock, delete, create)
 
     assert activity_row(ctx, created["id"]) is None
-    assert sum(strava.emulator.calls.values()) == 0
+    assert strava.emulator.calls[FETCH] == 1  # the delete's confirmation, shared by the create
+    late = stored(ctx, created["id"], athlete_id, "create", event_time=T + 1)
+    assert settle(ctx, clock, late) == [InboxStatus.IGNORED]
+    assert strava.emulator.calls[FETCH] == 1
 
 
 def test_a_delete_older_than_a_later_create_is_ignored(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     create = stored(ctx, created["id"], athlete_id, "create", event_time=T + 5)
@@ -366,7 +369,7 @@ def test_a_delete_older_than_a_later_create_is_ignored(
 
 
 def test_an_event_of_an_unknown_owner_is_ignored_without_calling_strava(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava
 ) -> None:
     inbox_id = stored(ctx, 16181809559, 999_999, "create")
 
@@ -377,7 +380,7 @@ def test_an_event_of_an_unknown_owner_is_ignored_without_calling_strava(
 
 
 def test_a_token_about_to_expire_is_refreshed_and_the_rotated_one_stored_first(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     with Session(ctx.engine) as session:
         athlete = session.get_one(Athlete, athlete_id)
@@ -400,7 +403,7 @@ def test_a_token_about_to_expire_is_refreshed_and_the_rotated_one_stored_first(
 
 
 def test_an_activity_strava_no_longer_has_is_marked_not_available(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     activity_id = hydrated(ctx, clock, strava, athlete_id)
     strava.emulator.delete_activity(activity_id)
@@ -417,7 +420,7 @@ def test_an_activity_strava_no_longer_has_is_marked_not_available(
 
 
 def test_a_strava_outage_raises_transient_and_the_retry_fetches(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
@@ -434,7 +437,7 @@ def test_a_strava_outage_raises_transient_and_the_retry_fetches(
 
 
 def test_an_event_covered_by_a_pending_fetch_is_processed_without_a_call(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     process_event(ctx, stored(ctx, created["id"], athlete_id, "create"))
@@ -448,7 +451,7 @@ def test_an_event_covered_by_a_pending_fetch_is_processed_without_a_call(
 
 
 def test_a_pending_fetch_whose_holder_failed_for_good_is_taken_over_by_the_next_event(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     holder = stored(ctx, created["id"], athlete_id, "create")
@@ -479,7 +482,7 @@ def stream_types(ctx: IngestContext, activity_id: int) -> set[str]:
 
 
 def test_a_webhook_create_fetches_the_streams_the_policy_wants_and_ends_complete(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
@@ -498,7 +501,7 @@ def test_a_webhook_create_fetches_the_streams_the_policy_wants_and_ends_complete
 
 
 def test_with_hydrate_streams_none_a_webhook_fetch_makes_no_streams_call(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     keys = streams_for(HydrationPolicy(streams="none"), Tier.WEBHOOK)
     created = strava.emulator.create_activity(athlete_id)
@@ -516,14 +519,14 @@ def test_with_hydrate_streams_none_a_webhook_fetch_makes_no_streams_call(
 
 
 def test_streams_strava_does_not_have_leave_a_webhook_fetch_partial(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
     process_event(ctx, inbox_id, STREAM_KEYS)
     clock.advance(WINDOW)
 
-    def streams_fail(activity_id: int) -> None:
+    def streams_fail(activity_id: int, tier: Tier) -> None:
         strava.emulator.fail_next(1, status=404)  # the streams call, after the detail
         hydrate_missing_streams(ctx, activity_id, STREAM_KEYS)
 
@@ -539,14 +542,15 @@ def test_streams_strava_does_not_have_leave_a_webhook_fetch_partial(
 
 
 def test_a_streams_call_failing_after_a_webhook_fetch_leaves_it_partial_for_the_retry(
-    ctx: IngestContext, clock: Clock, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
     created = strava.emulator.create_activity(athlete_id)
     inbox_id = stored(ctx, created["id"], athlete_id, "create")
     process_event(ctx, inbox_id, STREAM_KEYS)
     clock.advance(WINDOW)
 
-    def streams_fail(activity_id: int) -> None:
+    def streams_fail(activity_id: int, tier: Tier) -> None:
+        assert tier == Tier.WEBHOOK  # the tier the detail was fetched at
         strava.emulator.fail_next(1, status=503)  # the streams call, after the detail
         hydrate_missing_streams(ctx, activity_id, STREAM_KEYS)
 
@@ -566,3 +570,199 @@ def test_a_streams_call_failing_after_a_webhook_fetch_leaves_it_partial_for_the_
     assert (done.hydration_status, done.hydration_missing) == ("complete", None)
     assert stream_types(ctx, created["id"])
     assert (strava.emulator.calls[FETCH], strava.emulator.calls[STREAMS]) == (1, 2)
+
+
+# Destructive events act only on Strava's word (docs/events.md, "Confirmation").
+
+
+def test_a_forged_delete_removes_nothing_and_refreshes_the_activity_from_strava(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.update_activity(activity_id, title="Renamed on Strava")
+    inbox_id = stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1)
+
+    outcomes = settle(ctx, clock, inbox_id)
+
+    assert outcomes == [InboxStatus.UNCONFIRMED]
+    assert inbox_row(ctx, inbox_id).reason == "Strava still lists the activity"
+    assert strava.emulator.calls[FETCH] == 1
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert row.name == "Renamed on Strava"
+    with Session(ctx.engine) as session:
+        assert session.get(ActivityRemoval, activity_id) is None
+
+
+def test_a_forged_delete_in_a_burst_still_costs_one_fetch(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    created = strava.emulator.create_activity(athlete_id)
+    burst = [
+        stored(ctx, created["id"], athlete_id, "create", event_time=T),
+        stored(ctx, created["id"], athlete_id, "update", event_time=T + 1, updates={"x": 1}),
+        stored(ctx, created["id"], athlete_id, "delete", event_time=T + 2),
+    ]
+
+    outcomes = settle(ctx, clock, *burst)
+
+    assert outcomes == [InboxStatus.PROCESSED, InboxStatus.PROCESSED, InboxStatus.UNCONFIRMED]
+    assert strava.emulator.calls[FETCH] == 1
+    assert activity_row(ctx, created["id"]) is not None
+
+
+def test_a_delete_strava_cannot_answer_now_is_sent_again_and_removes_nothing(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    inbox_id = stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1)
+    process_event(ctx, inbox_id)
+    clock.advance(WINDOW)
+    exhaust_quota(ctx)
+
+    with pytest.raises(QuotaExceeded):
+        process_event(ctx, inbox_id)
+
+    assert activity_row(ctx, activity_id) is not None
+    assert inbox_row(ctx, inbox_id).status == InboxStatus.ENQUEUED
+
+
+def test_a_delete_with_a_token_strava_rejects_removes_nothing(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    """A 401 with the token we held says nothing about the activity: only a 404 does, or a
+    401 for a token Strava has just issued."""
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    # Revoked on Strava; its deauthorization event is still to come.
+    strava.emulator.deauthorize(athlete_id, send_event=False)
+    inbox_id = stored(ctx, activity_id, athlete_id, "delete", event_time=T + 1)
+
+    outcomes = settle(ctx, clock, inbox_id)
+
+    assert outcomes == [InboxStatus.UNCONFIRMED]
+    assert "rejected the athlete's token" in (inbox_row(ctx, inbox_id).reason or "")
+    assert activity_row(ctx, activity_id) is not None
+
+
+def test_a_401_for_missing_activity_read_makes_the_athlete_reconnect_and_stops_their_work(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    # Strava holds a grant without activity:read; we believed it had it.
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id, "read"))
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+    created = strava.emulator.create_activity(athlete_id)
+
+    settle(ctx, clock, stored(ctx, created["id"], athlete_id, "create"))
+
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id)
+    assert athlete.status == AthleteStatus.NEEDS_REAUTH
+    assert "activity:read_permission" in (athlete.status_reason or "")
+    strava.emulator.reset_calls()
+    later = strava.emulator.create_activity(athlete_id)
+    assert settle(ctx, clock, stored(ctx, later["id"], athlete_id, "create")) == [
+        InboxStatus.IGNORED
+    ]
+    assert sum(strava.emulator.calls.values()) == 0
+
+
+def test_a_forged_event_from_the_future_does_not_make_later_genuine_events_look_old(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    future = int(clock.now.timestamp()) + 86_400
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=future))
+    strava.emulator.update_activity(activity_id, title="Later", type="Walk")
+    genuine = int(clock.now.timestamp()) + 60
+
+    outcomes = settle(
+        ctx,
+        clock,
+        stored(ctx, activity_id, athlete_id, "update", event_time=genuine, updates={"x": 1}),
+    )
+
+    assert outcomes == [InboxStatus.PROCESSED]
+    row = activity_row(ctx, activity_id)
+    assert row is not None
+    assert (row.name, row.sport_type) == ("Later", "Walk")
+
+
+def test_a_confirmed_delete_with_a_future_event_time_does_not_outrank_a_later_create(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    token = TokenResponse.model_validate(
+        strava.emulator.issue_tokens(athlete_id, "read,activity:read")
+    )
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read", utcnow())
+    activity_id = hydrated(ctx, clock, strava, athlete_id)
+    strava.emulator.update_activity(activity_id, private=True)
+    future = int(clock.now.timestamp()) + 86_400
+    settle(ctx, clock, stored(ctx, activity_id, athlete_id, "delete", event_time=future))
+    assert activity_row(ctx, activity_id) is None
+    strava.emulator.update_activity(activity_id, private=False)
+    clock.advance(timedelta(seconds=60))
+
+    created = stored(ctx, activity_id, athlete_id, "create", event_time=int(clock.now.timestamp()))
+
+    assert settle(ctx, clock, created) == [InboxStatus.PROCESSED]
+    assert activity_row(ctx, activity_id) is not None
+
+
+def test_a_create_naming_another_athletes_public_activity_stores_nothing_and_counts(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    strava.emulator.show_public_activities_to_others()
+    stranger = strava.emulator.add_athlete()
+    theirs = strava.emulator.create_activity(stranger, visibility="everyone")
+
+    outcomes = settle(ctx, clock, stored(ctx, theirs["id"], athlete_id, "create"))
+
+    assert outcomes == [InboxStatus.PROCESSED]
+    assert strava.emulator.calls[FETCH] == 1
+    assert activity_row(ctx, theirs["id"]) is None
+    with Session(ctx.engine) as session:
+        assert session.get_one(Athlete, athlete_id).forged_creates == 1
+
+
+def test_creates_strava_answers_404_for_are_counted_and_flag_the_athlete(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    ctx.forged_creates_to_flag = 3
+    made_up = [90_000_000_000 + n for n in range(3)]
+
+    settle(ctx, clock, *[stored(ctx, i, athlete_id, "create") for i in made_up])
+
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id)
+    assert athlete.forged_creates == 3
+    assert athlete.flagged_at is not None
+    assert (athlete.flag_reason or "").startswith("3 creates of activities Strava answered 404")
+    assert strava.emulator.calls[FETCH] == 3
+
+
+def test_past_the_athletes_budget_a_new_activity_is_fetched_at_the_recent_tier(
+    ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
+) -> None:
+    ctx.new_activity_fetches_per_window = 1
+    first, second = (strava.emulator.create_activity(athlete_id)["id"] for _ in range(2))
+    assert settle(ctx, clock, stored(ctx, first, athlete_id, "create")) == [InboxStatus.PROCESSED]
+    # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
+    ctx.quota.observe(
+        "read",
+        200,
+        RateLimitSnapshot(
+            limit=WindowPair(200, 2000),
+            usage=WindowPair(85, 85),
+            read_limit=WindowPair(100, 1000),
+            read_usage=WindowPair(85, 85),
+        ),
+    )
+    inbox_id = stored(ctx, second, athlete_id, "create")
+    process_event(ctx, inbox_id)
+    clock.advance(WINDOW)
+
+    with pytest.raises(QuotaExceeded) as refused:
+        process_event(ctx, inbox_id)
+
+    assert refused.value.tier == Tier.RECENT
+    assert activity_row(ctx, second) is None

@@ -1,4 +1,5 @@
-"""Deauthorization purges the athlete's data and keeps a tombstone, on real PostgreSQL."""
+"""Deauthorization purges the athlete's data and keeps a tombstone, on real PostgreSQL, once
+Strava (the emulator) confirms the grant is gone: each test here revokes it there first."""
 
 from collections.abc import Iterator
 from datetime import timedelta
@@ -6,10 +7,11 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session, func, select
-from support import EVENT_TIME, FakeStrava
+from support import EVENT_TIME, FakeStrava, FakeUtcClock, exhaust_quota
 from support import stored_event as stored
 
 from service.ingest.context import IngestContext
+from service.ingest.lifecycle import counts_by_status
 from service.ingest.process import process_event
 from service.ingest.purge import purge_athlete
 from service.ingest.sync import get_job, start_job
@@ -25,7 +27,9 @@ from service.models import (
     SyncStatus,
     utcnow,
 )
-from service.strava.quota import Tier, using_tier
+from service.strava.errors import Transient
+from service.strava.quota import QuotaExceeded, Tier, using_tier
+from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 
 T = EVENT_TIME
 
@@ -66,6 +70,7 @@ def athlete_with_data(ctx: IngestContext, strava: FakeStrava, athlete_id: int) -
     process_event(ctx, stored(ctx, kept["id"], athlete_id, "create"))
     process_event(ctx, stored(ctx, kept["id"], athlete_id, "update", updates={"title": "Mine"}))
     removed = strava.emulator.create_activity(athlete_id)
+    strava.emulator.delete_activity(removed["id"])
     process_event(ctx, stored(ctx, removed["id"], athlete_id, "delete"))
     ctx.coalesce_window = timedelta(minutes=5)
     pending = strava.emulator.create_activity(athlete_id)
@@ -74,10 +79,17 @@ def athlete_with_data(ctx: IngestContext, strava: FakeStrava, athlete_id: int) -
     return athlete_id
 
 
+@pytest.fixture
+def revoked(strava: FakeStrava, athlete_with_data: int) -> int:
+    """The athlete with data here, who revoked the app on Strava: their tokens are dead."""
+    strava.emulator.deauthorize(athlete_with_data)
+    return athlete_with_data
+
+
 def test_deauthorization_purges_tokens_activities_and_inbox_payloads_in_one_go(
-    ctx: IngestContext, athlete_with_data: int
+    ctx: IngestContext, revoked: int
 ) -> None:
-    athlete_id = athlete_with_data
+    athlete_id = revoked
 
     status = process_event(ctx, deauthorization(ctx, athlete_id))
 
@@ -95,12 +107,12 @@ def test_deauthorization_purges_tokens_activities_and_inbox_payloads_in_one_go(
 
 
 def test_the_athlete_row_stays_as_a_tombstone_without_tokens_or_profile(
-    ctx: IngestContext, athlete_with_data: int
+    ctx: IngestContext, revoked: int
 ) -> None:
-    process_event(ctx, deauthorization(ctx, athlete_with_data))
+    process_event(ctx, deauthorization(ctx, revoked))
 
     with Session(ctx.engine) as session:
-        athlete = session.get_one(Athlete, athlete_with_data)
+        athlete = session.get_one(Athlete, revoked)
     assert athlete.status == AthleteStatus.DEAUTHORIZED
     assert athlete.deauthorized_at is not None
     assert (athlete.access_token_enc, athlete.refresh_token_enc, athlete.expires_at) == (
@@ -116,27 +128,27 @@ def test_the_athlete_row_stays_as_a_tombstone_without_tokens_or_profile(
     )
 
 
-def test_a_boolean_false_deauthorizes_too(ctx: IngestContext, athlete_with_data: int) -> None:
-    process_event(ctx, deauthorization(ctx, athlete_with_data, authorized=False))
+def test_a_boolean_false_deauthorizes_too(ctx: IngestContext, revoked: int) -> None:
+    process_event(ctx, deauthorization(ctx, revoked, authorized=False))
 
     with Session(ctx.engine) as session:
-        assert session.get_one(Athlete, athlete_with_data).status == AthleteStatus.DEAUTHORIZED
+        assert session.get_one(Athlete, revoked).status == AthleteStatus.DEAUTHORIZED
 
 
 def test_a_second_purge_changes_nothing_and_keeps_the_first_deauthorization_time(
-    ctx: IngestContext, athlete_with_data: int
+    ctx: IngestContext, revoked: int
 ) -> None:
-    process_event(ctx, deauthorization(ctx, athlete_with_data, event_time=T + 100))
+    process_event(ctx, deauthorization(ctx, revoked, event_time=T + 100))
     with Session(ctx.engine) as session:
-        first = session.get_one(Athlete, athlete_with_data).deauthorized_at
+        first = session.get_one(Athlete, revoked).deauthorized_at
 
-    status = process_event(ctx, deauthorization(ctx, athlete_with_data, event_time=T + 200))
-    again = purge_athlete(ctx.engine, athlete_with_data, utcnow() + timedelta(hours=1))
+    status = process_event(ctx, deauthorization(ctx, revoked, event_time=T + 200))
+    again = purge_athlete(ctx.engine, revoked, utcnow() + timedelta(hours=1))
 
     assert status == InboxStatus.PROCESSED
     assert again is True
     with Session(ctx.engine) as session:
-        assert session.get_one(Athlete, athlete_with_data).deauthorized_at == first
+        assert session.get_one(Athlete, revoked).deauthorized_at == first
 
 
 def test_purging_an_athlete_never_known_is_ignored(ctx: IngestContext, strava: FakeStrava) -> None:
@@ -147,27 +159,131 @@ def test_purging_an_athlete_never_known_is_ignored(ctx: IngestContext, strava: F
 
 
 def test_events_after_the_purge_are_ignored_without_calling_strava(
-    ctx: IngestContext, strava: FakeStrava, athlete_with_data: int
+    ctx: IngestContext, strava: FakeStrava, revoked: int
 ) -> None:
-    process_event(ctx, deauthorization(ctx, athlete_with_data))
+    process_event(ctx, deauthorization(ctx, revoked))
     strava.emulator.reset_calls()
-    created = strava.emulator.create_activity(athlete_with_data)
+    created = strava.emulator.create_activity(revoked)
 
-    status = process_event(
-        ctx, stored(ctx, created["id"], athlete_with_data, "create", event_time=T + 300)
-    )
+    status = process_event(ctx, stored(ctx, created["id"], revoked, "create", event_time=T + 300))
 
     assert status == InboxStatus.IGNORED
     assert sum(strava.emulator.calls.values()) == 0
 
 
 def test_deauthorization_cancels_the_athletes_active_sync_job(
-    ctx: IngestContext, athlete_with_data: int
+    ctx: IngestContext, revoked: int
 ) -> None:
-    started = start_job(ctx.engine, athlete_with_data, SyncKind.BACKFILL, utcnow())
+    started = start_job(ctx.engine, revoked, SyncKind.BACKFILL, utcnow())
 
-    process_event(ctx, deauthorization(ctx, athlete_with_data))
+    process_event(ctx, deauthorization(ctx, revoked))
 
     cancelled = get_job(ctx.engine, started.job.id or 0)
     assert cancelled is not None
     assert cancelled.status == SyncStatus.CANCELLED
+
+
+def inbox_row(ctx: IngestContext, inbox_id: int) -> InboxEvent:
+    with Session(ctx.engine) as session:
+        return session.get_one(InboxEvent, inbox_id)
+
+
+def test_a_forged_deauthorization_removes_nothing_after_one_call_to_strava(
+    ctx: IngestContext, strava: FakeStrava, athlete_with_data: int
+) -> None:
+    before = count(ctx, Activity, athlete_with_data)
+    strava.emulator.reset_calls()
+
+    inbox_id = deauthorization(ctx, athlete_with_data)
+    status = process_event(ctx, inbox_id)
+
+    assert status == InboxStatus.UNCONFIRMED
+    assert inbox_row(ctx, inbox_id).reason == "the grant is still valid"
+    assert strava.emulator.calls == {"GET /athlete": 1}
+    assert count(ctx, Activity, athlete_with_data) == before > 0
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_with_data)
+    assert athlete.status == AthleteStatus.CONNECTED
+    assert athlete.refresh_token_enc is not None
+    assert counts_by_status(ctx.engine)[InboxStatus.UNCONFIRMED] == 1
+
+
+def test_a_genuine_deauthorization_is_confirmed_by_the_401_for_the_access_token(
+    ctx: IngestContext, strava: FakeStrava, revoked: int
+) -> None:
+    strava.emulator.reset_calls()
+
+    status = process_event(ctx, deauthorization(ctx, revoked))
+
+    assert status == InboxStatus.PROCESSED
+    assert strava.emulator.calls == {"GET /athlete": 1}
+    assert count(ctx, Activity, revoked) == 0
+
+
+def test_a_deauthorization_is_confirmed_by_the_rejected_refresh_token_when_the_token_expires(
+    ctx: IngestContext, strava: FakeStrava, revoked: int
+) -> None:
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, revoked)
+        athlete.expires_at = utcnow() + timedelta(seconds=30)
+        session.add(athlete)
+        session.commit()
+    strava.emulator.reset_calls()
+
+    status = process_event(ctx, deauthorization(ctx, revoked))
+
+    assert status == InboxStatus.PROCESSED
+    assert strava.emulator.calls == {"POST /oauth/token": 1}
+    with Session(ctx.engine) as session:
+        assert session.get_one(Athlete, revoked).status == AthleteStatus.DEAUTHORIZED
+
+
+@pytest.mark.parametrize("refusal", ["quota", "outage"])
+def test_a_deauthorization_strava_cannot_answer_now_purges_nothing_until_it_can(
+    ctx: IngestContext, strava: FakeStrava, revoked: int, refusal: str, quota_clock: FakeUtcClock
+) -> None:
+    """Quota denied or a 5xx: the actor re-sends the event later; never a purge meanwhile."""
+    if refusal == "quota":
+        exhaust_quota(ctx)
+    else:
+        strava.emulator.fail_next(1, status=503)
+    inbox_id = deauthorization(ctx, revoked)
+
+    with pytest.raises((QuotaExceeded, Transient)):
+        process_event(ctx, inbox_id)
+
+    assert count(ctx, Activity, revoked) > 0
+    assert inbox_row(ctx, inbox_id).status == InboxStatus.RECEIVED
+    quota_clock.advance(timedelta(seconds=ctx.quota.config.window_seconds))
+    assert process_event(ctx, inbox_id) == InboxStatus.PROCESSED
+    assert count(ctx, Activity, revoked) == 0
+
+
+def test_forged_deauthorizations_past_the_athletes_budget_wait_at_a_lower_tier(
+    ctx: IngestContext, strava: FakeStrava, athlete_with_data: int
+) -> None:
+    """Each check of the grant is a call: a flood of forged deauthorizations is bounded by
+    the athlete's budget like a flood of creates, and cannot spend the webhook tier's room."""
+    with Session(ctx.engine) as session:
+        spent = session.get_one(Athlete, athlete_with_data).new_fetch_count
+    ctx.new_activity_fetches_per_window = spent + 2
+    # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
+    ctx.quota.observe(
+        "read",
+        200,
+        RateLimitSnapshot(
+            limit=WindowPair(200, 2000),
+            usage=WindowPair(85, 85),
+            read_limit=WindowPair(100, 1000),
+            read_usage=WindowPair(85, 85),
+        ),
+    )
+    within = [deauthorization(ctx, athlete_with_data, event_time=T + n) for n in (1, 2)]
+    past = deauthorization(ctx, athlete_with_data, event_time=T + 3)
+
+    assert [process_event(ctx, i) for i in within] == [InboxStatus.UNCONFIRMED] * 2
+    with pytest.raises(QuotaExceeded) as refused:
+        process_event(ctx, past)
+
+    assert refused.value.tier == Tier.RECENT
+    assert count(ctx, Activity, athlete_with_data) > 0

@@ -16,6 +16,7 @@ from support import FakeStrava, FakeUtcClock, exhaust_quota
 from sync_support import Sent, activities, job, run_to_end, summaries_by_id
 
 from service.ingest import backfill, sync
+from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.policy import HydrationPolicy
 from service.ingest.sync import (
@@ -28,11 +29,20 @@ from service.ingest.sync import (
     start_job,
     sweep,
 )
-from service.models import Activity, HydrationStatus, SyncKind, SyncStatus, utcnow
+from service.models import (
+    Activity,
+    Athlete,
+    AthleteStatus,
+    HydrationStatus,
+    SyncKind,
+    SyncStatus,
+    utcnow,
+)
 from service.strava.client import Result
 from service.strava.quota import Tier, using_tier
 from service.strava.quota.scheduler import QuotaExceeded
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
+from service.strava.schemas import TokenResponse
 
 LIST = "GET /athlete/activities"
 OPTIONS = SyncOptions(per_page=2)
@@ -303,3 +313,18 @@ def test_a_short_page_holding_only_the_boundary_activity_does_not_end_the_backfi
     assert set(activities(ctx.engine, athlete_id)) == {
         item["id"] for item in listing if item["id"] != hidden
     }
+
+
+def test_a_listing_refused_for_lack_of_activity_read_makes_the_athlete_reconnect(
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+) -> None:
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id, "read"))
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+
+    outcome = run_to_end(ctx, backfill_job(ctx, athlete_id), OPTIONS)
+
+    assert outcome == Finished(SyncStatus.FAILED)
+    with Session(ctx.engine) as session:
+        athlete = session.get_one(Athlete, athlete_id)
+    assert athlete.status == AthleteStatus.NEEDS_REAUTH
+    assert "activity:read_permission" in (athlete.status_reason or "")

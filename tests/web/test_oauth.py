@@ -692,7 +692,13 @@ def test_the_serve_command_refuses_production_without_public_url(
     env.update(service_env(database_url))
 
     result = subprocess.run(
-        command("serve"), env=env, cwd=tmp_path, capture_output=True, text=True, check=False
+        command("serve"),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,  # a server that starts instead of refusing fails the test, never hangs it
     )
 
     assert result.returncode != 0

@@ -45,6 +45,7 @@ def production_env(database_url: str, redis_url: str, **settings: str) -> dict[s
         HTTP_KEEPALIVE_SECONDS=str(KEEPALIVE_SECONDS),
         HTTP_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT_SECONDS),
         HTTP_MAX_HEADER_BYTES="4096",
+        PUBLIC_URL="https://ingest.example.com",
         **settings,
     )
 

@@ -17,6 +17,7 @@ from service.ingest.context import build_context
 from service.ingest.retry import Backoff
 from service.messaging import Dispatcher, build_broker
 from service.models import utcnow
+from service.strava.quota import Clock, build_scheduler
 from service.strava.schemas import TokenResponse
 from workers.actors import declare_actors
 
@@ -29,13 +30,15 @@ def start_workers(
     make_settings: Callable[..., Settings],
 ) -> Iterator[Callable[..., Workers]]:
     """Starts `count` workers with the given settings overrides, fast backoff, and the
-    emulator's athlete connected; stops them after the test."""
+    emulator's athlete connected; stops them after the test. A `quota_clock` drives the
+    quota scheduler's windows instead of the wall clock."""
     started: list[tuple[list[dramatiq.Worker], dramatiq.Broker, Any]] = []
 
-    def start(count: int = 1, **overrides: Any) -> Workers:
+    def start(count: int = 1, quota_clock: Clock | None = None, **overrides: Any) -> Workers:
         settings = make_settings(broker_url=redis_url, **strava.urls, **overrides)
         broker = build_broker(redis_url)
-        ctx = build_context(settings, engine=engine)
+        quota = build_scheduler(settings, clock=quota_clock) if quota_clock else None
+        ctx = build_context(settings, engine=engine, quota=quota)
         declare_actors(
             broker,
             ctx,
