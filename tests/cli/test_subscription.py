@@ -112,7 +112,9 @@ def web(database_url: str, strava: FakeStrava, redis_url: str, tmp_path: Path) -
     url = f"http://127.0.0.1:{port}"
     with running(
         command("serve", "--port", str(port)),
-        env=service_env(database_url, strava, redis_url, SUBSCRIPTION_CACHE_SECONDS="0"),
+        env=service_env(
+            database_url, strava, redis_url, SUBSCRIPTION_CACHE_SECONDS="0", PUBLIC_URL=url
+        ),
         cwd=tmp_path,
         log_file=tmp_path / "web.log",
         ready=lambda: answers(f"{url}/readyz"),
