@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from service.db import session_scope, upsert_insert
 from service.models import Activity, ActivityStream, HydrationStatus
@@ -47,27 +47,14 @@ def summary_columns(activity: SummaryActivity) -> dict[str, Any]:
     }
 
 
-def _upsert(engine: Engine, activity_id: int, values: dict[str, Any]) -> None:
-    statement = upsert_insert(engine, Activity).values(id=activity_id, **values)
-    changed = {k: statement.excluded[k] for k in values if k != "created_at"}
-    with session_scope(engine) as session:
-        session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
-
-
-def save_detail(
-    engine: Engine,
-    detail: DetailedActivity,
-    raw: dict[str, Any],
-    now: datetime,
-    missing: list[str] | None = None,
+def upsert_activity(
+    session: Session, engine: Engine, activity_id: int, values: dict[str, Any], now: datetime
 ) -> None:
-    """Store a fetched detail: the activity is then hydrated (`complete`), or `partial`
-    while `missing` names what is still to be fetched (e.g. ["streams"])."""
-    _upsert(
-        engine,
-        detail.id,
-        {**detail_columns(detail, raw, now, missing), "created_at": now, "updated_at": now},
-    )
+    """Insert the activity with `values`, or set them on the stored row (its `created_at`
+    stays), in the caller's transaction."""
+    statement = upsert_insert(engine, Activity).values(id=activity_id, created_at=now, **values)
+    changed = {k: statement.excluded[k] for k in values}
+    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
 
 
 def detail_columns(
@@ -75,7 +62,7 @@ def detail_columns(
 ) -> dict[str, Any]:
     """The columns a fetched detail sets: its values, and the hydration status it leaves,
     `complete`, or `partial` while `missing` names what is still to be fetched. Shared by the
-    hydrations and the webhook path (service/ingest/coalesce.py)."""
+    hydrations and the webhook path (hydrate.py::fetch_detail)."""
     status = HydrationStatus.PARTIAL if missing else HydrationStatus.COMPLETE
     return {
         **summary_columns(detail),
@@ -145,18 +132,17 @@ def mark_streams_not_available(engine: Engine, activity_id: int, error: str, now
         )
 
 
-def mark_not_available(engine: Engine, activity_id: int, error: str, now: datetime) -> None:
+def mark_not_available(session: Session, activity_id: int, error: str, now: datetime) -> None:
     """Strava will not show us this activity (404/401): keep what we have, say why."""
-    with session_scope(engine) as session:
-        session.execute(
-            sa.update(Activity)
-            .where(col(Activity.id) == activity_id)
-            .values(
-                hydration_status=HydrationStatus.NOT_AVAILABLE.value,
-                last_hydrate_error=error,
-                updated_at=now,
-            )
+    session.execute(
+        sa.update(Activity)
+        .where(col(Activity.id) == activity_id)
+        .values(
+            hydration_status=HydrationStatus.NOT_AVAILABLE.value,
+            last_hydrate_error=error,
+            updated_at=now,
         )
+    )
 
 
 def delete_activity(engine: Engine, athlete_id: int, activity_id: int) -> int:
