@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +12,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from service.db import session_scope, upsert_insert
-from service.models import Activity, ActivityStream, HydrationStatus
+from service.models import (
+    Activity,
+    ActivityRemoval,
+    ActivityStream,
+    HydrationStatus,
+    PendingHydration,
+    RemovalReason,
+)
 from service.strava.schemas import DetailedActivity, Stream, SummaryActivity
 
 # What `hydration_missing` names when the detail is stored and the streams are not.
@@ -145,11 +154,53 @@ def mark_not_available(session: Session, activity_id: int, error: str, now: date
     )
 
 
-def delete_activity(engine: Engine, athlete_id: int, activity_id: int) -> int:
-    with session_scope(engine) as session:
-        result = session.execute(
-            sa.delete(Activity)
-            .where(col(Activity.id) == activity_id)
-            .where(col(Activity.athlete_id) == athlete_id)
+@dataclass(frozen=True)
+class Tombstone:
+    """What a removal leaves so that events older than it cannot bring the activity back."""
+
+    reason: RemovalReason
+    event_time: int
+
+
+def remove_activities(
+    session: Session,
+    athlete_id: int,
+    activity_ids: Collection[int],
+    now: datetime,
+    tombstone: Tombstone | None = None,
+) -> int:
+    """Delete the athlete's activities among `activity_ids` and what derives from them (the
+    rows that reference them cascade), in the caller's transaction. With a `tombstone`, also
+    their pending fetches, which must not bring them back, and the tombstones (a newer one
+    is kept). Returns how many activities were deleted."""
+    deleted = session.execute(
+        sa.delete(Activity)
+        .where(col(Activity.athlete_id) == athlete_id)
+        .where(col(Activity.id).in_(activity_ids))
+    ).rowcount  # type: ignore[attr-defined]
+    if tombstone is not None:
+        for activity_id in activity_ids:
+            _leave_tombstone(session, athlete_id, activity_id, tombstone, now)
+    return int(deleted)
+
+
+def _leave_tombstone(
+    session: Session, athlete_id: int, activity_id: int, tombstone: Tombstone, now: datetime
+) -> None:
+    session.execute(
+        sa.delete(PendingHydration).where(col(PendingHydration.activity_id) == activity_id)
+    )
+    removal = session.get(ActivityRemoval, activity_id)
+    if removal is None:
+        removal = ActivityRemoval(
+            activity_id=activity_id,
+            athlete_id=athlete_id,
+            reason=tombstone.reason.value,
+            event_time=tombstone.event_time,
+            removed_at=now,
         )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    elif tombstone.event_time >= removal.event_time:
+        removal.reason = tombstone.reason.value
+        removal.event_time = tombstone.event_time
+        removal.removed_at = now
+    session.add(removal)

@@ -35,6 +35,7 @@ from sqlmodel import Session, col
 
 from service.db import session_scope
 from service.ingest import budget
+from service.ingest.activities import Tombstone, remove_activities
 from service.ingest.context import IngestContext
 from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
 from service.ingest.hydrate import OTHER_OWNER, Absent, Fetch, fetch_detail, store_fetched
@@ -109,33 +110,6 @@ def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None
     row.event_time = max(row.event_time or 0, action.event_time)
     row.updated_at = now
     session.add(row)
-
-
-def remove_activity(session: Session, action: DeleteActivity, owner_id: int, now: datetime) -> None:
-    """Delete the activity, its pending fetch and what derives from it (rows that reference
-    it cascade), and keep a tombstone so older events cannot bring it back."""
-    session.execute(
-        sa.delete(Activity)
-        .where(col(Activity.id) == action.activity_id)
-        .where(col(Activity.athlete_id) == owner_id)
-    )
-    session.execute(
-        sa.delete(PendingHydration).where(col(PendingHydration.activity_id) == action.activity_id)
-    )
-    removal = session.get(ActivityRemoval, action.activity_id)
-    if removal is None:
-        removal = ActivityRemoval(
-            activity_id=action.activity_id,
-            athlete_id=owner_id,
-            reason=action.reason.value,
-            event_time=action.event_time,
-            removed_at=now,
-        )
-    elif action.event_time >= removal.event_time:
-        removal.reason = action.reason.value
-        removal.event_time = action.event_time
-        removal.removed_at = now
-    session.add(removal)
 
 
 def request_fetch(
@@ -320,8 +294,8 @@ def _settle_delete(
     # future must not make the tombstone outrank a real later create.
     event_time = min(delete_time, int(now.timestamp()))
     reason = RemovalReason(pending.delete_reason or RemovalReason.DELETED.value)
-    remove_activity(
-        session, DeleteActivity(activity_id, event_time, reason), pending.athlete_id, now
+    remove_activities(
+        session, pending.athlete_id, [activity_id], now, Tombstone(reason, event_time)
     )
     log.info("delete confirmed activity_id=%s reason=%s", activity_id, reason.value)
     return Fetched()

@@ -16,7 +16,7 @@ from support import FakeStrava, FakeUtcClock, exhaust_quota
 
 from service.config import Settings
 from service.db import session_scope
-from service.ingest.activities import delete_activity
+from service.ingest.activities import remove_activities
 from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.hydrate import hydrate_stored
@@ -158,7 +158,8 @@ def test_deleting_an_activity_deletes_its_streams(ctx: IngestContext, activity_i
     activity = row(ctx.engine, activity_id)
     assert activity is not None
 
-    delete_activity(ctx.engine, activity.athlete_id, activity_id)
+    with session_scope(ctx.engine) as session:
+        remove_activities(session, activity.athlete_id, [activity_id], ctx.clock())
 
     assert streams_of(ctx.engine, activity_id) == {}
 
