@@ -22,7 +22,7 @@ import dramatiq
 from service.ingest import hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
-from service.ingest.retry import Backoff, GiveUp, next_step
+from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
     EVENTS_QUEUE,
@@ -50,7 +50,7 @@ def process_event(inbox_id: int) -> None:
         )
         if isinstance(outcome, process.Deferred):
             # Waiting out the activity's coalescing window (docs/events.md): not a retry.
-            dispatcher.send_event(inbox_id, outcome.delay_ms(ctx.clock()))
+            dispatcher.send_event(inbox_id, delay_ms(outcome.until, ctx.clock()))
 
     _attempt(
         run,
@@ -88,8 +88,7 @@ def run_sync_job(job_id: int) -> None:
     )
     match outcome:
         case sync.Wait(at):
-            delay = max(0, int((at - ctx.clock()).total_seconds() * 1000))
-            run.dispatcher.send_sync(job_id, delay)
+            run.dispatcher.send_sync(job_id, delay_ms(at, ctx.clock()))
         case sync.Continue():
             run.dispatcher.send_sync(job_id)
 
@@ -170,7 +169,7 @@ def _attempt(
         if isinstance(step, GiveUp):
             log.error("work failed for good item_id=%s reason=%s", item_id, step.reason)
             return
-        delay = max(0, int((step.at - now).total_seconds() * 1000))
+        delay = delay_ms(step.at, now)
         log.info(
             "work deferred item_id=%s step=%s delay_ms=%s", item_id, type(step).__name__, delay
         )
