@@ -97,7 +97,7 @@ class Dispatcher:
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
-    def send_event(self, inbox_id: int) -> None:
+    def send_event(self, inbox_id: int, delay_ms: int | None = None) -> None:
         self.broker.enqueue(
             dramatiq.Message(
                 queue_name=EVENTS_QUEUE,
@@ -105,7 +105,8 @@ class Dispatcher:
                 args=(inbox_id,),
                 kwargs={},
                 options={},
-            )
+            ),
+            delay=delay_ms,
         )
 
     def send_hydration(self, activity_id: int, tier: str, delay_ms: int | None = None) -> None:

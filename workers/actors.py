@@ -1,5 +1,11 @@
 """Thin actors: decode the message, call the domain, decide about retries.
 
+Each actor is a module function named for its message (service/messaging.py); what it needs
+besides its arguments comes from the worker's runtime (workers/runtime.py), which
+`setup_workers` sets when it declares the actors on a broker. Declaring them then rather than
+with `@dramatiq.actor` at import keeps importing this module free of effects: dramatiq's
+decorator binds to the global broker at once, creating a default one when none is set.
+
 Dramatiq's own retries are off: a unit of work that waits for quota or backs off is sent
 again with a delay and its row says why (`rate_limited` / `retry_after`), so a worker never
 sleeps and a long rate limit never dead-letters anything.
@@ -8,9 +14,7 @@ sleeps and a long rate limit never dead-letters anything.
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import uuid
 from collections.abc import Callable
 
 import dramatiq
@@ -18,7 +22,7 @@ import dramatiq
 from service.ingest import hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
-from service.ingest.retry import Backoff, GiveUp, next_step
+from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
     EVENTS_QUEUE,
@@ -30,114 +34,143 @@ from service.messaging import (
     Dispatcher,
 )
 from service.strava.quota import Tier, using_tier
+from workers import runtime
+from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def declare_actors(
+def process_event(inbox_id: int) -> None:
+    run = runtime.current()
+    ctx, dispatcher = run.ctx, run.dispatcher
+
+    def work() -> None:
+        outcome = process.process_event(
+            ctx, inbox_id, _webhook_streams(run), fetch_streams=_fetch_webhook_streams
+        )
+        if isinstance(outcome, process.Deferred):
+            # Waiting out the activity's coalescing window (docs/events.md): not a retry.
+            dispatcher.send_event(inbox_id, delay_ms(outcome.until, ctx.clock()))
+
+    _attempt(
+        run,
+        EVENTS,
+        inbox_id,
+        Tier.WEBHOOK,
+        work,
+        lambda delay: dispatcher.send_event(inbox_id, delay),
+    )
+
+
+def hydrate_activity(activity_id: int, tier: str) -> None:
+    run = runtime.current()
+    keys = streams_for(run.sync_options.policy, Tier(tier))
+    _attempt(
+        run,
+        HYDRATIONS,
+        activity_id,
+        Tier(tier),
+        lambda: hydrate.hydrate_stored(run.ctx, activity_id, keys),
+        lambda delay: run.dispatcher.send_hydration(activity_id, tier, delay),
+    )
+
+
+def run_sync_job(job_id: int) -> None:
+    run = runtime.current()
+    ctx = run.ctx
+    owner = f"{run.worker_id}:{threading.get_ident()}"
+    outcome = sync.run_job(
+        ctx,
+        job_id,
+        owner=owner,
+        options=run.sync_options,
+        send_hydration=run.dispatcher.send_hydration,
+    )
+    match outcome:
+        case sync.Wait(at):
+            run.dispatcher.send_sync(job_id, delay_ms(at, ctx.clock()))
+        case sync.Continue():
+            run.dispatcher.send_sync(job_id)
+
+
+# Every actor, by its message's name and queue.
+ACTORS: tuple[tuple[Callable[..., None], str, str], ...] = (
+    (process_event, PROCESS_EVENT, EVENTS_QUEUE),
+    (hydrate_activity, HYDRATE_ACTIVITY, HYDRATE_QUEUE),
+    (run_sync_job, RUN_SYNC_JOB, SYNC_QUEUE),
+)
+
+
+def setup_workers(
     broker: dramatiq.Broker,
     ctx: IngestContext,
     backoff: Backoff | None = None,
     sync_options: sync.SyncOptions | None = None,
 ) -> None:
-    """Register the actors on `broker`, with their dependencies closed over."""
-    policy = backoff or Backoff(max_attempts=ctx.retry_max_attempts)
-    rng = random.Random()
-    options = sync_options or sync.SyncOptions()
-
-    def attempt(
-        items: WorkItems,
-        item_id: int,
-        tier: Tier,
-        work: Callable[[], object],
-        resend: Callable[[int], object],
-    ) -> None:
-        try:
-            with using_tier(tier):
-                work()
-        except Exception as error:
-            now = ctx.clock()
-            step = next_step(
-                error,
-                attempts=items.failed_attempts(ctx.engine, item_id) + 1,
-                now=now,
-                window_reset=ctx.quota.retry_at,
-                backoff=policy,
-                rng=rng,
-            )
-            # The exception's type and message only: Strava's fault, never request data.
-            items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)
-            if isinstance(step, GiveUp):
-                log.error("work failed for good item_id=%s reason=%s", item_id, step.reason)
-                return
-            delay = max(0, int((step.at - now).total_seconds() * 1000))
-            log.info(
-                "work deferred item_id=%s step=%s delay_ms=%s", item_id, type(step).__name__, delay
-            )
-            resend(delay)
-
-    # A webhook fetch counts as above backfill: the stream policy decides its streams.
-    webhook_streams = streams_for(options.policy, Tier.WEBHOOK)
-
-    def fetch_webhook_streams(activity_id: int, tier: Tier) -> None:
-        # The event is finished: the streams are the activity's hydration now, with its
-        # bookkeeping and retries (the row stays `partial` until they are stored), at the
-        # tier of its detail (`recent` past the owner's budget, service/ingest/budget.py).
-        attempt(
-            HYDRATIONS,
-            activity_id,
-            tier,
-            lambda: hydrate.hydrate_missing_streams(ctx, activity_id, webhook_streams),
-            lambda delay: hydrate_activity.send_with_options(
-                args=(activity_id, tier.value), delay=delay
-            ),
+    """The worker's start-up: set the runtime the actors run with and declare them on
+    `broker`."""
+    runtime.install(
+        Runtime(
+            ctx=ctx,
+            backoff=backoff or Backoff(max_attempts=ctx.retry_max_attempts),
+            sync_options=sync_options or sync.SyncOptions(),
+            dispatcher=Dispatcher(broker),
         )
-
-    @dramatiq.actor(broker=broker, actor_name=PROCESS_EVENT, queue_name=EVENTS_QUEUE, max_retries=0)
-    def process_event(inbox_id: int) -> None:
-        def work() -> None:
-            outcome = process.process_event(
-                ctx, inbox_id, webhook_streams, fetch_streams=fetch_webhook_streams
-            )
-            if isinstance(outcome, process.Deferred):
-                # Waiting out the activity's coalescing window (docs/events.md): not a retry.
-                delay = outcome.delay_ms(ctx.clock())
-                process_event.send_with_options(args=(inbox_id,), delay=delay)
-
-        attempt(
-            EVENTS,
-            inbox_id,
-            Tier.WEBHOOK,
-            work,
-            lambda delay: process_event.send_with_options(args=(inbox_id,), delay=delay),
-        )
-
-    @dramatiq.actor(
-        broker=broker, actor_name=HYDRATE_ACTIVITY, queue_name=HYDRATE_QUEUE, max_retries=0
     )
-    def hydrate_activity(activity_id: int, tier: str) -> None:
-        keys = streams_for(options.policy, Tier(tier))
-        attempt(
-            HYDRATIONS,
-            activity_id,
-            Tier(tier),
-            lambda: hydrate.hydrate_stored(ctx, activity_id, keys),
-            lambda delay: hydrate_activity.send_with_options(args=(activity_id, tier), delay=delay),
-        )
+    for function, name, queue in ACTORS:
+        dramatiq.actor(broker=broker, actor_name=name, queue_name=queue, max_retries=0)(function)
 
-    dispatcher = Dispatcher(broker)
-    # Who holds a job's lease: this process and thread (uuid4 keeps restarts apart).
-    worker_id = uuid.uuid4().hex[:12]
 
-    @dramatiq.actor(broker=broker, actor_name=RUN_SYNC_JOB, queue_name=SYNC_QUEUE, max_retries=0)
-    def run_sync_job(job_id: int) -> None:
-        owner = f"{worker_id}:{threading.get_ident()}"
-        outcome = sync.run_job(
-            ctx, job_id, owner=owner, options=options, send_hydration=dispatcher.send_hydration
+def _webhook_streams(run: Runtime) -> tuple[str, ...]:
+    # A webhook fetch counts as above backfill: the stream policy decides its streams.
+    return streams_for(run.sync_options.policy, Tier.WEBHOOK)
+
+
+def _fetch_webhook_streams(activity_id: int, tier: Tier) -> None:
+    # The event is finished: the streams are the activity's hydration now, with its
+    # bookkeeping and retries (the row stays `partial` until they are stored), at the
+    # tier of its detail (`recent` past the owner's budget, service/ingest/budget.py).
+    run = runtime.current()
+    keys = _webhook_streams(run)
+    _attempt(
+        run,
+        HYDRATIONS,
+        activity_id,
+        tier,
+        lambda: hydrate.hydrate_missing_streams(run.ctx, activity_id, keys),
+        lambda delay: run.dispatcher.send_hydration(activity_id, tier.value, delay),
+    )
+
+
+def _attempt(
+    run: Runtime,
+    items: WorkItems,
+    item_id: int,
+    tier: Tier,
+    work: Callable[[], object],
+    resend: Callable[[int], object],
+) -> None:
+    ctx = run.ctx
+    try:
+        with using_tier(tier):
+            work()
+    except Exception as error:
+        now = ctx.clock()
+        step = next_step(
+            error,
+            attempts=items.failed_attempts(ctx.engine, item_id) + 1,
+            now=now,
+            window_reset=ctx.quota.retry_at,
+            backoff=run.backoff,
+            rng=run.rng,
         )
-        match outcome:
-            case sync.Wait(at):
-                delay = max(0, int((at - ctx.clock()).total_seconds() * 1000))
-                run_sync_job.send_with_options(args=(job_id,), delay=delay)
-            case sync.Continue():
-                run_sync_job.send(job_id)
+        # The exception's type and message only: Strava's fault, never request data.
+        items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)
+        if isinstance(step, GiveUp):
+            log.error("work failed for good item_id=%s reason=%s", item_id, step.reason)
+            return
+        delay = delay_ms(step.at, now)
+        log.info(
+            "work deferred item_id=%s step=%s delay_ms=%s", item_id, type(step).__name__, delay
+        )
+        resend(delay)

@@ -8,7 +8,7 @@ from service.messaging import build_broker
 
 
 def setup_broker(broker_url: str) -> dramatiq.Broker:
-    """Build the broker and make it dramatiq's global one, which its CLI and actors use."""
+    """Build the broker and make it dramatiq's global one, which its CLI uses."""
     broker = build_broker(broker_url)
     dramatiq.set_broker(broker)
     return broker

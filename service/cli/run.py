@@ -110,12 +110,12 @@ def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, Quo
     """Worker threads and the periodic duties beside the web app, in this process."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
-    from workers.actors import declare_actors
+    from workers.actors import setup_workers
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
     context = build_context(settings)  # one quota scheduler for the web app and the workers
-    declare_actors(broker, context, sync_options=SyncOptions.from_settings(settings))
+    setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
         with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):
@@ -242,7 +242,7 @@ def worker(dramatiq_args: tuple[str, ...]) -> None:
         )
     require_schema(settings)
     parser = make_argument_parser()  # type: ignore[no-untyped-call]
-    arguments = parser.parse_args(["workers.main:broker", *dramatiq_args])
+    arguments = parser.parse_args(["workers.main:start", *dramatiq_args])
     sys.exit(dramatiq_main(arguments))  # type: ignore[no-untyped-call]
 
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from service.db import session_scope, upsert_insert
-from service.models import Activity, ActivityStream, HydrationStatus
+from service.models import (
+    Activity,
+    ActivityRemoval,
+    ActivityStream,
+    HydrationStatus,
+    PendingHydration,
+    RemovalReason,
+)
 from service.strava.schemas import DetailedActivity, Stream, SummaryActivity
 
 # What `hydration_missing` names when the detail is stored and the streams are not.
@@ -47,27 +56,14 @@ def summary_columns(activity: SummaryActivity) -> dict[str, Any]:
     }
 
 
-def _upsert(engine: Engine, activity_id: int, values: dict[str, Any]) -> None:
-    statement = upsert_insert(engine, Activity).values(id=activity_id, **values)
-    changed = {k: statement.excluded[k] for k in values if k != "created_at"}
-    with session_scope(engine) as session:
-        session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
-
-
-def save_detail(
-    engine: Engine,
-    detail: DetailedActivity,
-    raw: dict[str, Any],
-    now: datetime,
-    missing: list[str] | None = None,
+def upsert_activity(
+    session: Session, engine: Engine, activity_id: int, values: dict[str, Any], now: datetime
 ) -> None:
-    """Store a fetched detail: the activity is then hydrated (`complete`), or `partial`
-    while `missing` names what is still to be fetched (e.g. ["streams"])."""
-    _upsert(
-        engine,
-        detail.id,
-        {**detail_columns(detail, raw, now, missing), "created_at": now, "updated_at": now},
-    )
+    """Insert the activity with `values`, or set them on the stored row (its `created_at`
+    stays), in the caller's transaction."""
+    statement = upsert_insert(engine, Activity).values(id=activity_id, created_at=now, **values)
+    changed = {k: statement.excluded[k] for k in values}
+    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
 
 
 def detail_columns(
@@ -75,7 +71,7 @@ def detail_columns(
 ) -> dict[str, Any]:
     """The columns a fetched detail sets: its values, and the hydration status it leaves,
     `complete`, or `partial` while `missing` names what is still to be fetched. Shared by the
-    hydrations and the webhook path (service/ingest/coalesce.py)."""
+    hydrations and the webhook path (hydrate.py::fetch_detail)."""
     status = HydrationStatus.PARTIAL if missing else HydrationStatus.COMPLETE
     return {
         **summary_columns(detail),
@@ -145,25 +141,66 @@ def mark_streams_not_available(engine: Engine, activity_id: int, error: str, now
         )
 
 
-def mark_not_available(engine: Engine, activity_id: int, error: str, now: datetime) -> None:
+def mark_not_available(session: Session, activity_id: int, error: str, now: datetime) -> None:
     """Strava will not show us this activity (404/401): keep what we have, say why."""
-    with session_scope(engine) as session:
-        session.execute(
-            sa.update(Activity)
-            .where(col(Activity.id) == activity_id)
-            .values(
-                hydration_status=HydrationStatus.NOT_AVAILABLE.value,
-                last_hydrate_error=error,
-                updated_at=now,
-            )
+    session.execute(
+        sa.update(Activity)
+        .where(col(Activity.id) == activity_id)
+        .values(
+            hydration_status=HydrationStatus.NOT_AVAILABLE.value,
+            last_hydrate_error=error,
+            updated_at=now,
         )
+    )
 
 
-def delete_activity(engine: Engine, athlete_id: int, activity_id: int) -> int:
-    with session_scope(engine) as session:
-        result = session.execute(
-            sa.delete(Activity)
-            .where(col(Activity.id) == activity_id)
-            .where(col(Activity.athlete_id) == athlete_id)
+@dataclass(frozen=True)
+class Tombstone:
+    """What a removal leaves so that events older than it cannot bring the activity back."""
+
+    reason: RemovalReason
+    event_time: int
+
+
+def remove_activities(
+    session: Session,
+    athlete_id: int,
+    activity_ids: Collection[int],
+    now: datetime,
+    tombstone: Tombstone | None = None,
+) -> int:
+    """Delete the athlete's activities among `activity_ids` and what derives from them (the
+    rows that reference them cascade), in the caller's transaction. With a `tombstone`, also
+    their pending fetches, which must not bring them back, and the tombstones (a newer one
+    is kept). Returns how many activities were deleted."""
+    deleted = session.execute(
+        sa.delete(Activity)
+        .where(col(Activity.athlete_id) == athlete_id)
+        .where(col(Activity.id).in_(activity_ids))
+    ).rowcount  # type: ignore[attr-defined]
+    if tombstone is not None:
+        for activity_id in activity_ids:
+            _leave_tombstone(session, athlete_id, activity_id, tombstone, now)
+    return int(deleted)
+
+
+def _leave_tombstone(
+    session: Session, athlete_id: int, activity_id: int, tombstone: Tombstone, now: datetime
+) -> None:
+    session.execute(
+        sa.delete(PendingHydration).where(col(PendingHydration.activity_id) == activity_id)
+    )
+    removal = session.get(ActivityRemoval, activity_id)
+    if removal is None:
+        removal = ActivityRemoval(
+            activity_id=activity_id,
+            athlete_id=athlete_id,
+            reason=tombstone.reason.value,
+            event_time=tombstone.event_time,
+            removed_at=now,
         )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    elif tombstone.event_time >= removal.event_time:
+        removal.reason = tombstone.reason.value
+        removal.event_time = tombstone.event_time
+        removal.removed_at = now
+    session.add(removal)

@@ -33,25 +33,24 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from service.db import session_scope, upsert_insert
+from service.db import session_scope
 from service.ingest import budget
-from service.ingest.activities import detail_columns
+from service.ingest.activities import Tombstone, remove_activities
 from service.ingest.context import IngestContext
 from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
-from service.ingest.hydrate import missing_after_detail
-from service.ingest.tokens import current_access_token, mark_if_activity_read_missing
+from service.ingest.hydrate import OTHER_OWNER, Absent, Fetch, fetch_detail, store_fetched
+from service.ingest.tokens import current_access_token
 from service.models import (
     Activity,
     ActivityRemoval,
     Athlete,
     AthleteStatus,
-    HydrationStatus,
     InboxEvent,
     InboxStatus,
     PendingHydration,
     RemovalReason,
 )
-from service.strava.errors import NotFound, StravaError, Unauthorized
+from service.strava.errors import NotFound
 from service.strava.quota import Tier, using_tier
 
 log = logging.getLogger(__name__)
@@ -111,33 +110,6 @@ def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None
     row.event_time = max(row.event_time or 0, action.event_time)
     row.updated_at = now
     session.add(row)
-
-
-def remove_activity(session: Session, action: DeleteActivity, owner_id: int, now: datetime) -> None:
-    """Delete the activity, its pending fetch and what derives from it (rows that reference
-    it cascade), and keep a tombstone so older events cannot bring it back."""
-    session.execute(
-        sa.delete(Activity)
-        .where(col(Activity.id) == action.activity_id)
-        .where(col(Activity.athlete_id) == owner_id)
-    )
-    session.execute(
-        sa.delete(PendingHydration).where(col(PendingHydration.activity_id) == action.activity_id)
-    )
-    removal = session.get(ActivityRemoval, action.activity_id)
-    if removal is None:
-        removal = ActivityRemoval(
-            activity_id=action.activity_id,
-            athlete_id=owner_id,
-            reason=action.reason.value,
-            event_time=action.event_time,
-            removed_at=now,
-        )
-    elif action.event_time >= removal.event_time:
-        removal.reason = action.reason.value
-        removal.event_time = action.event_time
-        removal.removed_at = now
-    session.add(removal)
 
 
 def request_fetch(
@@ -219,34 +191,6 @@ class Fetched:
     tier: Tier = Tier.WEBHOOK
 
 
-# Why a fetched activity is not stored: it belongs to someone other than the event's owner.
-OTHER_OWNER = "OtherOwner"
-
-
-@dataclass(frozen=True)
-class Absent:
-    """Strava did not return the activity: why, and whether that confirms a delete."""
-
-    error: str
-    confirms_removal: bool
-    reason: str
-
-
-def absence(ctx: IngestContext, athlete_id: int, error: StravaError, refreshed: bool) -> Absent:
-    """What a 404/401 for an activity tells. A 404 confirms it is gone (deleted, or hidden
-    from our scope, §4.2). A 401 does so only with a token Strava has just issued: otherwise
-    the token may be what it rejects. A 401 for lack of activity:read confirms nothing and
-    puts the athlete in need of reconnecting."""
-    name = type(error).__name__
-    if isinstance(error, NotFound):
-        return Absent(name, True, "Strava answered 404")
-    if mark_if_activity_read_missing(ctx, athlete_id, error):
-        return Absent(name, False, "the token lacks activity:read; the athlete must reconnect")
-    if refreshed:
-        return Absent(name, True, "Strava refused the activity to a token it just issued")
-    return Absent(name, False, "Strava rejected the athlete's token for the activity")
-
-
 @dataclass(frozen=True)
 class Covered:
     """Nothing to fetch: the activity was removed meanwhile, or another event holds it."""
@@ -279,37 +223,9 @@ def hydrate_pending(
         owner_id = pending.athlete_id
         tier = Tier(pending.tier)
     token = current_access_token(ctx, owner_id)
-    try:
-        # `recent` for an athlete past their budget of new activities (budget.py).
-        with using_tier(tier):
-            result = ctx.strava.get_activity(token.value, activity_id)
-    except (NotFound, Unauthorized) as error:
-        log.info("activity not available activity_id=%s reason=%s", activity_id, error)
-        missing = absence(ctx, owner_id, error, token.refreshed)
-        return _finish_fetch(ctx, activity_id, inbox_id, as_of, missing, settle)
-    if result.data.athlete.id != owner_id:
-        # The event named the wrong owner (forged: Strava shows other athletes' public
-        # activities too, §4.2). Nothing of another athlete is stored under this one.
-        log.warning(
-            "activity belongs to another athlete activity_id=%s event_owner=%s",
-            activity_id,
-            owner_id,
-        )
-        missing = Absent(OTHER_OWNER, False, "Strava lists the activity under another athlete")
-        return _finish_fetch(ctx, activity_id, inbox_id, as_of, missing, settle)
-    values = detail_columns(result.data, result.raw, ctx.clock(), missing_after_detail(stream_keys))
-    return _finish_fetch(ctx, activity_id, inbox_id, as_of, values, settle)
-
-
-def _finish_fetch(
-    ctx: IngestContext,
-    activity_id: int,
-    inbox_id: int,
-    as_of: int,
-    fetched: dict[str, Any] | Absent,
-    settle: Settle,
-) -> Fetched | Covered:
-    """Store what the fetch returned (column values, or why it is not available)."""
+    # `recent` for an athlete past their budget of new activities (budget.py).
+    with using_tier(tier):
+        fetched = fetch_detail(ctx, owner_id, activity_id, token, stream_keys)
     with session_scope(ctx.engine) as session:
         outcome = _store_under_lock(ctx, session, activity_id, inbox_id, as_of, fetched)
         settle(session, outcome)
@@ -325,7 +241,7 @@ def _store_under_lock(
     activity_id: int,
     inbox_id: int,
     as_of: int,
-    fetched: dict[str, Any] | Absent,
+    fetched: Fetch,
 ) -> Fetched | Covered:
     now = ctx.clock()
     pending = session.get(PendingHydration, activity_id)
@@ -340,15 +256,11 @@ def _store_under_lock(
     if isinstance(fetched, Absent) and pending.delete_event_time is not None:
         return _settle_delete(session, pending, fetched, now)
     if isinstance(fetched, dict):
-        _store_fetched(ctx, session, row, activity_id, fetched, as_of)
-    else:
-        if row is not None:
-            row.hydration_status = HydrationStatus.NOT_AVAILABLE.value
-            row.last_hydrate_error = fetched.error
-            row.updated_at = now
-            session.add(row)
-        if pending.unseen and fetched.error in (NotFound.__name__, OTHER_OWNER):
-            budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
+        fetched = _in_event_order(row, fetched, as_of, now)
+    store_fetched(ctx, session, activity_id, fetched, now)
+    forged = isinstance(fetched, Absent) and fetched.error in (NotFound.__name__, OTHER_OWNER)
+    if forged and pending.unseen:
+        budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
     stored, tier = isinstance(fetched, dict), Tier(pending.tier)
     if pending.requested_event_time > as_of:
         # An event came in after the fetch began: its change may be missing from it.
@@ -382,22 +294,17 @@ def _settle_delete(
     # future must not make the tombstone outrank a real later create.
     event_time = min(delete_time, int(now.timestamp()))
     reason = RemovalReason(pending.delete_reason or RemovalReason.DELETED.value)
-    remove_activity(
-        session, DeleteActivity(activity_id, event_time, reason), pending.athlete_id, now
+    remove_activities(
+        session, pending.athlete_id, [activity_id], now, Tombstone(reason, event_time)
     )
     log.info("delete confirmed activity_id=%s reason=%s", activity_id, reason.value)
     return Fetched()
 
 
-def _store_fetched(
-    ctx: IngestContext,
-    session: Session,
-    row: Activity | None,
-    activity_id: int,
-    values: dict[str, Any],
-    as_of: int,
-) -> None:
-    now = ctx.clock()
+def _in_event_order(
+    row: Activity | None, values: dict[str, Any], as_of: int, now: datetime
+) -> dict[str, Any]:
+    """The fetched columns to store, without undoing what events newer than the fetch did."""
     values = dict(values)
     if row is not None:
         # A key applied locally from an event newer than the fetch keeps its value.
@@ -410,10 +317,4 @@ def _store_fetched(
     synced = min(as_of, int(now.timestamp()))
     values["event_time"] = max(synced, (row.event_time or 0) if row else 0)
     values["synced_event_time"] = max(synced, (row.synced_event_time or 0) if row else 0)
-    values["updated_at"] = now
-    statement = upsert_insert(ctx.engine, Activity).values(id=activity_id, created_at=now, **values)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["id"], set_={k: statement.excluded[k] for k in values}
-        )
-    )
+    return values

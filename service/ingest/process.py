@@ -69,9 +69,6 @@ class Deferred:
 
     until: datetime
 
-    def delay_ms(self, now: datetime) -> int:
-        return max(0, int((self.until - now).total_seconds() * 1000))
-
 
 @dataclass(frozen=True)
 class _Fetch:

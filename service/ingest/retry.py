@@ -92,3 +92,8 @@ def next_step(
             return GiveUp(f"gave up after {attempts} attempts: {error!r}")
         return RetryLater(now + backoff.delay(attempts, rng))
     return GiveUp(f"{type(error).__name__}: {error}")
+
+
+def delay_ms(until: datetime, now: datetime) -> int:
+    """The delay, in dramatiq's milliseconds, of a message re-sent to run at `until`."""
+    return max(0, int((until - now).total_seconds() * 1000))

@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from service.config import Settings, default
 from service.db import session_scope
+from service.ingest.activities import remove_activities
 from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_summaries
 from service.ingest.context import IngestContext
 from service.ingest.policy import HydrationPolicy
@@ -468,14 +469,8 @@ def _complete(ctx: IngestContext, job: SyncJob, owner: str) -> Outcome:
                     "in its window; nothing was removed"
                 )
             else:
-                deleted = int(
-                    session.execute(
-                        sa.delete(Activity).where(
-                            col(Activity.athlete_id) == job.athlete_id,
-                            col(Activity.id).in_(cursor.gone),
-                        )
-                    ).rowcount  # type: ignore[attr-defined]
-                )
+                # No tombstone: a listing has no event time to order later events against.
+                deleted = remove_activities(session, job.athlete_id, cursor.gone, now)
         deleted_total = col(SyncJob.deleted) + deleted
         _release(session, job.id, owner, status, now, deleted=deleted_total, last_error=error)
     if error:

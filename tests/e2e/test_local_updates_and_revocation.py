@@ -122,6 +122,7 @@ def test_a_forged_deauthorization_removes_nothing_after_one_call(
     subscribe(service.url, service.env)
     created = strava.emulator.create_activity(athlete_id)
     activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
+    backfill_settled(service, athlete_id)
     strava.emulator.reset_calls()
 
     forge(

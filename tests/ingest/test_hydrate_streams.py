@@ -16,7 +16,7 @@ from support import FakeStrava, FakeUtcClock, exhaust_quota
 
 from service.config import Settings
 from service.db import session_scope
-from service.ingest.activities import delete_activity
+from service.ingest.activities import remove_activities
 from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.hydrate import hydrate_stored
@@ -153,12 +153,33 @@ def test_a_hydration_without_stream_keys_is_complete_with_the_detail_alone(
     assert strava.emulator.calls[STREAMS] == 0
 
 
+def test_a_stored_row_naming_another_athletes_activity_is_not_hydrated_under_them(
+    ctx: IngestContext, strava: FakeStrava, activity_id: int
+) -> None:
+    # The row names our athlete; Strava shows the activity, but as someone else's (§4.2).
+    strava.emulator.show_public_activities_to_others()
+    stranger = strava.emulator.add_athlete()
+    theirs = int(strava.emulator.create_activity(stranger, visibility="everyone")["id"])
+    ours = strava.emulator.athlete_ids[0]
+    with session_scope(ctx.engine) as session:
+        session.add(Activity(id=theirs, athlete_id=ours, hydration_status="pending"))
+
+    run(ctx, theirs)
+
+    stored = row(ctx.engine, theirs)
+    assert stored is not None
+    assert (stored.athlete_id, stored.raw_detail) == (ours, None)
+    assert (stored.hydration_status, stored.last_hydrate_error) == ("not_available", "OtherOwner")
+    assert strava.emulator.calls[STREAMS] == 0
+
+
 def test_deleting_an_activity_deletes_its_streams(ctx: IngestContext, activity_id: int) -> None:
     run(ctx, activity_id)
     activity = row(ctx.engine, activity_id)
     assert activity is not None
 
-    delete_activity(ctx.engine, activity.athlete_id, activity_id)
+    with session_scope(ctx.engine) as session:
+        remove_activities(session, activity.athlete_id, [activity_id], ctx.clock())
 
     assert streams_of(ctx.engine, activity_id) == {}
 

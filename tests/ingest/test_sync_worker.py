@@ -17,7 +17,7 @@ from service.ingest.sync import SyncOptions, start_job
 from service.messaging import Dispatcher, build_broker
 from service.models import SyncKind, SyncStatus, utcnow
 from service.strava.schemas import TokenResponse
-from workers.actors import declare_actors
+from workers.actors import setup_workers
 
 DEADLINE = 20.0
 WINDOW_SECONDS = 2  # sped-up quota windows, so waiting for the next one takes seconds
@@ -35,7 +35,7 @@ def worker_ctx(
     )
     broker = build_broker(redis_url)
     ctx = build_context(settings, engine=engine)
-    declare_actors(broker, ctx, sync_options=SyncOptions(per_page=2))
+    setup_workers(broker, ctx, sync_options=SyncOptions(per_page=2))
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
     worker.start()
     yield ctx, Dispatcher(broker)

@@ -19,7 +19,7 @@ from service.messaging import Dispatcher, build_broker
 from service.models import utcnow
 from service.strava.quota import Clock, build_scheduler
 from service.strava.schemas import TokenResponse
-from workers.actors import declare_actors
+from workers.actors import setup_workers
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def start_workers(
         broker = build_broker(redis_url)
         quota = build_scheduler(settings, clock=quota_clock) if quota_clock else None
         ctx = build_context(settings, engine=engine, quota=quota)
-        declare_actors(
+        setup_workers(
             broker,
             ctx,
             Backoff(base=timedelta(milliseconds=100), max_attempts=2, spread=timedelta(0)),
