@@ -152,6 +152,7 @@ def test_a_forged_delete_removes_nothing_and_refreshes_the_activity_from_strava(
     subscribe(service.url, service.env)
     created = strava.emulator.create_activity(athlete_id)
     activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
+    backfill_settled(service, athlete_id)
     # The title changes on Strava without an event reaching us.
     subscription = strava.emulator.current_subscription()
     strava.emulator.set_subscription(None)
@@ -183,6 +184,7 @@ def test_a_delete_on_strava_removes_the_activity_after_one_confirming_fetch(
     subscribe(service.url, service.env)
     created = strava.emulator.create_activity(athlete_id)
     activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
+    backfill_settled(service, athlete_id)
     strava.emulator.reset_calls()
 
     strava.emulator.delete_activity(created["id"])
