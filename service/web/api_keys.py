@@ -20,6 +20,7 @@ from starlette.responses import Response
 from service.config import Settings
 from service.web.errors import Forbidden, Unauthorized
 from service.web.rejections import Endpoint, counted
+from service.web.state import web_state
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -67,7 +68,7 @@ def requires_key(
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
-            settings: Settings = request.app.state.settings
+            settings = web_state(request).settings
             check_key(request.headers.get("authorization"), keys(settings), setting)
             return await endpoint(request)
 
