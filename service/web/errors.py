@@ -65,9 +65,10 @@ class Forbidden(WebError):
     status_code = 403
 
 
-class NotFound(WebError):
-    """Nothing here, as far as the caller may know (e.g. a wrong secret path segment): the
-    body is Starlette's own 404, the reason is only logged and counted."""
+class UnknownRoute(WebError):
+    """Answered as a path that nothing is routed to, whatever is there (e.g. behind a wrong
+    secret path segment): the body is Starlette's own 404, the reason is only logged and
+    counted. (Strava's own 404 is service/strava/errors.py `NotFound`.)"""
 
     status_code = 404
     disclose_reason = False
