@@ -52,8 +52,9 @@ class InvalidRequest(WebError):
     status_code = 400
 
 
-class Unauthorized(WebError):
-    """The request shows no credential; a bearer key would be accepted."""
+class CredentialRequired(WebError):
+    """The request shows no credential; a bearer key would be accepted (401). (Strava's
+    refusal of our token is service/strava/errors.py `Unauthorized`.)"""
 
     status_code = 401
     headers = {"WWW-Authenticate": "Bearer"}
