@@ -89,7 +89,7 @@ def create_app(
             )
             batcher.start()
             owned.push_async_callback(batcher.aclose)
-            state = WebState(
+            web = WebState(
                 settings=settings,
                 engine=db,
                 broker=queue,
@@ -122,10 +122,10 @@ def create_app(
                     "only the proxy in front keeps forged events out"
                 )
             log.info("web app started mode=%s", settings.mode)
-            setattr(app.state, WEB_STATE_KEY, state)
+            setattr(app.state, WEB_STATE_KEY, web)
             # The lifespan state reaches uvicorn's connections too, which count the requests
             # they refuse before the app sees them (service/web/http_protocol.py).
-            yield {WEB_STATE_KEY: state}
+            yield {WEB_STATE_KEY: web}
         log.info("web app stopped")
 
     return Starlette(

@@ -24,10 +24,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """200 when both dependencies answer, else 503 naming which one is down."""
-    state = web_state(request)
+    web = web_state(request)
     database_ok, broker_ok = await asyncio.gather(
-        run_in_threadpool(database_reachable, state.engine),
-        run_in_threadpool(broker_reachable, state.broker),
+        run_in_threadpool(database_reachable, web.engine),
+        run_in_threadpool(broker_reachable, web.broker),
     )
     checks = {"database": _word(database_ok), "broker": _word(broker_ok)}
     if database_ok and broker_ok:

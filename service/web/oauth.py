@@ -299,8 +299,8 @@ class Authorization:
 
 async def callback(request: Request) -> Response:
     """Check the redirect, exchange the code, store the athlete, start the backfill."""
-    state = web_state(request)
-    settings = state.settings
+    web = web_state(request)
+    settings = web.settings
     authorization = read_redirect(request)
     now = utcnow()
     claims = check_state(settings, authorization.state, now)
@@ -308,15 +308,15 @@ async def callback(request: Request) -> Response:
     if claims.return_to is not None:
         # Signed by us, but the allow-list may have shrunk since.
         _refuse_return_to(claims.return_to, settings)
-    engine = state.engine
+    engine = web.engine
     await run_in_threadpool(spend_nonce, engine, claims, settings, now)
-    token = await exchange(state.strava, authorization.code)
+    token = await exchange(web.strava, authorization.code)
     athlete = await run_in_threadpool(
-        connect_athlete, engine, state.cipher, token, ",".join(authorization.scopes), now
+        connect_athlete, engine, web.cipher, token, ",".join(authorization.scopes), now
     )
     started = await run_in_threadpool(start_job, engine, athlete.id, SyncKind.BACKFILL, now)
     if started.created and started.job.id is not None:
-        await run_in_threadpool(state.dispatcher.send_sync, started.job.id)
+        await run_in_threadpool(web.dispatcher.send_sync, started.job.id)
     body = {
         "athlete_id": athlete.id,
         "scopes": [scope for scope in athlete.scopes.split(",") if scope],

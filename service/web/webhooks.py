@@ -87,8 +87,8 @@ def validate_subscription(request: Request) -> Response:
 
 async def receive_event(request: Request) -> Response:
     """Check, store (group commit), acknowledge (docs/strava.md §1.3)."""
-    state = web_state(request)
-    settings = state.settings
+    web = web_state(request)
+    settings = web.settings
     check_content_type(request.headers.get("content-type"))
     check_content_length(request.headers.get("content-length"))
     body = await read_body(request)
@@ -101,9 +101,9 @@ async def receive_event(request: Request) -> Response:
         )
     event = parse_event(body)
     check_event_time(event.event_time, time.time(), settings.webhook_clock_skew_seconds)
-    await state.subscription_gate.check(event.subscription_id)
-    stored = await state.inbox_batcher.store(event)
-    counters = state.webhook_counters
+    await web.subscription_gate.check(event.subscription_id)
+    stored = await web.inbox_batcher.store(event)
+    counters = web.webhook_counters
     counters.accepted += 1
     counters.duplicates += not stored.created
     # Debug only: the batch is logged at INFO, and the inbox row itself is the record.
