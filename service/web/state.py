@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
-# For the annotations only: the routes that read the state are imported by these modules.
+# For the annotations only: metrics.py, which holds WebhookCounters, reads the state through
+# this module (so do api_keys.py and rejections.py, which it imports).
 if TYPE_CHECKING:
     import dramatiq
     from sqlalchemy.engine import Engine
