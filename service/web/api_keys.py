@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.config import Settings
-from service.web.errors import Forbidden, Unauthorized
+from service.web.errors import CredentialRequired, Forbidden
 from service.web.rejections import Endpoint, counted
+from service.web.state import web_state
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -44,15 +45,15 @@ def key_matches(given: str, keys: list[str]) -> bool:
 
 
 def check_key(authorization: str | None, keys: list[str], setting: str) -> None:
-    """Raise Unauthorized (no bearer key) or Forbidden (not one of ``keys``)."""
+    """Raise CredentialRequired (no bearer key) or Forbidden (not one of ``keys``)."""
     given = bearer_key(authorization)
     if not keys:
         message = f"this route is closed: {setting} is not set"
         if given is None:
-            raise Unauthorized(message, reason="api_keys_unset")
+            raise CredentialRequired(message, reason="api_keys_unset")
         raise Forbidden(message, reason="api_keys_unset")
     if given is None:
-        raise Unauthorized(
+        raise CredentialRequired(
             "an API key is required: Authorization: Bearer <key>", reason="api_key_missing"
         )
     if not key_matches(given, keys):
@@ -67,7 +68,7 @@ def requires_key(
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
-            settings: Settings = request.app.state.settings
+            settings = web_state(request).settings
             check_key(request.headers.get("authorization"), keys(settings), setting)
             return await endpoint(request)
 

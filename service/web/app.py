@@ -1,8 +1,9 @@
 """The web app, assembled in one place from settings, routes and error handlers.
 
-Resources (database engine, broker, Strava client, token cipher) live on ``app.state``. Those
-passed to ``create_app`` belong to the caller; the others are opened in the lifespan and
-closed at shutdown. Worker threads and the relay are composed by the CLI, not here: the web
+Resources (database engine, broker, Strava client, token cipher) live on one `WebState`
+(service/web/state.py), built in the lifespan and kept on ``app.state``. Those passed to
+``create_app`` belong to the caller; the others are opened in the lifespan and closed at
+shutdown. Worker threads and the relay are composed by the CLI, not here: the web
 layer never imports ``workers``.
 """
 
@@ -27,10 +28,11 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import health, metrics, oauth, status, webhooks
+from service.web import health, metrics, oauth, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
-from service.web.metrics import COUNTERS_STATE_KEY, WebhookCounters
+from service.web.metrics import WebhookCounters
+from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
 log = logging.getLogger(__name__)
@@ -75,41 +77,44 @@ def create_app(
                 client = metered_async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
 
-            app.state.settings = settings
-            app.state.engine = db
-            app.state.broker = queue
-            app.state.dispatcher = Dispatcher(queue)
-            app.state.webhook_counters = WebhookCounters()
-            app.state.subscription_gate = SubscriptionGate(
-                db,
-                settings.strava_subscription_id,
-                settings.subscription_cache_seconds,
-                # What Strava's two seconds leave after the commit's own deadline, which the
-                # watchdog enforces to within one tick.
-                timeout=max(
-                    WATCHDOG_TICK_SECONDS,
-                    STRAVA_ANSWER_SECONDS
-                    - WATCHDOG_TICK_SECONDS
-                    - settings.ingest_deadline_seconds,
-                ),
-            )
+            counters = WebhookCounters()
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(
                 db,
                 queue,
-                app.state.webhook_counters,
+                counters,
                 max_batch=settings.ingest_batch_max,
                 deadline=settings.ingest_deadline_seconds,
                 commit_lanes=settings.ingest_commit_lanes,
             )
             batcher.start()
             owned.push_async_callback(batcher.aclose)
-            app.state.inbox_batcher = batcher
+            web = WebState(
+                settings=settings,
+                engine=db,
+                broker=queue,
+                dispatcher=Dispatcher(queue),
+                strava=client,
+                quota=scheduler,
+                cipher=TokenCipher(settings.token_key.get_secret_value()),
+                webhook_counters=counters,
+                subscription_gate=SubscriptionGate(
+                    db,
+                    settings.strava_subscription_id,
+                    settings.subscription_cache_seconds,
+                    # What Strava's two seconds leave after the commit's own deadline, which
+                    # the watchdog enforces to within one tick.
+                    timeout=max(
+                        WATCHDOG_TICK_SECONDS,
+                        STRAVA_ANSWER_SECONDS
+                        - WATCHDOG_TICK_SECONDS
+                        - settings.ingest_deadline_seconds,
+                    ),
+                ),
+                inbox_batcher=batcher,
+            )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())
-            app.state.strava = client
-            app.state.quota = scheduler
-            app.state.cipher = TokenCipher(settings.token_key.get_secret_value())
             settle_after_start_up()
             if settings.webhook_secret is None and settings.webhook_secret_optout:
                 log.warning(
@@ -117,9 +122,10 @@ def create_app(
                     "only the proxy in front keeps forged events out"
                 )
             log.info("web app started mode=%s", settings.mode)
+            setattr(app.state, WEB_STATE_KEY, web)
             # The lifespan state reaches uvicorn's connections too, which count the requests
             # they refuse before the app sees them (service/web/http_protocol.py).
-            yield {COUNTERS_STATE_KEY: app.state.webhook_counters}
+            yield {WEB_STATE_KEY: web}
         log.info("web app stopped")
 
     return Starlette(
@@ -127,7 +133,7 @@ def create_app(
             *webhooks.routes(settings),
             *oauth.routes(settings),
             *health.routes(),
-            *status.routes(),
+            *quota_view.routes(),
             *metrics.routes(),
         ],
         exception_handlers=exception_handlers(),

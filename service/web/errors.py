@@ -52,8 +52,9 @@ class InvalidRequest(WebError):
     status_code = 400
 
 
-class Unauthorized(WebError):
-    """The request shows no credential; a bearer key would be accepted."""
+class CredentialRequired(WebError):
+    """The request shows no credential; a bearer key would be accepted (401). (Strava's
+    refusal of our token is service/strava/errors.py `Unauthorized`.)"""
 
     status_code = 401
     headers = {"WWW-Authenticate": "Bearer"}
@@ -65,9 +66,10 @@ class Forbidden(WebError):
     status_code = 403
 
 
-class NotFound(WebError):
-    """Nothing here, as far as the caller may know (e.g. a wrong secret path segment): the
-    body is Starlette's own 404, the reason is only logged and counted."""
+class UnknownRoute(WebError):
+    """Answered as a path that nothing is routed to, whatever is there (e.g. behind a wrong
+    secret path segment): the body is Starlette's own 404, the reason is only logged and
+    counted. (Strava's own 404 is service/strava/errors.py `NotFound`.)"""
 
     status_code = 404
     disclose_reason = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import dramatiq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.messaging import broker_reachable
+from service.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """200 when both dependencies answer, else 503 naming which one is down."""
-    engine: Engine = request.app.state.engine
-    broker: dramatiq.Broker = request.app.state.broker
+    web = web_state(request)
     database_ok, broker_ok = await asyncio.gather(
-        run_in_threadpool(database_reachable, engine),
-        run_in_threadpool(broker_reachable, broker),
+        run_in_threadpool(database_reachable, web.engine),
+        run_in_threadpool(broker_reachable, web.broker),
     )
     checks = {"database": _word(database_ok), "broker": _word(broker_ok)}
     if database_ok and broker_ok:

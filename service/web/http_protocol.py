@@ -20,7 +20,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.web.metrics import COUNTERS_STATE_KEY, WebhookCounters
+from service.web.state import find_web_state
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge
 
     def _count_rejection(self, reason: str) -> None:
-        counters = self.app_state.get(COUNTERS_STATE_KEY)
-        if isinstance(counters, WebhookCounters):  # on the event loop's thread, like the app
-            counters.rejected[reason] += 1
+        state = find_web_state(self.app_state)
+        if state is not None:  # on the event loop's thread, like the app
+            state.webhook_counters.rejected[reason] += 1
 
     def _arm(self) -> None:
         self._disarm()

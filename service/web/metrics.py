@@ -1,10 +1,10 @@
 """Webhook counters, and `GET /stats/webhooks` that shows them as JSON.
 
 The route needs an admin key (ADMIN_API_KEYS; service/web/api_keys.py). Counts live in the
-process, on ``app.state.webhook_counters``, like the quota view at ``/quota``: no extra
-dependency, and each web process answers for itself (which is also what a
-Prometheus client would do without its multiprocess mode). Every update happens on the event
-loop's thread, so plain integers need no lock.
+process, on the app's ``WebState.webhook_counters`` (service/web/state.py), like the quota
+view at ``/quota``: no extra dependency, and each web process answers for itself (which is
+also what a Prometheus client would do without its multiprocess mode). Every update happens
+on the event loop's thread, so plain integers need no lock.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.web.api_keys import requires_admin_key
-
-# Where the app's lifespan state holds the counters (for uvicorn's connections).
-COUNTERS_STATE_KEY = "webhook_counters"
+from service.web.state import web_state
 
 
 @dataclass
@@ -64,8 +62,7 @@ class WebhookCounters:
 
 @requires_admin_key
 async def webhook_stats(request: Request) -> JSONResponse:
-    counters: WebhookCounters = request.app.state.webhook_counters
-    return JSONResponse(counters.as_json())
+    return JSONResponse(web_state(request).webhook_counters.as_json())
 
 
 def routes() -> list[Route]:

@@ -40,14 +40,13 @@ from starlette.routing import Route
 from service.config import Settings, oauth_base_url
 from service.db import session_scope
 from service.ingest.athletes import connect_athlete
-from service.ingest.crypto import TokenCipher
 from service.ingest.sync import start_job
-from service.messaging import Dispatcher
 from service.models import OAuthState, SyncKind, utcnow
 from service.strava.client import AsyncStravaClient
 from service.strava.errors import BadRequest, StravaError, Transient, Unauthorized
 from service.strava.schemas import TokenResponse
 from service.web.errors import InvalidRequest, UpstreamFailed
+from service.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +263,7 @@ def granted_scopes(scope: str) -> list[str]:
 
 async def connect(request: Request) -> RedirectResponse:
     """Redirect the athlete to Strava's authorization page (docs/strava.md §3.1)."""
-    settings: Settings = request.app.state.settings
+    settings = web_state(request).settings
     return_to = request.query_params.get("return_to") or None
     if return_to is not None:
         _refuse_return_to(return_to, settings)
@@ -300,7 +299,8 @@ class Authorization:
 
 async def callback(request: Request) -> Response:
     """Check the redirect, exchange the code, store the athlete, start the backfill."""
-    settings: Settings = request.app.state.settings
+    web = web_state(request)
+    settings = web.settings
     authorization = read_redirect(request)
     now = utcnow()
     claims = check_state(settings, authorization.state, now)
@@ -308,17 +308,15 @@ async def callback(request: Request) -> Response:
     if claims.return_to is not None:
         # Signed by us, but the allow-list may have shrunk since.
         _refuse_return_to(claims.return_to, settings)
-    engine: Engine = request.app.state.engine
+    engine = web.engine
     await run_in_threadpool(spend_nonce, engine, claims, settings, now)
-    token = await exchange(request.app.state.strava, authorization.code)
-    cipher: TokenCipher = request.app.state.cipher
+    token = await exchange(web.strava, authorization.code)
     athlete = await run_in_threadpool(
-        connect_athlete, engine, cipher, token, ",".join(authorization.scopes), now
+        connect_athlete, engine, web.cipher, token, ",".join(authorization.scopes), now
     )
     started = await run_in_threadpool(start_job, engine, athlete.id, SyncKind.BACKFILL, now)
     if started.created and started.job.id is not None:
-        dispatcher: Dispatcher = request.app.state.dispatcher
-        await run_in_threadpool(dispatcher.send_sync, started.job.id)
+        await run_in_threadpool(web.dispatcher.send_sync, started.job.id)
     body = {
         "athlete_id": athlete.id,
         "scopes": [scope for scope in athlete.scopes.split(",") if scope],

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service.web.errors import WebError
-
-if TYPE_CHECKING:
-    from service.web.metrics import WebhookCounters
+from service.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +26,8 @@ def counted(what: str) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await endpoint(request)
             except WebError as error:
-                counters: WebhookCounters = request.app.state.webhook_counters
                 reason = error.reason or type(error).__name__
-                counters.rejected[reason] += 1
+                web_state(request).webhook_counters.rejected[reason] += 1
                 # Never the body, the path (it may hold a secret) or header values; the
                 # method is the request's own text, so it is logged escaped (%r).
                 log.warning(

@@ -55,8 +55,8 @@ from service.web.errors import (
     ContentTooLarge,
     Forbidden,
     InvalidRequest,
-    NotFound,
     Unavailable,
+    UnknownRoute,
     UnsupportedMediaType,
 )
 
@@ -75,7 +75,7 @@ def check_path_secret(given: str | None, expected: str | None) -> None:
         return
     # Constant time, so the secret cannot be found byte by byte from response times.
     if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise NotFound("Not Found", reason="path_secret")
+        raise UnknownRoute("Not Found", reason="path_secret")
 
 
 # Strava began in 2009: no genuine event is older than 2009-01-01.

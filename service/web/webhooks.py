@@ -25,13 +25,11 @@ from starlette.types import Receive, Scope, Send
 
 from service.config import Settings
 from service.ingest.events import UNSTORABLE, WebhookEvent
-from service.web.batching import InboxBatcher
 from service.web.errors import Forbidden, InvalidRequest
-from service.web.metrics import WebhookCounters
 from service.web.rejections import Endpoint, counted
+from service.web.state import web_state
 from service.web.trust import (
     SIGNATURE_HEADER,
-    SubscriptionGate,
     check_content_length,
     check_content_type,
     check_event_time,
@@ -50,8 +48,7 @@ ALLOWED_METHODS = "GET, HEAD, POST"
 async def webhook(request: Request) -> Response:
     """The callback, whatever the method: the secret path segment is checked first, so that
     a prober cannot tell this path from an unknown one by the method it tries."""
-    settings: Settings = request.app.state.settings
-    secret = settings.webhook_secret
+    secret = web_state(request).settings.webhook_secret
     check_path_secret(
         request.path_params.get("secret"), None if secret is None else secret.get_secret_value()
     )
@@ -76,8 +73,7 @@ def validate_subscription(request: Request) -> Response:
         raise InvalidRequest(
             "hub.mode must be 'subscribe'", reason="bad_mode", parameter="hub.mode"
         )
-    settings: Settings = request.app.state.settings
-    expected = settings.strava_verify_token.get_secret_value().encode()
+    expected = web_state(request).settings.strava_verify_token.get_secret_value().encode()
     # Constant time, so the token cannot be guessed byte by byte from response times.
     if not hmac.compare_digest(params["hub.verify_token"].encode(), expected):
         raise Forbidden(
@@ -91,7 +87,8 @@ def validate_subscription(request: Request) -> Response:
 
 async def receive_event(request: Request) -> Response:
     """Check, store (group commit), acknowledge (docs/strava.md §1.3)."""
-    settings: Settings = request.app.state.settings
+    web = web_state(request)
+    settings = web.settings
     check_content_type(request.headers.get("content-type"))
     check_content_length(request.headers.get("content-length"))
     body = await read_body(request)
@@ -104,11 +101,9 @@ async def receive_event(request: Request) -> Response:
         )
     event = parse_event(body)
     check_event_time(event.event_time, time.time(), settings.webhook_clock_skew_seconds)
-    gate: SubscriptionGate = request.app.state.subscription_gate
-    await gate.check(event.subscription_id)
-    batcher: InboxBatcher = request.app.state.inbox_batcher
-    stored = await batcher.store(event)
-    counters: WebhookCounters = request.app.state.webhook_counters
+    await web.subscription_gate.check(event.subscription_id)
+    stored = await web.inbox_batcher.store(event)
+    counters = web.webhook_counters
     counters.accepted += 1
     counters.duplicates += not stored.created
     # Debug only: the batch is logged at INFO, and the inbox row itself is the record.

@@ -656,10 +656,11 @@ def test_a_state_signed_before_a_token_key_rotation_verifies_after_it(
     after = make_settings(token_key=f"{SECOND_KEY},{TOKEN_KEY}")
     fake_strava.answer(200, token_body())
 
-    with TestClient(create_app(after, engine=engine, strava=mock_strava(after, fake_strava))) as c:
+    strava = mock_strava(after, fake_strava)
+    with TestClient(create_app(after, engine=engine, strava=strava)) as c:
         response = c.get(CALLBACK, params={"state": state, "code": "c", "scope": GRANTED})
         assert c.portal is not None
-        c.portal.call(c.app.state.strava.aclose)
+        c.portal.call(strava.aclose)
 
     assert response.status_code == 200
     assert response.json()["status"] == "connected"
@@ -834,7 +835,8 @@ def test_no_query_string_gives_a_server_error(
 ) -> None:
     settings = make_settings(oauth_return_urls=ALLOWED)
     fake = FakeStrava(fallback=httpx.Response(200, json=token_body()))
-    with TestClient(create_app(settings, engine=engine, strava=mock_strava(settings, fake))) as c:
+    strava = mock_strava(settings, fake)
+    with TestClient(create_app(settings, engine=engine, strava=strava)) as c:
         return_to = data.draw(st.one_of(mostly(f"{ALLOWED}/x"), mostly(None)), label="return_to")
         connect = c.get(
             "/auth/strava/connect",
@@ -851,7 +853,7 @@ def test_no_query_string_gives_a_server_error(
                 params[name] = value
         callback = c.get(CALLBACK, params=params, follow_redirects=False)
         assert c.portal is not None
-        c.portal.call(c.app.state.strava.aclose)
+        c.portal.call(strava.aclose)
 
     assert callback.status_code < 500, callback.text
     hypothesis.event(f"callback {callback.status_code}")

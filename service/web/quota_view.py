@@ -12,15 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.strava.quota import QuotaScheduler
 from service.web.api_keys import requires_admin_key
+from service.web.state import web_state
 
 
 @requires_admin_key
 async def quota(request: Request) -> JSONResponse:
-    scheduler: QuotaScheduler = request.app.state.quota
     # The Redis backend does network I/O; keep it off the event loop.
-    status = await run_in_threadpool(scheduler.status)
+    status = await run_in_threadpool(web_state(request).quota.status)
     return JSONResponse(status.as_json())
 
 
