@@ -689,6 +689,29 @@ def oauth_attacks(dep: Deployment, report: Report) -> None:
             statuses.append(response.status_code)
         a.check(all(s == 400 for s in statuses), f"all refused with 400: {statuses}")
 
+    with attack(report, "login CSRF: the attacker's callback URL opened by a victim") as a:
+        # The attacker starts the flow and authorizes as himself, but does not follow
+        # Strava's redirect back: he sends that URL to a victim instead.
+        attacker = athletes[1]
+        dep.control("POST", "/login", json={"athlete_id": attacker})
+        start = dep.http.get(f"{dep.web}/auth/strava/connect", params={"return_to": RETURN_URL})
+        strava = dep.http.get(start.headers["location"])
+        back = urlsplit(strava.headers["location"])
+        a.request(
+            "attacker: GET /auth/strava/connect?return_to=<allowed app page>, authorizes as "
+            f"athlete {attacker}, keeps /auth/strava/callback?state=…&code=…; victim (another "
+            "client, no cookies) opens it"
+        )
+        with httpx.Client(timeout=10.0) as victim:
+            response = victim.get(f"{dep.web}{back.path}?{back.query}")
+        location = response.headers.get("location", "")
+        a.answer(f"{response.status_code} location={location}")
+        a.check(
+            f"athlete_id={attacker}" not in location,
+            "the victim's browser is not sent to the app as connected to the attacker's "
+            "athlete (the state is not bound to the browser that started the flow)",
+        )
+
     with attack(report, "non-ASCII state on the callback (was a 500)") as a:
         a.request("GET /auth/strava/callback?state=%C3%A9t%C3%A9&code=abc&scope=read,activity:read")
         response = dep.http.get(
