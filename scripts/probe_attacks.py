@@ -154,7 +154,7 @@ def attack(report: Report, title: str) -> Iterator[Block]:
     block = Block(report, title)
     try:
         yield block
-    except DeadlineExceeded as error:
+    except (DeadlineExceeded, subprocess.TimeoutExpired) as error:
         block.check(False, f"the probe gave up waiting: {error}")
     block.done()
 
@@ -928,10 +928,50 @@ def accepted_title_update(dep: Deployment, report: Report, athlete_id: int) -> N
     private = activity.private if activity else None
     print(
         f"  checked : inbox {row.status!r}; activity {target} name {name!r}, private {private}; "
-        f"calls {calls or 'none'} (Strava says these keys need no fetch; the next fetch or "
-        "reconciliation restores Strava's values)"
+        f"calls {calls or 'none'} (Strava says these keys need no fetch, docs/strava.md §1.3)"
     )
     report.accepted.append(f"forged title/private update applied locally, activity {target}")
+
+    with attack(report, f"the forged title of activity {target} outliving reconciliation") as a:
+        for args in (["sync", str(athlete_id)], ["sync", str(athlete_id), "--full"]):
+            a.request(f"operator: strava-ingest {' '.join(args)}, then wait for the job")
+            done = subprocess.run(
+                command(*args),
+                env={**os.environ, **dep.env},
+                cwd=dep.workdir,
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE,
+            )
+            a.answer(f"exit {done.returncode}: {done.stdout.strip().splitlines()[0]}")
+            settled(dep, athlete_id)
+            with Session(dep.engine) as session:
+                job = session.exec(
+                    select(SyncJob)
+                    .where(SyncJob.athlete_id == athlete_id)
+                    .order_by(col(SyncJob.id).desc())
+                ).first()
+            if job is not None:
+                a.answer(
+                    f"job {job.id} ({job.kind}) {job.status}: {job.pages} list calls, "
+                    f"{job.listed} listed, {job.updated} updated"
+                )
+        with Session(dep.engine) as session:
+            activity = session.get(Activity, target)
+        strava_title = next(
+            (
+                listed["name"]
+                for listed in dep.control("GET", f"/athletes/{athlete_id}/activities").json()
+                if listed["id"] == target
+            ),
+            None,
+        )
+        name = activity.name if activity else None
+        a.check(
+            name == strava_title,
+            f"stored name {name!r}, Strava's {strava_title!r} (a listing rewrites a row only "
+            "when Strava's raw summary changed, and a local update leaves raw_summary as it was)",
+        )
 
 
 def run(dep: Deployment, report: Report) -> None:
@@ -940,6 +980,8 @@ def run(dep: Deployment, report: Report) -> None:
     probe_subscription_id(dep, report)
     forged_deauthorization(dep, report, athlete_id)
     forged_delete(dep, report, athlete_id)
+    # Early, while the reconcile tier's share of the read quota is still unspent.
+    accepted_title_update(dep, report, athlete_id)
     far_future_event_time(dep, report, athlete_id)
     unstorable_values(dep, report, athlete_id)
     admin_routes(dep, report)
@@ -947,7 +989,6 @@ def run(dep: Deployment, report: Report) -> None:
     connection_attacks(dep, report)
     budget_of_creates(dep, report, athlete_id)
     forged_refetch_of_stored(dep, report, athlete_id)
-    accepted_title_update(dep, report, athlete_id)
     key_rotation(dep, report, athlete_id)
 
 
