@@ -3,20 +3,12 @@ PostgreSQL and SQLite, keeping the stored summaries; streams go with their activ
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from service.db import (
     alembic_config,
     create_db_engine,
-    drop_database,
-    recreate_database,
     upgrade_schema,
 )
 
@@ -32,23 +24,6 @@ INSERT_STREAM = (
     "INSERT INTO activity_streams (activity_id, type, data, fetched_at) "
     "VALUES (7, 'time', '[0, 1, 2]', '2026-01-01')"
 )
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of either kind, of its own (the suite's stays at head)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-        return
-    base = make_url(
-        os.environ.get(
-            "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/strava_ingest_test"
-        )
-    )
-    url = base.set(database=f"{base.database}_migration").render_as_string(hide_password=False)
-    recreate_database(url)
-    yield url
-    drop_database(url)
 
 
 def tables(url: str) -> set[str]:

@@ -1,9 +1,6 @@
 """Migration 0007 (unconfirmed events, pending-fetch tiers, per-athlete budget) upgrades over
 existing rows and downgrades again, on SQLite and on PostgreSQL."""
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -11,8 +8,6 @@ from alembic import command
 from service.db import (
     alembic_config,
     create_db_engine,
-    drop_database,
-    recreate_database,
     upgrade_schema,
 )
 
@@ -29,18 +24,6 @@ INSERT_EVENT = (
     "event_time, updates, dedupe_key, status, attempts, received_at, updated_at) VALUES "
     "(1, 'activity', 5, 'delete', 1, 1, '{}', :key, :status, 0, '2026-01-01', '2026-01-01')"
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-        return
-    # A scratch database beside ours (same name, suffixed), dropped afterwards.
-    scratch = f"{database_url}_m0007"
-    recreate_database(scratch)
-    yield scratch
-    drop_database(scratch)
 
 
 def test_existing_rows_get_the_defaults_and_unconfirmed_becomes_a_status(url: str) -> None:
