@@ -705,11 +705,11 @@ def oauth_attacks(dep: Deployment, report: Report) -> None:
         with httpx.Client(timeout=10.0) as victim:
             response = victim.get(f"{dep.web}{back.path}?{back.query}")
         location = response.headers.get("location", "")
-        a.answer(f"{response.status_code} location={location}")
+        a.answer(f"{response.status_code} location={location}" if location else show(response))
         a.check(
             f"athlete_id={attacker}" not in location,
             "the victim's browser is not sent to the app as connected to the attacker's "
-            "athlete (the state is not bound to the browser that started the flow)",
+            "athlete (the callback must come from the browser that started the connect)",
         )
 
     with attack(report, "non-ASCII state on the callback (was a 500)") as a:

@@ -9,6 +9,22 @@ here, before the code is exchanged), spend the state's nonce (a replayed callbac
 exchange the code (§3.2), store the athlete, then start the athlete's backfill. Nothing is
 stored for a callback that fails any step.
 
+The state is bound to the browser that asked for it, so that a callback URL someone else
+started (and authorized as their own athlete) cannot be completed in a victim's browser
+(login CSRF): `/auth/strava/connect` sets a random secret in a cookie and signs the secret's
+SHA-256 into the state; the callback refuses (400 `state_browser`, before the nonce is spent,
+so the genuine browser can still finish) unless that cookie is present and hashes to the
+signed value, and clears it once the nonce is spent. The cookie is HttpOnly, SameSite=Lax
+(Strava's redirect back is a top-level GET, which Lax lets through and Strict would not),
+Secure when the callback URL is https, limited to the callback's path, and lives as long as
+the state. It is named after the state's nonce (`strava_connect_<nonce>`): one cookie per
+connect in flight, so several tabs connecting at once each finish with their own. The
+browser must open `/auth/strava/connect` on the host of PUBLIC_URL, which the callback is on.
+
+The query parameters the callback appends to `return_to` (athlete_id, status) are not signed:
+anyone can type them, so an app must not link its own signed-in user to an athlete on their
+word alone (it can ask this service or Strava who the athlete is).
+
 Every query parameter of both routes comes from the athlete's browser, so from whoever sent
 them the link: each is bounded and checked for shape before use, and a bad one gets a 400
 JSON body naming it (never a 5xx).
@@ -75,6 +91,8 @@ class StateClaims:
     nonce: str
     issued_at: int
     return_to: str | None
+    # SHA-256 (unpadded url-safe base64) of the secret in the browser's connect cookie.
+    browser: str
 
 
 def state_key(settings: Settings) -> bytes:
@@ -108,7 +126,7 @@ def _signature(key: bytes, payload: str) -> str:
 def sign_state(key: bytes, claims: StateClaims) -> str:
     payload = _b64(
         json.dumps(
-            {"n": claims.nonce, "t": claims.issued_at, "r": claims.return_to},
+            {"n": claims.nonce, "t": claims.issued_at, "r": claims.return_to, "b": claims.browser},
             separators=(",", ":"),
         ).encode()
     )
@@ -127,20 +145,64 @@ def verify_state(key: bytes, state: str, now: datetime, max_age: timedelta) -> S
         raise InvalidState("the state is not one this service signed")
     try:
         data = json.loads(_unb64(payload))
-        nonce, issued_at, return_to = data["n"], data["t"], data["r"]
+        nonce, issued_at, return_to, browser = data["n"], data["t"], data["r"], data["b"]
     except (ValueError, KeyError, TypeError):
         raise InvalidState("the state is malformed") from None
     if not (
         isinstance(nonce, str)
+        and _COOKIE_NAME_PART.fullmatch(nonce)
         and isinstance(issued_at, int)
         and (return_to is None or isinstance(return_to, str))
+        and isinstance(browser, str)
+        and _DIGEST_SHAPE.fullmatch(browser)
     ):
         raise InvalidState("the state is malformed")
-    claims = StateClaims(nonce, issued_at, return_to)
+    claims = StateClaims(nonce, issued_at, return_to, browser)
     age = now.timestamp() - claims.issued_at
     if age > max_age.total_seconds() or age < -60:
         raise InvalidState("the state has expired: start connecting again")
     return claims
+
+
+# -- the browser's connect cookie ------------------------------------------------------------------
+
+COOKIE_PREFIX = "strava_connect_"
+# Longer cookie values are refused before hashing; ours are 43 characters.
+MAX_COOKIE = 256
+# A nonce goes into the cookie's name, so it must be a cookie-name token.
+_COOKIE_NAME_PART = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+_DIGEST_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
+
+
+class BrowserMismatch(Exception):
+    """The callback came from a browser that did not start this connect."""
+
+
+def browser_digest(secret: str) -> str:
+    return _b64(hashlib.sha256(secret.encode()).digest())
+
+
+def cookie_name(claims: StateClaims) -> str:
+    return f"{COOKIE_PREFIX}{claims.nonce}"
+
+
+def check_browser(claims: StateClaims, cookies: dict[str, str]) -> None:
+    """Refuse unless the browser holds the cookie `/auth/strava/connect` set with this state."""
+    secret = cookies.get(cookie_name(claims))
+    if not secret:
+        raise BrowserMismatch("this browser did not start this connect (no connect cookie)")
+    if len(secret) > MAX_COOKIE or not hmac.compare_digest(browser_digest(secret), claims.browser):
+        raise BrowserMismatch("this browser did not start this connect (the cookie does not match)")
+
+
+def _cookie_options(settings: Settings) -> dict[str, Any]:
+    callback = urlsplit(callback_url(settings))
+    return {
+        "path": callback.path,
+        "secure": callback.scheme == "https",
+        "httponly": True,
+        "samesite": "lax",
+    }
 
 
 # -- return URLs -------------------------------------------------------------------------------
@@ -262,12 +324,16 @@ def granted_scopes(scope: str) -> list[str]:
 
 
 async def connect(request: Request) -> RedirectResponse:
-    """Redirect the athlete to Strava's authorization page (docs/strava.md §3.1)."""
+    """Redirect the athlete to Strava's authorization page (docs/strava.md §3.1), with a
+    cookie binding the state to this browser."""
     settings = web_state(request).settings
     return_to = request.query_params.get("return_to") or None
     if return_to is not None:
         _refuse_return_to(return_to, settings)
-    claims = StateClaims(secrets.token_urlsafe(16), int(utcnow().timestamp()), return_to)
+    secret = secrets.token_urlsafe(32)
+    claims = StateClaims(
+        secrets.token_urlsafe(16), int(utcnow().timestamp()), return_to, browser_digest(secret)
+    )
     query = urlencode(
         {
             "client_id": settings.strava_client_id,
@@ -278,7 +344,14 @@ async def connect(request: Request) -> RedirectResponse:
             "state": sign_state(state_key(settings), claims),
         }
     )
-    return RedirectResponse(f"{settings.strava_oauth_url}/authorize?{query}", status_code=302)
+    response = RedirectResponse(f"{settings.strava_oauth_url}/authorize?{query}", status_code=302)
+    response.set_cookie(
+        cookie_name(claims),
+        secret,
+        max_age=settings.oauth_state_seconds,
+        **_cookie_options(settings),
+    )
+    return response
 
 
 def callback_url(settings: Settings) -> str:
@@ -304,6 +377,7 @@ async def callback(request: Request) -> Response:
     authorization = read_redirect(request)
     now = utcnow()
     claims = check_state(settings, authorization.state, now)
+    require_same_browser(claims, request.cookies)
     require_activity_scope(authorization.scopes)
     if claims.return_to is not None:
         # Signed by us, but the allow-list may have shrunk since.
@@ -323,10 +397,14 @@ async def callback(request: Request) -> Response:
         "status": athlete.status,
         "sync_job_id": started.job.id,
     }
+    response: Response
     if claims.return_to is not None:
         location = _return_to(claims, {"athlete_id": athlete.id, "status": athlete.status})
-        return RedirectResponse(location, status_code=303)
-    return JSONResponse(body)
+        response = RedirectResponse(location, status_code=303)
+    else:
+        response = JSONResponse(body)
+    response.delete_cookie(cookie_name(claims), **_cookie_options(settings))
+    return response
 
 
 # A denial's `error` is echoed as the JSON `reason` only when it is one short word.
@@ -389,6 +467,17 @@ def check_state(settings: Settings, state: str, now: datetime) -> StateClaims:
         raise InvalidRequest(
             f"invalid authorization state ({error}); start again at {CONNECT_PATH}",
             reason="state",
+        ) from None
+
+
+def require_same_browser(claims: StateClaims, cookies: dict[str, str]) -> None:
+    try:
+        check_browser(claims, cookies)
+    except BrowserMismatch as error:
+        log.warning("oauth callback rejected reason=state_browser detail=%s", error)
+        raise InvalidRequest(
+            f"{error}: open {CONNECT_PATH} in the browser that finishes connecting",
+            reason="state_browser",
         ) from None
 
 

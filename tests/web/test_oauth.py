@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +35,14 @@ from service.ingest.crypto import TokenCipher
 from service.models import Athlete, AthleteStatus, OAuthState, SyncJob
 from service.strava.client import AsyncStravaClient
 from service.web.app import create_app
-from service.web.oauth import InvalidState, StateClaims, sign_state, state_key, verify_state
+from service.web.oauth import (
+    InvalidState,
+    StateClaims,
+    browser_digest,
+    sign_state,
+    state_key,
+    verify_state,
+)
 
 CALLBACK = "/auth/strava/callback"
 ATHLETE_ID = 12342176
@@ -435,7 +443,7 @@ def test_a_callback_without_state_is_rejected(
 def test_an_expired_state_is_rejected(settings: Settings) -> None:
     key = state_key(settings)
     issued = datetime(2026, 1, 1, tzinfo=UTC)
-    state = sign_state(key, StateClaims("n", int(issued.timestamp()), None))
+    state = sign_state(key, StateClaims("n", int(issued.timestamp()), None, browser_digest("s")))
 
     with pytest.raises(InvalidState, match="expired"):
         verify_state(key, state, issued + timedelta(minutes=11), timedelta(minutes=10))
@@ -446,7 +454,11 @@ def test_a_replayed_callback_is_rejected_and_changes_nothing(
 ) -> None:
     fake_strava.answer(200, token_body(access="access-1"))
     params = {"state": fresh_state(client), "code": "once", "scope": GRANTED}
+    # The first callback clears the connect cookie; the replay carries it again, so that it
+    # is the spent nonce that refuses it.
+    cookies = httpx.Cookies(client.cookies)
     client.get(CALLBACK, params=params)
+    client.cookies = cookies
 
     replay = client.get(CALLBACK, params=params)
 
@@ -455,6 +467,147 @@ def test_a_replayed_callback_is_rejected_and_changes_nothing(
     assert len(fake_strava.requests) == 1
     assert len(stored_athletes(engine)) == 1
     assert len(stored_jobs(engine)) == 1
+
+
+# -- the browser that started the connect ------------------------------------------------------
+
+
+def connect_cookie(response: httpx.Response) -> Morsel[str]:
+    """The one cookie /auth/strava/connect set, with its attributes."""
+    [header] = response.headers.get_list("set-cookie")
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(header)
+    [morsel] = cookie.values()
+    return morsel
+
+
+def test_a_callback_without_the_connect_cookie_is_refused_and_stores_nothing(
+    client: TestClient, fake_strava: FakeStrava, engine: Engine
+) -> None:
+    # The attacker's callback URL, opened by a victim whose browser never started it.
+    state = fresh_state(client)
+    client.cookies.clear()
+
+    response = client.get(CALLBACK, params={"state": state, "code": "c", "scope": GRANTED})
+
+    assert response.status_code == 400
+    assert response.json()["reason"] == "state_browser"
+    assert "did not start this connect" in response.json()["error"]
+    assert fake_strava.requests == []
+    assert stored_athletes(engine) == []
+    assert stored_nonces(engine) == []
+
+
+def test_a_callback_with_another_connects_cookie_is_refused(
+    client: TestClient, fake_strava: FakeStrava, engine: Engine
+) -> None:
+    fresh_state(client)  # the victim's own connect, its cookie kept
+    attackers = client.get("/auth/strava/connect", follow_redirects=False)
+    client.cookies.delete(connect_cookie(attackers).key)
+
+    response = client.get(
+        CALLBACK,
+        params={"state": authorize_query(attackers)["state"][0], "code": "c", "scope": GRANTED},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["reason"] == "state_browser"
+    assert fake_strava.requests == []
+    assert stored_athletes(engine) == []
+
+
+def test_a_connect_cookie_holding_another_secret_is_refused(
+    client: TestClient, fake_strava: FakeStrava, engine: Engine
+) -> None:
+    response = client.get("/auth/strava/connect", follow_redirects=False)
+    name = connect_cookie(response).key
+    client.cookies.clear()
+    client.cookies.set(name, "a-secret-the-attacker-planted", path=CALLBACK)
+
+    callback = client.get(
+        CALLBACK,
+        params={"state": authorize_query(response)["state"][0], "code": "c", "scope": GRANTED},
+    )
+
+    assert callback.status_code == 400
+    assert callback.json()["reason"] == "state_browser"
+    assert fake_strava.requests == []
+    assert stored_nonces(engine) == []
+
+
+def test_a_refused_browser_leaves_the_state_to_the_browser_that_started_it(
+    client: TestClient, fake_strava: FakeStrava
+) -> None:
+    fake_strava.answer(200, token_body())
+    params = {"state": fresh_state(client), "code": "c", "scope": GRANTED}
+    genuine = httpx.Cookies(client.cookies)
+    client.cookies.clear()
+    assert client.get(CALLBACK, params=params).status_code == 400
+
+    client.cookies = genuine
+    response = client.get(CALLBACK, params=params)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "connected"
+
+
+def test_the_browser_that_started_the_connect_finishes_it_and_its_cookie_is_cleared(
+    client: TestClient, fake_strava: FakeStrava
+) -> None:
+    fake_strava.answer(200, token_body())
+    connect = client.get("/auth/strava/connect", follow_redirects=False)
+    name = connect_cookie(connect).key
+    assert name in client.cookies
+
+    response = client.get(
+        CALLBACK,
+        params={"state": authorize_query(connect)["state"][0], "code": "c", "scope": GRANTED},
+    )
+
+    assert response.status_code == 200
+    cleared = connect_cookie(response)
+    assert (cleared.key, cleared["max-age"], cleared["path"]) == (name, "0", CALLBACK)
+    assert name not in client.cookies
+
+
+def test_several_tabs_connecting_at_once_each_finish_with_their_own_cookie(
+    client: TestClient, fake_strava: FakeStrava
+) -> None:
+    fake_strava.answer(200, token_body(access="first"))
+    fake_strava.answer(200, token_body(access="second"))
+    first, second = fresh_state(client), fresh_state(client)
+
+    late = client.get(CALLBACK, params={"state": second, "code": "c2", "scope": GRANTED})
+    early = client.get(CALLBACK, params={"state": first, "code": "c1", "scope": GRANTED})
+
+    assert (late.status_code, early.status_code) == (200, 200)
+
+
+def test_the_connect_cookie_is_http_only_lax_limited_to_the_callback_and_lives_as_the_state(
+    client: TestClient, settings: Settings
+) -> None:
+    cookie = connect_cookie(client.get("/auth/strava/connect", follow_redirects=False))
+
+    assert cookie.key.startswith("strava_connect_")
+    assert cookie["httponly"] is True
+    assert cookie["samesite"].lower() == "lax"
+    assert cookie["path"] == CALLBACK
+    assert cookie["max-age"] == str(settings.oauth_state_seconds)
+    assert not cookie["secure"]  # http://testserver: a Secure cookie would never come back
+
+
+def test_the_connect_cookie_is_secure_when_the_public_url_is_https(
+    make_settings: Callable[..., Settings], engine: Engine
+) -> None:
+    settings = make_settings(public_url="https://ingest.example.com", oauth_state_seconds=120)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        cookie = connect_cookie(client.get("/auth/strava/connect", follow_redirects=False))
+
+    assert cookie["secure"] is True
+    assert cookie["httponly"] is True
+    assert cookie["samesite"].lower() == "lax"
+    assert cookie["path"] == CALLBACK
+    assert cookie["max-age"] == "120"
 
 
 def test_a_return_url_outside_the_allow_list_is_refused(
@@ -580,9 +733,10 @@ def test_a_signed_return_url_no_longer_allowed_is_refused_at_the_callback(
     before = make_settings(oauth_return_urls=ALLOWED)
     with TestClient(create_app(before, engine=engine)) as client:
         state = fresh_state(client, return_to=f"{ALLOWED}/x")
+        cookies = client.cookies
     after = make_settings(oauth_return_urls="https://other.example.com/")
 
-    with TestClient(create_app(after, engine=engine)) as client:
+    with TestClient(create_app(after, engine=engine), cookies=cookies) as client:
         response = client.get(
             CALLBACK, params={"state": state, "code": "c", "scope": GRANTED}, follow_redirects=False
         )
@@ -629,7 +783,15 @@ def test_a_malformed_state_is_a_400_naming_state(
 
 @pytest.mark.parametrize(
     "payload",
-    [b"not json", b"[1, 2]", b'{"n": 1, "t": 0, "r": null}', b'{"n": "x", "t": "0", "r": null}'],
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"n": 1, "t": 0, "r": null, "b": "' + b"x" * 43 + b'"}',
+        b'{"n": "x", "t": "0", "r": null, "b": "' + b"x" * 43 + b'"}',
+        b'{"n": "x", "t": 0, "r": null}',
+        b'{"n": "x", "t": 0, "r": null, "b": "short"}',
+        b'{"n": "x; Path=/", "t": 0, "r": null, "b": "' + b"x" * 43 + b'"}',
+    ],
 )
 def test_a_signed_payload_of_the_wrong_shape_is_malformed(
     settings: Settings, payload: bytes
@@ -652,12 +814,13 @@ def test_a_state_signed_before_a_token_key_rotation_verifies_after_it(
     before = make_settings()
     with TestClient(create_app(before, engine=engine)) as client:
         state = fresh_state(client)
+        cookies = client.cookies
     # The rotation: a new key prepended to TOKEN_KEY, the service restarted.
     after = make_settings(token_key=f"{SECOND_KEY},{TOKEN_KEY}")
     fake_strava.answer(200, token_body())
 
     strava = mock_strava(after, fake_strava)
-    with TestClient(create_app(after, engine=engine, strava=strava)) as c:
+    with TestClient(create_app(after, engine=engine, strava=strava), cookies=cookies) as c:
         response = c.get(CALLBACK, params={"state": state, "code": "c", "scope": GRANTED})
         assert c.portal is not None
         c.portal.call(strava.aclose)
