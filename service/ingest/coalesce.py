@@ -36,6 +36,7 @@ from sqlmodel import Session, col
 from service.db import session_scope
 from service.ingest import budget
 from service.ingest.activities import Tombstone, remove_activities
+from service.ingest.backfill import store_raw_summary
 from service.ingest.context import IngestContext
 from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
 from service.ingest.hydrate import OTHER_OWNER, Absent, Fetch, fetch_detail, store_fetched
@@ -102,7 +103,12 @@ def activity_state(session: Session, activity_id: int) -> ActivityState:
 
 
 def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None:
-    """Write title/type/private from the event itself: no call to Strava (§1.3)."""
+    """Write title/type/private from the event itself: no call to Strava (§1.3).
+
+    The stored raw summary takes the same values: it is what we now believe Strava lists. A
+    listing (reconciliation, full refresh) rewrites a row only when Strava's summary differs
+    from it, so a forged update is undone by the next listing, and a genuine one that the
+    listing already shows changes nothing there."""
     row = session.get_one(Activity, action.activity_id)
     for column, value in action.values.items():
         setattr(row, column, value)
@@ -110,6 +116,12 @@ def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None
     row.event_time = max(row.event_time or 0, action.event_time)
     row.updated_at = now
     session.add(row)
+    if row.raw_summary is not None:
+        # Every column a local key writes bears the name of its key in Strava's summary.
+        believed = {**row.raw_summary, **action.values}
+        session.flush()
+        store_raw_summary(session, action.activity_id, believed)
+        session.expire(row, ["raw_summary"])
 
 
 def request_fetch(
