@@ -212,7 +212,7 @@ def production_env(args: argparse.Namespace, emulator: str, web: str) -> dict[st
         "PUBLIC_URL": web,
         "OAUTH_RETURN_URLS": RETURN_URL,
         "EVENT_COALESCE_SECONDS": str(COALESCE_SECONDS),
-        "WEBHOOK_NEW_ACTIVITY_FETCHES_PER_WINDOW": str(NEW_FETCH_BUDGET),
+        "WEBHOOK_FETCHES_PER_ATHLETE_PER_WINDOW": str(NEW_FETCH_BUDGET),
         "HTTP_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
         "HTTP_CONCURRENCY_LIMIT": str(CONCURRENCY_LIMIT),
         "LOG_LEVEL": "INFO",
@@ -969,8 +969,8 @@ def accepted_title_update(dep: Deployment, report: Report, athlete_id: int) -> N
         name = activity.name if activity else None
         a.check(
             name == strava_title,
-            f"stored name {name!r}, Strava's {strava_title!r} (a listing rewrites a row only "
-            "when Strava's raw summary changed, and a local update leaves raw_summary as it was)",
+            f"stored name {name!r}, Strava's {strava_title!r} (a listing rewrites a row when "
+            "Strava's summary differs from the stored one, which the local update edited)",
         )
 
 

@@ -18,8 +18,9 @@ confirms it: a 404 (or a 401 with a token Strava just issued) removes the activi
 leaves the tombstone; an activity Strava still returns is stored and the delete is
 `unconfirmed`.
 
-Budget: the first fetch of an activity never seen is charged to the owner's budget of new
-activities in the quota window (budget.py); past it, the fetch waits at the `recent` tier.
+Budget: every fetch an event causes (a create, an update that needs one, a delete's
+confirmation, and the fetch once more after events that came during one) is charged to the
+owner's budget in the quota window (budget.py); past it, the fetch waits at the `recent` tier.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def request_fetch(
             session.execute(
                 sa.delete(ActivityRemoval).where(col(ActivityRemoval.activity_id) == activity_id)
             )
-        tier = budget.tier_for_unverified_call(ctx, session, owner_id) if unseen else Tier.WEBHOOK
+        tier = budget.tier_for_unverified_call(ctx, session, owner_id)
         pending = PendingHydration(
             activity_id=activity_id,
             athlete_id=owner_id,
@@ -235,7 +236,7 @@ def hydrate_pending(
         owner_id = pending.athlete_id
         tier = Tier(pending.tier)
     token = current_access_token(ctx, owner_id)
-    # `recent` for an athlete past their budget of new activities (budget.py).
+    # `recent` for an athlete past their budget of webhook calls (budget.py).
     with using_tier(tier):
         fetched = fetch_detail(ctx, owner_id, activity_id, token, stream_keys)
     with session_scope(ctx.engine) as session:
@@ -275,8 +276,11 @@ def _store_under_lock(
         budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
     stored, tier = isinstance(fetched, dict), Tier(pending.tier)
     if pending.requested_event_time > as_of:
-        # An event came in after the fetch began: its change may be missing from it.
+        # An event came in after the fetch began: its change may be missing from it. The
+        # fetch once more is another call: charged like the first.
         pending.due_at = now + ctx.coalesce_window
+        if tier == Tier.WEBHOOK:
+            pending.tier = budget.tier_for_unverified_call(ctx, session, pending.athlete_id).value
         session.add(pending)
         return Fetched(again_at=pending.due_at, stored=stored, tier=tier)
     session.delete(pending)
