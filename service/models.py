@@ -256,7 +256,7 @@ class PendingHydration(SQLModel, table=True):
     due_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     requested_event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     # The quota tier the fetch is charged to: `webhook`, or `recent` for an athlete past
-    # their budget of new activities in the window (service/ingest/budget.py).
+    # their budget of webhook calls in the window (service/ingest/budget.py).
     tier: str = Field(default="webhook", max_length=16)
     # The activity was neither stored nor removed when the fetch was asked for: a 404 then
     # counts as a forged create.
