@@ -126,13 +126,14 @@ class Settings(DatabaseSettings):
     # Events for owners we never knew cost no call, but anyone can post them: they are
     # pruned after this, much sooner than the others (docs/events.md).
     unknown_owner_retention_hours: Annotated[float, Field(gt=0)] = 24.0
-    # Webhook fetches of activities we have never seen (and checks of the grant for
-    # deauthorizations), per athlete and quota window; the rest wait at the `recent` tier.
-    # Strava signs nothing, so a forged burst for one athlete must not spend the real-time
-    # budget everyone shares. 10 covers what one athlete uploads in a quarter hour except a
-    # bulk import (whose rest is still fetched, at `recent`), and 10 forged fetches are 10%
-    # of Strava's default read window (docs/strava.md §2.1).
-    webhook_new_activity_fetches_per_window: Annotated[int, Field(ge=0)] = 10
+    # Webhook-priority calls that one athlete's events cause (fetches for creates, for
+    # updates that need one and for delete confirmations, and checks of the grant for
+    # deauthorizations), per quota window; the rest wait at the `recent` tier. Strava signs
+    # nothing, so a forged burst for one athlete must not spend the real-time budget everyone
+    # shares. 10 covers what one athlete uploads, deletes or edits in a quarter hour except a
+    # bulk import or clean-up (whose rest is still fetched, at `recent`: late, not lost), and
+    # 10 forged calls are 10% of Strava's default read window (docs/strava.md §2.1).
+    webhook_fetches_per_athlete_per_window: Annotated[int, Field(ge=0)] = 10
     # Creates Strava answers 404 for (forged, or deleted at once) before the athlete is
     # flagged for an operator (`strava-ingest events counts`).
     forged_creates_to_flag: Annotated[int, Field(gt=0)] = 5

@@ -123,8 +123,8 @@ class Athlete(SQLModel, table=True):
     raw: dict[str, Any] | None = _json()
     connected_at: datetime = _created()
     deauthorized_at: datetime | None = _timestamp()
-    # Webhook fetches of activities never seen before, in the quota window `new_fetch_window`
-    # (its index): capped per athlete (WEBHOOK_NEW_ACTIVITY_FETCHES_PER_WINDOW).
+    # Webhook-priority calls this athlete's events caused in the quota window
+    # `new_fetch_window` (its index): capped (WEBHOOK_FETCHES_PER_ATHLETE_PER_WINDOW).
     new_fetch_window: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
     new_fetch_count: int = 0
     # Creates of activities Strava then answered 404 for: forged, or deleted at once. Past
@@ -256,7 +256,7 @@ class PendingHydration(SQLModel, table=True):
     due_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     requested_event_time: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     # The quota tier the fetch is charged to: `webhook`, or `recent` for an athlete past
-    # their budget of new activities in the window (service/ingest/budget.py).
+    # their budget of webhook calls in the window (service/ingest/budget.py).
     tier: str = Field(default="webhook", max_length=16)
     # The activity was neither stored nor removed when the fetch was asked for: a 404 then
     # counts as a forged create.

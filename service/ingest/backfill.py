@@ -294,6 +294,20 @@ def _upsert_postgresql(
     return {int(i): bool(inserted) for i, inserted in result}
 
 
+def store_raw_summary(session: Session, activity_id: int, summary: dict[str, Any]) -> None:
+    """Set the activity's raw summary as a listing would store it, so that a listing that
+    shows the same summary finds the row unchanged: on PostgreSQL the text is compared, and
+    is encoded as Strava sends it (compact, UTF-8); SQLite compares our own encoding."""
+    if session.get_bind().dialect.name == "postgresql":
+        text = json.dumps(summary, separators=(",", ":"), ensure_ascii=False)
+        value: Any = sa.cast(sa.literal(text, sa.Text), sa.JSON)
+    else:
+        value = summary
+    session.execute(
+        sa.update(Activity).where(col(Activity.id) == activity_id).values(raw_summary=value)
+    )
+
+
 def missing_in(
     session: Session, athlete_id: int, covered: CoveredRange, stored_before: datetime
 ) -> list[int]:

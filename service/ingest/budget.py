@@ -2,12 +2,14 @@
 events can ask for on their own word, and a count of the creates Strava then denied.
 
 Strava signs nothing (docs/strava.md §1.8): anyone who knows an athlete id can post creates
-with made-up activity ids, each costing a fetch, or deauthorizations, each costing the check
-of the grant. Real uploads and revocations of one athlete in one quota window are few, so
-past `new_activity_fetches_per_window` such calls wait at the `recent` tier: they are not
-dropped, but they can no longer spend the room the webhook tier keeps for everyone else's
-real-time work. The counters live on the athlete row and change under the owner's row lock
-(coalesce.lock_owner), so every worker process sees one budget.
+with made-up activity ids, updates and deletes of the athlete's activities, each costing a
+fetch, or deauthorizations, each costing the check of the grant. Coalescing bounds the
+fetches per activity, not per athlete. Real uploads, edits, deletions and revocations of one
+athlete in one quota window are few, so past `webhook_fetches_per_window` such calls wait at
+the `recent` tier: they are not dropped, but they can no longer spend the room the webhook
+tier keeps for everyone else's real-time work. The counters live on the athlete row and
+change under the owner's row lock (coalesce.lock_owner), so every worker process sees one
+budget.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ def quota_window(ctx: IngestContext) -> int:
 
 
 def tier_for_unverified_call(ctx: IngestContext, session: Session, athlete_id: int) -> Tier:
-    """Charge one call an event asks for on its own word (a fetch of a never-seen activity,
-    the grant check of a deauthorization) to the athlete's budget in this window: `webhook`
-    while within it, `recent` past it. Call under the owner's lock."""
+    """Charge one call an event asks for on its own word (any fetch of an activity, the grant
+    check of a deauthorization) to the athlete's budget in this window: `webhook` while
+    within it, `recent` past it. Call under the owner's lock."""
     athlete = session.get(Athlete, athlete_id)
     if athlete is None:
         return Tier.WEBHOOK
@@ -43,9 +45,9 @@ def tier_for_unverified_call(ctx: IngestContext, session: Session, athlete_id: i
         athlete.new_fetch_count = 0
     athlete.new_fetch_count += 1
     session.add(athlete)
-    if athlete.new_fetch_count <= ctx.new_activity_fetches_per_window:
+    if athlete.new_fetch_count <= ctx.webhook_fetches_per_window:
         return Tier.WEBHOOK
-    if athlete.new_fetch_count == ctx.new_activity_fetches_per_window + 1:
+    if athlete.new_fetch_count == ctx.webhook_fetches_per_window + 1:
         log.warning(
             "athlete past the webhook budget of unverified calls athlete_id=%s window=%s; "
             "further ones wait at the recent tier",

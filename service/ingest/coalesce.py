@@ -18,8 +18,9 @@ confirms it: a 404 (or a 401 with a token Strava just issued) removes the activi
 leaves the tombstone; an activity Strava still returns is stored and the delete is
 `unconfirmed`.
 
-Budget: the first fetch of an activity never seen is charged to the owner's budget of new
-activities in the quota window (budget.py); past it, the fetch waits at the `recent` tier.
+Budget: every fetch an event causes (a create, an update that needs one, a delete's
+confirmation, and the fetch once more after events that came during one) is charged to the
+owner's budget in the quota window (budget.py); past it, the fetch waits at the `recent` tier.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sqlmodel import Session, col
 from service.db import session_scope
 from service.ingest import budget
 from service.ingest.activities import Tombstone, remove_activities
+from service.ingest.backfill import store_raw_summary
 from service.ingest.context import IngestContext
 from service.ingest.events import ActivityState, ApplyUpdates, DeleteActivity, LocalKey, Owner
 from service.ingest.hydrate import OTHER_OWNER, Absent, Fetch, fetch_detail, store_fetched
@@ -102,7 +104,12 @@ def activity_state(session: Session, activity_id: int) -> ActivityState:
 
 
 def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None:
-    """Write title/type/private from the event itself: no call to Strava (§1.3)."""
+    """Write title/type/private from the event itself: no call to Strava (§1.3).
+
+    The stored raw summary takes the same values: it is what we now believe Strava lists. A
+    listing (reconciliation, full refresh) rewrites a row only when Strava's summary differs
+    from it, so a forged update is undone by the next listing, and a genuine one that the
+    listing already shows changes nothing there."""
     row = session.get_one(Activity, action.activity_id)
     for column, value in action.values.items():
         setattr(row, column, value)
@@ -110,6 +117,12 @@ def apply_updates(session: Session, action: ApplyUpdates, now: datetime) -> None
     row.event_time = max(row.event_time or 0, action.event_time)
     row.updated_at = now
     session.add(row)
+    if row.raw_summary is not None:
+        # Every column a local key writes bears the name of its key in Strava's summary.
+        believed = {**row.raw_summary, **action.values}
+        session.flush()
+        store_raw_summary(session, action.activity_id, believed)
+        session.expire(row, ["raw_summary"])
 
 
 def request_fetch(
@@ -136,7 +149,7 @@ def request_fetch(
             session.execute(
                 sa.delete(ActivityRemoval).where(col(ActivityRemoval.activity_id) == activity_id)
             )
-        tier = budget.tier_for_unverified_call(ctx, session, owner_id) if unseen else Tier.WEBHOOK
+        tier = budget.tier_for_unverified_call(ctx, session, owner_id)
         pending = PendingHydration(
             activity_id=activity_id,
             athlete_id=owner_id,
@@ -223,7 +236,7 @@ def hydrate_pending(
         owner_id = pending.athlete_id
         tier = Tier(pending.tier)
     token = current_access_token(ctx, owner_id)
-    # `recent` for an athlete past their budget of new activities (budget.py).
+    # `recent` for an athlete past their budget of webhook calls (budget.py).
     with using_tier(tier):
         fetched = fetch_detail(ctx, owner_id, activity_id, token, stream_keys)
     with session_scope(ctx.engine) as session:
@@ -263,8 +276,11 @@ def _store_under_lock(
         budget.count_forged_create(ctx, session, pending.athlete_id, activity_id, now)
     stored, tier = isinstance(fetched, dict), Tier(pending.tier)
     if pending.requested_event_time > as_of:
-        # An event came in after the fetch began: its change may be missing from it.
+        # An event came in after the fetch began: its change may be missing from it. The
+        # fetch once more is another call: charged like the first.
         pending.due_at = now + ctx.coalesce_window
+        if tier == Tier.WEBHOOK:
+            pending.tier = budget.tier_for_unverified_call(ctx, session, pending.athlete_id).value
         session.add(pending)
         return Fetched(again_at=pending.due_at, stored=stored, tier=tier)
     session.delete(pending)

@@ -32,8 +32,8 @@ class IngestContext:
       refresh_locks: one lock per athlete, making token refresh single-flight here.
       coalesce_window: webhook events for one activity within this window share one fetch.
       retry_max_attempts: attempts in all before an event or a hydration is `failed`.
-      new_activity_fetches_per_window: per athlete and quota window, webhook fetches of
-        activities never seen before; the rest wait at the `recent` tier (budget.py).
+      webhook_fetches_per_window: per athlete and quota window, webhook-priority calls its
+        events cause; the rest wait at the `recent` tier (budget.py).
       forged_creates_to_flag: creates Strava answers 404 for before the athlete is flagged.
     """
 
@@ -47,7 +47,7 @@ class IngestContext:
     refresh_locks: dict[int, threading.Lock] = field(default_factory=dict)
     coalesce_window: timedelta = timedelta(seconds=default("event_coalesce_seconds"))
     retry_max_attempts: int = default("retry_max_attempts")
-    new_activity_fetches_per_window: int = default("webhook_new_activity_fetches_per_window")
+    webhook_fetches_per_window: int = default("webhook_fetches_per_athlete_per_window")
     forged_creates_to_flag: int = default("forged_creates_to_flag")
 
     def close(self) -> None:
@@ -68,6 +68,6 @@ def build_context(
         refresh_margin=timedelta(seconds=settings.token_refresh_margin_seconds),
         coalesce_window=timedelta(seconds=settings.event_coalesce_seconds),
         retry_max_attempts=settings.retry_max_attempts,
-        new_activity_fetches_per_window=settings.webhook_new_activity_fetches_per_window,
+        webhook_fetches_per_window=settings.webhook_fetches_per_athlete_per_window,
         forged_creates_to_flag=settings.forged_creates_to_flag,
     )

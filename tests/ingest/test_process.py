@@ -743,7 +743,7 @@ def test_creates_strava_answers_404_for_are_counted_and_flag_the_athlete(
 def test_past_the_athletes_budget_a_new_activity_is_fetched_at_the_recent_tier(
     ctx: IngestContext, clock: FakeUtcClock, strava: FakeStrava, athlete_id: int
 ) -> None:
-    ctx.new_activity_fetches_per_window = 1
+    ctx.webhook_fetches_per_window = 1
     first, second = (strava.emulator.create_activity(athlete_id)["id"] for _ in range(2))
     assert settle(ctx, clock, stored(ctx, first, athlete_id, "create")) == [InboxStatus.PROCESSED]
     # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
@@ -766,3 +766,43 @@ def test_past_the_athletes_budget_a_new_activity_is_fetched_at_the_recent_tier(
 
     assert refused.value.tier == Tier.RECENT
     assert activity_row(ctx, second) is None
+
+
+def pending_tiers(ctx: IngestContext, activity_ids: list[int]) -> dict[str, int]:
+    tiers: dict[str, int] = {}
+    with Session(ctx.engine) as session:
+        for activity_id in activity_ids:
+            tier = session.get_one(PendingHydration, activity_id).tier
+            tiers[tier] = tiers.get(tier, 0) + 1
+    return tiers
+
+
+@pytest.mark.parametrize(
+    ("aspect", "updates"), [("update", {"x": "1"}), ("delete", {})], ids=["update", "delete"]
+)
+def test_forged_events_fetching_stored_activities_spend_only_the_athletes_budget(
+    ctx: IngestContext,
+    clock: FakeUtcClock,
+    quota_clock: FakeUtcClock,
+    strava: FakeStrava,
+    athlete_id: int,
+    aspect: str,
+    updates: dict[str, str],
+) -> None:
+    ctx.webhook_fetches_per_window = 2
+    held = [hydrated(ctx, clock, strava, athlete_id) for _ in range(5)]
+    quota_clock.advance(timedelta(seconds=ctx.quota.config.window_seconds))  # a fresh budget
+    forged = [stored(ctx, i, athlete_id, aspect, updates=updates, event_time=T + 10) for i in held]
+
+    assert all(isinstance(process_event(ctx, i), Deferred) for i in forged)
+
+    assert pending_tiers(ctx, held) == {Tier.WEBHOOK.value: 2, Tier.RECENT.value: 3}
+    other = strava.emulator.add_athlete()
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(other))
+    connect_athlete(ctx.engine, ctx.cipher, token, "read,activity:read_all", utcnow())
+    genuine = strava.emulator.create_activity(other)["id"]
+    assert isinstance(process_event(ctx, stored(ctx, genuine, other, "create")), Deferred)
+    assert pending_tiers(ctx, [genuine]) == {Tier.WEBHOOK.value: 1}
+    with Session(ctx.engine) as session:
+        assert session.get_one(Athlete, athlete_id).new_fetch_count == len(held)
+        assert session.get_one(Athlete, other).new_fetch_count == 1

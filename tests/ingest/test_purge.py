@@ -266,7 +266,7 @@ def test_forged_deauthorizations_past_the_athletes_budget_wait_at_a_lower_tier(
     the athlete's budget like a flood of creates, and cannot spend the webhook tier's room."""
     with Session(ctx.engine) as session:
         spent = session.get_one(Athlete, athlete_with_data).new_fetch_count
-    ctx.new_activity_fetches_per_window = spent + 2
+    ctx.webhook_fetches_per_window = spent + 2
     # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
     ctx.quota.observe(
         "read",

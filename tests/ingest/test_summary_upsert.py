@@ -15,6 +15,8 @@ from support import FakeStrava
 
 from service.db import session_scope
 from service.ingest.backfill import PageResult, upsert_summaries
+from service.ingest.coalesce import apply_updates
+from service.ingest.events import ApplyUpdates, LocalKey
 from service.ingest.policy import HydrationPolicy
 from service.models import Activity, Athlete, HydrationStatus, utcnow
 from service.strava.schemas import SummaryActivity
@@ -35,6 +37,16 @@ def db(request: pytest.FixtureRequest, strava: FakeStrava) -> Engine:
 
 def listing(strava: FakeStrava) -> list[dict[str, Any]]:
     return strava.emulator.activities_of(strava.emulator.athlete_ids[0])
+
+
+def as_strava_sends(raws: list[dict[str, Any]]) -> str:
+    return json.dumps(raws, separators=(",", ":"), ensure_ascii=False)
+
+
+def apply_locally(engine: Engine, activity_id: int, values: dict[str, Any], key: str) -> None:
+    """An update event of a local key, applied as the webhook path applies it."""
+    with session_scope(engine) as session:
+        apply_updates(session, ApplyUpdates(activity_id, 1_900_000_000, values, (key,)), utcnow())
 
 
 def store(engine: Engine, raws: list[dict[str, Any]], text: str | None = None) -> PageResult:
@@ -113,3 +125,49 @@ def test_postgresql_keeps_the_summary_exactly_as_strava_sent_it(
     with engine.connect() as connection:
         stored = connection.execute(sa.text("SELECT raw_summary::text FROM activities")).scalar()
     assert stored == json.dumps(raws[0], indent=1).replace("\n", "\n ")
+
+
+@pytest.mark.parametrize(
+    ("key", "forged"),
+    [
+        (LocalKey.TITLE, {"name": "Forged title"}),
+        (LocalKey.TYPE, {"type": "Yoga", "sport_type": "Yoga"}),
+        (LocalKey.PRIVATE, {"private": True, "visibility": "only_me"}),
+    ],
+)
+def test_a_forged_local_update_is_undone_by_the_next_listing(
+    db: Engine, strava: FakeStrava, key: str, forged: dict[str, Any]
+) -> None:
+    raws = listing(strava)
+    store(db, raws, as_strava_sends(raws))
+    target = raws[0]
+    with session_scope(db) as session:
+        session.get_one(Activity, target["id"]).raw_detail = {"kept": True}
+    apply_locally(db, target["id"], forged, key)
+
+    result = store(db, raws, as_strava_sends(raws))
+
+    assert result.updated == {target["id"]}
+    with Session(db) as session:
+        row = session.get_one(Activity, target["id"])
+    assert {column: getattr(row, column) for column in forged} == {
+        column: target[column] for column in forged
+    }
+    assert (row.raw_summary, row.raw_detail) == (target, {"kept": True})
+
+
+def test_a_genuine_title_update_the_listing_already_shows_changes_nothing(
+    db: Engine, strava: FakeStrava
+) -> None:
+    raws = listing(strava)
+    store(db, raws, as_strava_sends(raws))
+    renamed = {**raws[0], "name": "Évening ride, renamed"}
+    apply_locally(db, renamed["id"], {"name": renamed["name"]}, LocalKey.TITLE)
+    relisted = [renamed, *raws[1:]]
+
+    result = store(db, relisted, as_strava_sends(relisted))
+
+    assert (result.new, result.updated) == (frozenset(), frozenset())
+    with Session(db) as session:
+        row = session.get_one(Activity, renamed["id"])
+    assert (row.name, row.raw_summary) == (renamed["name"], renamed)
