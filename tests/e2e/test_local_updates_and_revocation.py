@@ -49,14 +49,21 @@ def backfill_settled(service: Service, athlete_id: int) -> None:
     wait_until(settled, timeout=DEADLINE, what="the backfill to settle")
 
 
-def test_a_title_change_on_strava_lands_without_a_fetch(
-    service: Service, strava: FakeStrava
-) -> None:
+def hydrated_activity(service: Service, strava: FakeStrava) -> tuple[int, dict[str, Any]]:
+    """A connected, subscribed athlete with one activity created on Strava and hydrated here,
+    once the connect's backfill has settled: its athlete id and the activity."""
     athlete_id = connect(service.url)
     subscribe(service.url, service.env)
     created = strava.emulator.create_activity(athlete_id)
     activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
     backfill_settled(service, athlete_id)
+    return athlete_id, created
+
+
+def test_a_title_change_on_strava_lands_without_a_fetch(
+    service: Service, strava: FakeStrava
+) -> None:
+    _, created = hydrated_activity(service, strava)
     fetches = strava.emulator.calls[FETCH]
 
     strava.emulator.update_activity(created["id"], title="Renamed", private=True)
@@ -69,10 +76,7 @@ def test_a_title_change_on_strava_lands_without_a_fetch(
 def test_revoking_access_on_strava_purges_the_athlete_once_strava_confirms(
     service: Service, strava: FakeStrava
 ) -> None:
-    athlete_id = connect(service.url)
-    subscribe(service.url, service.env)
-    created = strava.emulator.create_activity(athlete_id)
-    activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
+    athlete_id, created = hydrated_activity(service, strava)
 
     strava.emulator.deauthorize(athlete_id)
 
@@ -118,11 +122,7 @@ def inbox_when(service: Service, aspect: str, status: str) -> InboxEvent:
 def test_a_forged_deauthorization_removes_nothing_after_one_call(
     service: Service, strava: FakeStrava
 ) -> None:
-    athlete_id = connect(service.url)
-    subscribe(service.url, service.env)
-    created = strava.emulator.create_activity(athlete_id)
-    activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
-    backfill_settled(service, athlete_id)
+    athlete_id, created = hydrated_activity(service, strava)
     strava.emulator.reset_calls()
 
     forge(
@@ -148,11 +148,7 @@ def test_a_forged_deauthorization_removes_nothing_after_one_call(
 def test_a_forged_delete_removes_nothing_and_refreshes_the_activity_from_strava(
     service: Service, strava: FakeStrava
 ) -> None:
-    athlete_id = connect(service.url)
-    subscribe(service.url, service.env)
-    created = strava.emulator.create_activity(athlete_id)
-    activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
-    backfill_settled(service, athlete_id)
+    athlete_id, created = hydrated_activity(service, strava)
     # The title changes on Strava without an event reaching us.
     subscription = strava.emulator.current_subscription()
     strava.emulator.set_subscription(None)
@@ -180,11 +176,7 @@ def test_a_forged_delete_removes_nothing_and_refreshes_the_activity_from_strava(
 def test_a_delete_on_strava_removes_the_activity_after_one_confirming_fetch(
     service: Service, strava: FakeStrava
 ) -> None:
-    athlete_id = connect(service.url)
-    subscribe(service.url, service.env)
-    created = strava.emulator.create_activity(athlete_id)
-    activity_when(service, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
-    backfill_settled(service, athlete_id)
+    _, created = hydrated_activity(service, strava)
     strava.emulator.reset_calls()
 
     strava.emulator.delete_activity(created["id"])
