@@ -235,7 +235,7 @@ class Settings(DatabaseSettings):
     @field_validator("hydrate_stream_keys")
     @classmethod
     def _stream_types(cls, value: str) -> str:
-        keys = [k.strip() for k in value.split(",") if k.strip()]
+        keys = comma_separated(value)
         unknown = sorted(set(keys) - set(STREAM_TYPES))
         if not keys or unknown:
             raise ValueError(f"must be one or more of {', '.join(STREAM_TYPES)}")
@@ -244,7 +244,7 @@ class Settings(DatabaseSettings):
     @field_validator("token_key")
     @classmethod
     def _fernet_keys(cls, value: SecretStr) -> SecretStr:
-        keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
+        keys = comma_separated(value.get_secret_value())
         if not keys:
             raise ValueError("must hold at least one Fernet key")
         for key in keys:
@@ -269,14 +269,14 @@ class Settings(DatabaseSettings):
     @field_validator("oauth_scopes")
     @classmethod
     def _reads_activities(cls, value: str) -> str:
-        if not {"activity:read", "activity:read_all"} & {s.strip() for s in value.split(",")}:
+        if not {"activity:read", "activity:read_all"} & set(comma_separated(value)):
             raise ValueError("must include activity:read or activity:read_all")
         return value
 
     @field_validator("oauth_return_urls")
     @classmethod
     def _return_urls(cls, value: str) -> str:
-        for url in (u.strip() for u in value.split(",") if u.strip()):
+        for url in comma_separated(value):
             try:
                 parts = urlsplit(url)
                 parts.port  # noqa: B018 - raises on a malformed port
@@ -324,11 +324,11 @@ class Settings(DatabaseSettings):
 
     @property
     def scopes(self) -> list[str]:
-        return [s.strip() for s in self.oauth_scopes.split(",") if s.strip()]
+        return comma_separated(self.oauth_scopes)
 
     @property
     def return_urls(self) -> list[str]:
-        return [u.strip() for u in self.oauth_return_urls.split(",") if u.strip()]
+        return comma_separated(self.oauth_return_urls)
 
 
 # Embedded mode's OAuth base URL without PUBLIC_URL: `serve`'s default address.
@@ -346,10 +346,7 @@ def oauth_base_url(settings: Settings) -> str:
     if settings.public_url is not None:
         return settings.public_url
     if settings.mode is Mode.PRODUCTION:
-        raise ConfigError(
-            "invalid configuration:\n  PUBLIC_URL: is required in production mode "
-            "(this service's public base URL, e.g. https://ingest.example.com)"
-        )
+        raise ConfigError(f"invalid configuration:\n  {_PUBLIC_URL_REQUIRED}")
     return EMBEDDED_BASE_URL
 
 
@@ -378,18 +375,28 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+_PUBLIC_URL_REQUIRED = (
+    "PUBLIC_URL: is required in production mode "
+    "(this service's public base URL, e.g. https://ingest.example.com)"
+)
+
+
 def check_web_settings(settings: Settings) -> None:
-    """Raise ConfigError (in the format of `describe_validation_error`) for settings the web
-    app must not start with: production mode without WEBHOOK_SECRET, unless opted out."""
-    if (
-        settings.mode is Mode.PRODUCTION
-        and settings.webhook_secret is None
-        and not settings.webhook_secret_optout
-    ):
-        raise ConfigError(
-            "invalid configuration:\n  WEBHOOK_SECRET: is required in production mode (or set "
-            "WEBHOOK_SECRET_OPTOUT=true when a proxy in front authenticates Strava's requests)"
+    """Raise ConfigError (in the format of `describe_validation_error`, one line per
+    variable) for settings the web app must not start with in production mode: no
+    WEBHOOK_SECRET (unless opted out), no PUBLIC_URL."""
+    if settings.mode is not Mode.PRODUCTION:
+        return
+    lines = []
+    if settings.webhook_secret is None and not settings.webhook_secret_optout:
+        lines.append(
+            "WEBHOOK_SECRET: is required in production mode (or set WEBHOOK_SECRET_OPTOUT=true "
+            "when a proxy in front authenticates Strava's requests)"
         )
+    if settings.public_url is None:
+        lines.append(_PUBLIC_URL_REQUIRED)
+    if lines:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 
 
 def load_settings(cls: type[S]) -> S:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from service.cli.common import require_schema
 from service.cli.common import settings as load_settings
-from service.config import ConfigError, Mode, Settings, bind_url, check_web_settings, oauth_base_url
+from service.config import ConfigError, Mode, Settings, bind_url, check_web_settings
 from service.logs import configure_logging
 from service.messaging import Dispatcher
 from service.periodic import Duty, run_duties
@@ -192,7 +192,6 @@ def serve(host: str, port: int, workers: int) -> None:
         settings = settings.model_copy(update={"public_url": bind_url(host, port)})
     try:
         check_web_settings(settings)
-        oauth_base_url(settings)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     configure_logging(settings.log_level)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from service.config import Settings, default
+from service.config import Settings, comma_separated, default
 from service.models import HydrationStatus
 from service.strava.quota import Tier
 from service.strava.quota.tiers import TIERS_BY_PRIORITY
 
 # The stream types a hydration asks for unless HYDRATE_STREAM_KEYS says otherwise.
-DEFAULT_STREAM_KEYS = tuple(default("hydrate_stream_keys").split(","))
+DEFAULT_STREAM_KEYS = tuple(comma_separated(default("hydrate_stream_keys")))
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ class HydrationPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HydrationPolicy:
-        types = frozenset(t.strip() for t in settings.hydrate_sport_types.split(",") if t.strip())
+        types = frozenset(comma_separated(settings.hydrate_sport_types))
         return cls(
             recent=timedelta(weeks=settings.hydrate_recent_weeks),
             sport_types=types,
             older=settings.hydrate_older,
             streams=settings.hydrate_streams,
-            stream_keys=tuple(settings.hydrate_stream_keys.split(",")),
+            stream_keys=tuple(comma_separated(settings.hydrate_stream_keys)),
         )
 
 

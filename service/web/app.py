@@ -131,7 +131,7 @@ def create_app(
     return Starlette(
         routes=[
             *webhooks.routes(settings),
-            *oauth.routes(settings),
+            *oauth.routes(),
             *health.routes(),
             *quota_view.routes(),
             *metrics.routes(),

@@ -521,11 +521,9 @@ def _faults(error: StravaError) -> list[dict[str, Any]]:
     ]
 
 
-def routes(settings: Settings) -> list[Route]:
-    """The connect and callback routes; ConfigError when their redirect has no base URL
-    (production mode without PUBLIC_URL), so that the app fails at start-up, not at the
-    first athlete."""
-    oauth_base_url(settings)
+def routes() -> list[Route]:
+    """The connect and callback routes (their redirect's base URL is checked at start-up:
+    config.check_web_settings)."""
     return [
         Route(CONNECT_PATH, connect, methods=["GET"]),
         Route(CALLBACK_PATH, callback, methods=["GET"]),
