@@ -89,9 +89,13 @@ class Settings(DatabaseSettings):
     # One or more Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
     token_key: SecretStr
 
-    # Bearer keys (comma-separated) for the operator's routes (/quota, /stats/webhooks); unset,
-    # those routes refuse everyone.
+    # Bearer keys (comma-separated) for the operator's routes (/quota, /stats/webhooks, the
+    # product API's admin routes); unset, those routes refuse everyone. An admin key may also
+    # do what a read key may.
     admin_api_keys: SecretStr | None = None
+    # Bearer keys (comma-separated) for the product backend: the product API's read routes
+    # (activities, an athlete's status and syncs). Unset, only admin keys reach them.
+    read_api_keys: SecretStr | None = None
 
     # uvicorn's limits for a public endpoint (`strava-ingest serve`; docs/deployment.md): an
     # idle keep-alive connection is closed after this many seconds; beyond this many open
@@ -220,7 +224,7 @@ class Settings(DatabaseSettings):
             raise ValueError("must be at least 16 characters of A-Z, a-z, 0-9, '-' and '_'")
         return value
 
-    @field_validator("admin_api_keys")
+    @field_validator("admin_api_keys", "read_api_keys")
     @classmethod
     def _strong_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
@@ -321,6 +325,13 @@ class Settings(DatabaseSettings):
         if self.admin_api_keys is None:
             return []
         return comma_separated(self.admin_api_keys.get_secret_value())
+
+    @property
+    def read_keys(self) -> list[str]:
+        """The keys the product API's read routes accept: READ_API_KEYS, then ADMIN_API_KEYS."""
+        if self.read_api_keys is None:
+            return self.admin_keys
+        return comma_separated(self.read_api_keys.get_secret_value()) + self.admin_keys
 
     @property
     def scopes(self) -> list[str]:

@@ -77,5 +77,9 @@ def requires_key(
     return decorate
 
 
-# The operator's routes: /quota, /stats/webhooks.
+# The operator's routes: /quota, /stats/webhooks, the product API's admin routes.
 requires_admin_key = requires_key("ADMIN_API_KEYS", lambda settings: settings.admin_keys)
+# The product API's read routes: a read key or an admin key.
+requires_read_key = requires_key(
+    "READ_API_KEYS or ADMIN_API_KEYS", lambda settings: settings.read_keys
+)
