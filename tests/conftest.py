@@ -18,6 +18,7 @@ from support import (
     ADMIN_KEY,
     CLIENT_ID,
     CLIENT_SECRET,
+    READ_KEY,
     TOKEN_KEY,
     VERIFY_TOKEN,
     WEBHOOK_SECRET,
@@ -97,6 +98,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             # Production mode (PostgreSQL) requires it; tests of the plain path pass None.
             "webhook_secret": WEBHOOK_SECRET,
             "admin_api_keys": ADMIN_KEY,
+            "read_api_keys": READ_KEY,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -35,6 +35,9 @@ WEBHOOK_SECRET = "test-webhook-path-secret-0123"
 # An operator's key for /quota and /stats/webhooks (ADMIN_API_KEYS).
 ADMIN_KEY = "test-admin-key-0123456789"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+# The product backend's key for the product API's read routes (READ_API_KEYS).
+READ_KEY = "test-read-key-0123456789"
+READ = {"authorization": f"Bearer {READ_KEY}"}
 # A fixed Fernet key for tests only; real deployments generate theirs (`strava-ingest keygen`).
 TOKEN_KEY = "LoTyDJlU3Ef1EE_taUf_kY2fFpS0qCTKRGNmVQu7o-o="
 
@@ -165,6 +168,7 @@ def service_env(
         "TOKEN_KEY": TOKEN_KEY,
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "ADMIN_API_KEYS": ADMIN_KEY,
+        "READ_API_KEYS": READ_KEY,
     }
     if strava is not None:
         env["STRAVA_API_URL"] = strava.server.api_url
