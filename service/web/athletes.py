@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 TAGS = ("athletes",)
 _LISTING = "athletes"
+# Strava ids are stored as BIGINT (service/models.py).
+MAX_STRAVA_ID = 2**63 - 1
 
 
 class AthletesQuery(BaseModel):
@@ -88,7 +90,7 @@ async def list_athletes(request: Request) -> Response:
 
 async def get_athlete(request: Request) -> Response:
     """One athlete's state; 404 for an athlete who never connected."""
-    athlete_id: int = request.path_params["athlete_id"]
+    athlete_id = _athlete_id(request)
     engine = web_state(request).engine
     try:
         state = await run_in_threadpool(athlete_state, engine, athlete_id)
@@ -102,7 +104,7 @@ async def disconnect(request: Request) -> Response:
     their data as a deauthorization does (the athlete stays, `deauthorized`). Nothing is
     deleted unless Strava confirms the grant is gone; when Strava fails, 502 and nothing
     changed. Disconnecting a deauthorized athlete again answers their state."""
-    athlete_id: int = request.path_params["athlete_id"]
+    athlete_id = _athlete_id(request)
     ctx = web_state(request).ingest
     try:
         state = await run_in_threadpool(disconnect_athlete, ctx, athlete_id)
@@ -124,6 +126,15 @@ async def disconnect(request: Request) -> Response:
             reason="strava_failed",
         ) from None
     return json_response(state)
+
+
+def _athlete_id(request: Request) -> int:
+    # The path convertor takes any digits; past BIGINT no athlete can exist, and the
+    # database must not be the one to say so.
+    athlete_id: int = request.path_params["athlete_id"]
+    if athlete_id > MAX_STRAVA_ID:
+        raise _unknown(athlete_id)
+    return athlete_id
 
 
 def _unknown(athlete_id: int) -> NotFound:

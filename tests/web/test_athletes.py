@@ -215,9 +215,12 @@ def test_an_unknown_status_filter_is_refused_naming_the_parameter(deployed: Depl
     assert answer.json()["fields"][0]["name"].startswith("status")
 
 
-def test_an_unknown_athlete_is_404_on_read_and_on_disconnect(deployed: Deployed) -> None:
-    read = deployed.client.get("/athletes/424242", headers=READ)
-    disconnect = deployed.client.post("/athletes/424242/disconnect", headers=READ)
+@pytest.mark.parametrize("unknown", ["424242", "0", str(2**63), "9" * 40])
+def test_an_unknown_athlete_is_404_on_read_and_on_disconnect(
+    deployed: Deployed, unknown: str
+) -> None:
+    read = deployed.client.get(f"/athletes/{unknown}", headers=READ)
+    disconnect = deployed.client.post(f"/athletes/{unknown}/disconnect", headers=READ)
 
     for answer in (read, disconnect):
         assert answer.status_code == 404
@@ -327,6 +330,19 @@ def test_disconnect_purges_nothing_and_answers_502_when_strava_fails(
         athlete = session.get_one(Athlete, athlete_id)
     assert athlete.status == AthleteStatus.CONNECTED
     assert athlete.access_token_enc is not None
+
+
+def test_disconnect_answers_503_and_purges_nothing_when_strava_rate_limits_it(
+    deployed: Deployed, strava: FakeStrava, athlete_id: int
+) -> None:
+    add_activities(deployed.engine, athlete_id, HydrationStatus.COMPLETE)
+    strava.emulator.fail_next(1, 429)
+
+    answer = deployed.client.post(f"/athletes/{athlete_id}/disconnect", headers=READ)
+
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == "rate_limited"
+    assert activity_count(deployed.engine, athlete_id) == 1
 
 
 def test_disconnect_after_the_athlete_revoked_on_strava_purges_on_its_401(
