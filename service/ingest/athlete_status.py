@@ -10,6 +10,7 @@ leaving meanwhile never shift a page (no duplicates, no gaps).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -74,13 +75,13 @@ class AthleteState(BaseModel):
     )
 
 
-class AthletePage(BaseModel):
-    """One page of athletes in id order, and where the next page starts."""
+@dataclass(frozen=True)
+class AthletePage:
+    """One page of athletes in id order, and the id the next page starts after (None on the
+    last page)."""
 
     athletes: list[AthleteState]
-    after_id: int | None = Field(
-        None, description="The id the next page starts after; null on the last page."
-    )
+    after_id: int | None
 
 
 def athlete_state(engine: Engine, athlete_id: int) -> AthleteState:
