@@ -87,10 +87,13 @@ def stored_event(ctx: IngestContext, object_id: int, owner_id: int, aspect: str,
     return store_event(ctx.engine, event).id
 
 
-def connect_emulator_athlete(engine: Engine, strava: FakeStrava) -> int:
-    """The emulator's first athlete, connected as the OAuth callback connects one: its tokens
-    are in our database."""
-    athlete_id = strava.emulator.athlete_ids[0]
+def connect_emulator_athlete(
+    engine: Engine, strava: FakeStrava, athlete_id: int | None = None
+) -> int:
+    """An emulator athlete (by default its first), connected as the OAuth callback connects
+    one: its tokens are in our database."""
+    if athlete_id is None:
+        athlete_id = strava.emulator.athlete_ids[0]
     token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
     connect_athlete(engine, TokenCipher(TOKEN_KEY), token, "read,activity:read_all", utcnow())
     return athlete_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli import db, emulator, events, keys, quota, run, subscription, sync
+from service.cli import athletes, db, emulator, events, keys, quota, run, subscription, sync
 
 
 @click.group()
@@ -28,5 +28,6 @@ for command in (
     emulator.emulator,
     events.events,
     sync.sync_command,
+    athletes.athletes_command,
 ):
     main.add_command(command)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from service.emulator import control, oauth, subscriptions
-from service.emulator.http import bad_request, fault, json_response, not_found
+from service.emulator.http import bad_request, fault, injected_fault, json_response, not_found
 from service.emulator.render import laps, streams
 from service.emulator.state import AccessToken
 
@@ -46,12 +45,6 @@ class Api:
     def __init__(self, emulator: Emulator) -> None:
         self.emu = emulator
 
-    async def hold(self) -> None:
-        """Hang like an overloaded upstream, but let ``Emulator.close()`` release us."""
-        deadline = time.monotonic() + self.emu.config.timeout_delay
-        while time.monotonic() < deadline and not self.emu.closing.is_set():
-            await asyncio.sleep(0.05)
-
     async def pipeline(self, request: Request, endpoint: str, handler: Handler) -> Response:
         """Count, inject faults, add latency, rate-limit, authenticate, then answer.
 
@@ -61,13 +54,9 @@ class Api:
         """
         emu = self.emu
         emu.count(endpoint)
-        injected = emu.take_fault()
+        injected = await injected_fault(emu)
         if injected is not None:
-            if injected.timeout:
-                await self.hold()
-                return fault(504, "Gateway Timeout")
-            status = injected.status or 500
-            return fault(status, "Server Error")
+            return injected
         if emu.config.latency > 0:
             await asyncio.sleep(emu.config.latency)
         allowed, usage = emu.limiter.hit()

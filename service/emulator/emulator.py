@@ -333,12 +333,14 @@ class Emulator:
     # -- faults, counters, limits -----------------------------------------------------------
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
-        """The next ``n`` data requests (under /api/v3) answer ``status`` instead."""
+        """The next ``n`` data requests (under /api/v3) or deauthorizations answer ``status``
+        instead."""
         with self.lock:
             self._faults.extend(Fault(status=status) for _ in range(n))
 
     def timeout_next(self, n: int = 1) -> None:
-        """The next ``n`` data requests hang for ``config.timeout_delay``, then answer 504."""
+        """The next ``n`` data requests or deauthorizations hang for ``config.timeout_delay``,
+        then answer 504."""
         with self.lock:
             self._faults.extend(Fault(timeout=True) for _ in range(n))
 

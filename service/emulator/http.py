@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from service.emulator.emulator import Emulator
 
 
 class StravaJSON(Response):
@@ -58,3 +63,19 @@ async def params(request: Request) -> dict[str, str]:
         if isinstance(loaded, dict):
             merged.update({str(k): str(v) for k, v in loaded.items()})
     return merged
+
+
+async def injected_fault(emulator: Emulator) -> Response | None:
+    """The answer of the next injected fault (``fail_next``, ``timeout_next``, the fault rate),
+    or None when there is none. A timeout hangs like an overloaded upstream, then answers 504,
+    but ``Emulator.close()`` releases it. Like a failing gateway in front of Strava, a fault
+    is not counted against the rate limit and carries no rate-limit headers."""
+    injected = emulator.take_fault()
+    if injected is None:
+        return None
+    if injected.timeout:
+        deadline = time.monotonic() + emulator.config.timeout_delay
+        while time.monotonic() < deadline and not emulator.closing.is_set():
+            await asyncio.sleep(0.05)
+        return fault(504, "Gateway Timeout")
+    return fault(injected.status or 500, "Server Error")

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.emulator.http import bad_request, fault, json_response, params
+from service.emulator.http import bad_request, fault, injected_fault, json_response, params
 from service.emulator.render import summary_athlete
 from service.emulator.state import TokenError, grant_scope
 
@@ -89,10 +89,15 @@ class Handlers:
     async def deauthorize(self, request: Request) -> Response:
         """Revoke every token of the athlete (§3.4); answers ``{"access_token": …}``.
 
-        Carries rate-limit headers as recorded (client/deauthorize.yaml). Whether it also
+        Carries rate-limit headers as recorded (client/deauthorize.yaml). Injected faults
+        (``fail_next``, ``timeout_next``) answer here as on the data endpoints, so that a
+        failing revoke can be tested. Whether it also
         pushes the deauth event is UNCONFIRMED (§7 question 4): ``app_deauthorize_sends_event``.
         """
         self.emu.count("POST /oauth/deauthorize")
+        injected = await injected_fault(self.emu)
+        if injected is not None:
+            return injected
         values = await params(request)
         token = values.get("access_token", "")
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")

@@ -130,6 +130,32 @@ def grant_revoked(ctx: IngestContext, athlete_id: int) -> str | None:
     return None
 
 
+def revoking_token(ctx: IngestContext, athlete_id: int) -> str | None:
+    """An access token that can revoke the athlete's grant, refreshed first when it runs
+    out; None when Strava already rejects the refresh token (the grant is gone) or we hold
+    none. Unlike `access_token_for` it serves an athlete who needs to reconnect too: their
+    grant may stand (a missing scope), and disconnecting must still revoke it.
+
+    Raises what a refresh raises otherwise (quota, Strava's faults)."""
+    with session_scope(ctx.engine) as session:
+        athlete = session.get(Athlete, athlete_id)
+        if athlete is None or athlete.access_token_enc is None or athlete.refresh_token_enc is None:
+            return None
+        status = athlete.status
+        if status == AthleteStatus.NEEDS_REAUTH and _fresh(athlete, ctx):
+            return ctx.cipher.decrypt(athlete.access_token_enc)
+    if status == AthleteStatus.NEEDS_REAUTH:
+        if _refresh_rejected(ctx, athlete_id) is not None:
+            return None
+        with session_scope(ctx.engine) as session:
+            refreshed = session.get_one(Athlete, athlete_id)
+            return ctx.cipher.decrypt(refreshed.access_token_enc or "")
+    try:
+        return access_token_for(ctx, athlete_id)
+    except AthleteNotConnected:  # a rejected refresh token, or tokens purged meanwhile
+        return None
+
+
 def _refresh_rejected(ctx: IngestContext, athlete_id: int) -> str | None:
     """For an athlete in need of reconnecting: whether Strava still accepts the refresh token
     (a token call). An accepted one is stored, rotated, and the status stays as it is."""

@@ -23,12 +23,13 @@ from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
 from service.heap import settle_after_start_up
+from service.ingest.context import build_context
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import health, metrics, oauth, quota_view, webhooks
+from service.web import athletes, health, metrics, oauth, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
@@ -77,6 +78,10 @@ def create_app(
                 client = metered_async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
 
+            # Closes only its own Strava client: the engine and the quota are closed above.
+            ingest = build_context(settings, engine=db, quota=scheduler)
+            owned.callback(ingest.strava.close)
+
             counters = WebhookCounters()
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(
@@ -112,6 +117,7 @@ def create_app(
                     ),
                 ),
                 inbox_batcher=batcher,
+                ingest=ingest,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())
@@ -135,6 +141,7 @@ def create_app(
             *health.routes(),
             *quota_view.routes(),
             *metrics.routes(),
+            *athletes.routes(),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -249,6 +249,29 @@ def test_oauth_deauthorize_revokes_every_token_of_the_athlete(strava: Strava) ->
     assert strava.post_token(grant_type="refresh_token", refresh_token=refresh).status_code == 400
 
 
+def test_oauth_deauthorize_answers_an_injected_fault_and_revokes_nothing(strava: Strava) -> None:
+    token = strava.token()
+    strava.emulator.fail_next(1, 503)
+    response = strava.http.post(
+        f"{strava.server.oauth_url}/deauthorize", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 503
+    assert strava.get("/athlete", token).status_code == 200
+    again = strava.http.post(
+        f"{strava.server.oauth_url}/deauthorize", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert again.status_code == 200
+    assert strava.get("/athlete", token).status_code == 401
+
+
+def test_oauth_deauthorize_with_a_revoked_token_answers_401(strava: Strava) -> None:
+    token = strava.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    strava.http.post(f"{strava.server.oauth_url}/deauthorize", headers=headers)
+    response = strava.http.post(f"{strava.server.oauth_url}/deauthorize", headers=headers)
+    assert response.status_code == 401
+
+
 # -- listing activities (docs/strava.md §4.1) ---------------------------------------------------
 
 
