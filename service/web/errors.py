@@ -75,6 +75,17 @@ class UnknownRoute(WebError):
     disclose_reason = False
 
 
+class NotFound(WebError):
+    """What the request names (an athlete, an activity, a job of that athlete) does not
+    exist: a JSON 404 with reason ``not_found``. (A path nothing is routed to is
+    `UnknownRoute`; Strava's own 404 is service/strava/errors.py `NotFound`.)"""
+
+    status_code = 404
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, reason="not_found", **details)
+
+
 class ContentTooLarge(WebError):
     """The request body is larger than anything this endpoint accepts."""
 
