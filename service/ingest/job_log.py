@@ -266,8 +266,13 @@ def deferred(engine: Engine, job: SyncJob, error: BaseException, step: Step, now
     match step:
         case WaitForQuota(at):
             level = LogLevel.WARNING
-            whose = "Strava's" if isinstance(error, RateLimited) else "this service's"
-            message = f"waiting for {whose} rate limit until {at:%H:%M:%S} UTC"
+            if isinstance(error, RateLimited):
+                why = f"Strava answered 429 (its {error.window} rate limit)"
+            elif isinstance(error, QuotaExceeded):
+                why = f"the {error.tier.value} share of Strava's {error.window} quota is spent"
+            else:
+                why = "out of Strava quota"
+            message = f"waiting for Strava's rate limit until {at:%H:%M:%S} UTC: {why}"
             fields = {"retry_after": _iso(at), "error": error_fields(error)}
         case RetryLater(at):
             level = LogLevel.WARNING
