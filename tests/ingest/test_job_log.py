@@ -13,13 +13,12 @@ import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from support import FakeStrava, FakeUtcClock, exhaust_quota
+from support import FakeStrava, FakeUtcClock, connect_new_emulator_athlete, exhaust_quota
 from sync_support import Sent, job, run_to_end
 
 from service.cli.run import DutyDeps, periodic_duties
 from service.config import Settings
 from service.ingest import hydrate, job_log, sync
-from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
 from service.ingest.job_log import (
     MAX_ENTRIES_PER_JOB,
@@ -33,7 +32,6 @@ from service.ingest.sync import Finished, SyncOptions, Wait, cancel_job, start_j
 from service.messaging import Dispatcher
 from service.models import LogLevel, SyncJobLogEntry, SyncKind, SyncStatus, utcnow
 from service.strava.quota import Tier, using_tier
-from service.strava.schemas import TokenResponse
 
 OPTIONS = SyncOptions(per_page=2)
 
@@ -52,24 +50,6 @@ def entries(engine: Engine, job_id: int) -> list[SyncJobLogEntry]:
 
 def messages(engine: Engine, job_id: int) -> list[str]:
     return [entry.message for entry in entries(engine, job_id)]
-
-
-def other_athlete(engine: Engine, athlete_id: int = 99) -> int:
-    from service.ingest.crypto import TokenCipher
-    from support import TOKEN_KEY
-
-    tokens = TokenResponse.model_validate(
-        {
-            "token_type": "Bearer",
-            "access_token": "a",
-            "refresh_token": "r",
-            "expires_at": 4_000_000_000,
-            "expires_in": 21600,
-            "athlete": {"id": athlete_id},
-        }
-    )
-    connect_athlete(engine, TokenCipher(TOKEN_KEY), tokens, "read,activity:read_all", utcnow())
-    return athlete_id
 
 
 def test_a_backfill_logs_its_start_every_page_and_its_totals(
@@ -323,12 +303,12 @@ def test_reading_filters_by_level_and_continues_after_an_entry_id(
 
 
 def test_the_latest_job_is_read_by_default_and_another_athletes_job_is_unknown(
-    ctx: IngestContext, athlete_id: int
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int
 ) -> None:
     first = new_job(ctx, athlete_id)
     cancel_job(ctx.engine, athlete_id, "stop", utcnow())
     second = new_job(ctx, athlete_id)
-    stranger = other_athlete(ctx.engine)
+    stranger = connect_new_emulator_athlete(ctx.engine, strava)
 
     assert read_log(ctx.engine, athlete_id).job.id == second
     assert read_log(ctx.engine, athlete_id, job_id=first).job.id == first
