@@ -33,6 +33,7 @@ from sqlmodel import Session, col, select
 from service.db import session_scope
 from service.ingest.retry import GiveUp, RetryLater, Step, WaitForQuota
 from service.models import (
+    ACTIVE_SYNC_STATUSES,
     LOG_LEVELS,
     Activity,
     Athlete,
@@ -256,6 +257,8 @@ def ended(engine: Engine, job_id: int, now: datetime) -> None:
         )
         level = LogLevel.INFO
     write(engine, job_id, job.athlete_id, level, message, totals, now=now, final=True)
+    # Its hydrations may all be done already (or there were none).
+    _hydration_finished(engine, job_id, job.athlete_id, now)
 
 
 def deferred(engine: Engine, job: SyncJob, error: BaseException, step: Step, now: datetime) -> None:
@@ -318,7 +321,8 @@ class _Tally:
 class HydrationProgress:
     """Sums up one worker process's hydrations per athlete and writes them to the athlete's
     latest job's log in batches: after `batch` activities, or once `every` has passed since
-    the last entry, and when none of the athlete's activities is left to hydrate.
+    the last entry, and when none of the athlete's activities is left to hydrate; then,
+    once the job's listing is over too, "hydration finished" with the counts by status.
 
     Why batches: a 10,000-activity backfill would otherwise write 10,000 rows that say
     nothing one by one; with 100 per entry it writes 100. Why also by time: at backfill
@@ -358,14 +362,7 @@ class HydrationProgress:
             outcome = _DONE.get(status)
             if outcome is None:  # waiting for quota or a retry: nothing finished yet
                 return
-            remaining = session.execute(
-                sa.select(sa.func.count())
-                .select_from(Activity)
-                .where(
-                    col(Activity.athlete_id) == athlete_id,
-                    col(Activity.hydration_status).in_(_HYDRATING),
-                )
-            ).scalar_one()
+            remaining = _remaining(session, athlete_id)
         with self._lock:
             tally = self._tallies.setdefault(athlete_id, _Tally(since=now))
             setattr(tally, outcome, getattr(tally, outcome) + 1)
@@ -390,17 +387,43 @@ class HydrationProgress:
             now=now,
         )
         if remaining == 0:
-            counts = _hydration_counts(engine, athlete_id)
-            write(
-                engine,
-                job_id,
-                athlete_id,
-                LogLevel.INFO,
-                "hydration finished",
-                {"hydration": counts},
-                now=now,
-                once=True,
+            _hydration_finished(engine, job_id, athlete_id, now)
+
+
+def _hydration_finished(engine: Engine, job_id: int, athlete_id: int, now: datetime) -> None:
+    """ "hydration finished", once, when the job's listing is over and none of the athlete's
+    activities is left to hydrate. Both the job's end and the last hydration call this,
+    whichever comes last sees both conditions true; `once` keeps it to one entry."""
+    with Session(engine) as session:
+        job = session.get(SyncJob, job_id)
+        if job is None or job.status in ACTIVE_SYNC_STATUSES:
+            return  # the listing may queue more
+        if _remaining(session, athlete_id):
+            return
+    counts = _hydration_counts(engine, athlete_id)
+    write(
+        engine,
+        job_id,
+        athlete_id,
+        LogLevel.INFO,
+        "hydration finished",
+        {"hydration": counts},
+        now=now,
+        once=True,
+    )
+
+
+def _remaining(session: Session, athlete_id: int) -> int:
+    return int(
+        session.execute(
+            sa.select(sa.func.count())
+            .select_from(Activity)
+            .where(
+                col(Activity.athlete_id) == athlete_id,
+                col(Activity.hydration_status).in_(_HYDRATING),
             )
+        ).scalar_one()
+    )
 
 
 def _latest_job_id(engine: Engine, athlete_id: int) -> int | None:

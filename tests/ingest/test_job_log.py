@@ -354,3 +354,17 @@ def test_the_scheduler_prunes_the_log_after_sync_log_retention_days(
     duty.run()
 
     assert messages(ctx.engine, job_id) == ["backfill started"]
+
+
+def test_a_job_with_nothing_to_hydrate_logs_the_hydration_finished_at_its_end(
+    ctx: IngestContext, athlete_id: int
+) -> None:
+    policy = HydrationPolicy(recent=timedelta(0), older="on_demand")
+    job_id = new_job(ctx, athlete_id)
+
+    run_to_end(ctx, job_id, SyncOptions(per_page=2, policy=policy))
+
+    *_, completed, finished = entries(ctx.engine, job_id)
+    assert completed.message.startswith("completed:")
+    assert finished.message == "hydration finished"
+    assert finished.fields["hydration"] == {"none": 5}
