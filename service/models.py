@@ -362,8 +362,7 @@ LOG_LEVELS = tuple(LogLevel)
 
 class SyncJobLogEntry(SQLModel, table=True):
     """One entry of a sync job's log (service/ingest/job_log.py): what the job did, with
-    the numbers and Strava's answer in `fields`. Kept SYNC_LOG_RETENTION_DAYS; an entry
-    goes with its job, and the job with its athlete."""
+    the numbers and Strava's answer in `fields`. Kept SYNC_LOG_RETENTION_DAYS."""
 
     __tablename__ = "sync_job_log"
     __table_args__ = (
@@ -378,7 +377,10 @@ class SyncJobLogEntry(SQLModel, table=True):
             sa.BigInteger, sa.ForeignKey("sync_jobs.id", ondelete="CASCADE"), nullable=False
         )
     )
-    athlete_id: int = _athlete_fk()
+    # No foreign key of its own: the entry goes with its job, and the job with its athlete.
+    # A key to `athletes` would make every write wait for the athlete's row, which a purge
+    # holds while it cancels the job, whose row a write holds (job_log.py): a deadlock.
+    athlete_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     # Pruning deletes the oldest first.
     at: datetime = _timestamp(nullable=False, index=True)
     level: str = Field(max_length=8)

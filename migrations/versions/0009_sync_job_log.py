@@ -36,7 +36,6 @@ def upgrade() -> None:
             "level IN ('debug', 'info', 'warning', 'error')", name="ck_sync_job_log_level"
         ),
         sa.ForeignKeyConstraint(["job_id"], ["sync_jobs.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["athlete_id"], ["athletes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_sync_job_log_job_id_id", "sync_job_log", ["job_id", "id"])

@@ -4,6 +4,7 @@ pruning after the retention."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
+from launch import wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from support import FakeStrava, FakeUtcClock, connect_new_emulator_athlete, exhaust_quota
@@ -368,3 +370,29 @@ def test_a_job_with_nothing_to_hydrate_logs_the_hydration_finished_at_its_end(
     assert completed.message.startswith("completed:")
     assert finished.message == "hydration finished"
     assert finished.fields["hydration"] == {"none": 5}
+
+
+def test_a_write_does_not_wait_for_the_athletes_row_that_a_purge_holds(
+    ctx: IngestContext, athlete_id: int
+) -> None:
+    # A purge locks the athlete's row, then cancels the job, whose row a write locks: a
+    # write that also waited for the athlete's row would deadlock with it.
+    job_id = new_job(ctx, athlete_id)
+    done = threading.Event()
+    with ctx.engine.connect() as purge:
+        purge.execute(
+            sa.text("SELECT id FROM athletes WHERE id = :id FOR UPDATE"), {"id": athlete_id}
+        )
+
+        def write() -> None:
+            job_log.write(ctx.engine, job_id, athlete_id, LogLevel.INFO, "meanwhile", now=utcnow())
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        written = wait_until(done.is_set, timeout=10, what="the write")
+        purge.rollback()
+    writer.join()
+
+    assert written is True
+    assert messages(ctx.engine, job_id)[-1] == "meanwhile"
