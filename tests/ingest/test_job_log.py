@@ -99,6 +99,30 @@ def test_a_job_denied_quota_logs_the_wait_with_its_retry_after(
     assert messages(ctx.engine, job_id)[-1].startswith("completed:")
 
 
+def test_a_429_from_strava_is_logged_as_a_wait_with_strava_s_fault(
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+) -> None:
+    job_id = new_job(ctx, athlete_id)
+    one_page = SyncOptions(per_page=2, time_slice=timedelta(0))
+    sync.run_job(ctx, job_id, owner="w", options=one_page, send_hydration=Sent())
+    # Another client of the same app spends the rest of Strava's window behind our back.
+    for _ in range(strava.emulator.limiter.limits.read_short):
+        strava.emulator.limiter.hit()
+
+    waiting = run_to_end(ctx, job_id, OPTIONS)
+
+    assert isinstance(waiting, Wait)
+    wait = entries(ctx.engine, job_id)[-1]
+    assert wait.level == "warning"
+    assert wait.message.endswith("Strava answered 429 (its short rate limit)")
+    assert wait.fields["retry_after"] == waiting.at.isoformat()
+    strava_said = wait.fields["error"]["strava"]
+    assert strava_said["status_code"] == 429
+    assert {"resource": "Application", "field": "rate limit", "code": "exceeded"} in strava_said[
+        "errors"
+    ]
+
+
 def test_a_strava_error_is_logged_with_its_status_and_fault(
     ctx: IngestContext, strava: FakeStrava, athlete_id: int
 ) -> None:
