@@ -19,12 +19,13 @@ misses none, while the job runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -167,7 +168,24 @@ def error_fields(error: BaseException) -> dict[str, Any]:
 
 # -- the events of a job, one function each (called from service/ingest/sync.py) -------------
 
+P = ParamSpec("P")
 
+
+def _never_raises(event: Callable[P, None]) -> Callable[P, None]:
+    """An event's reads (the job's totals, the hydration counts) may fail as its write may:
+    logged, and the job goes on."""
+
+    @functools.wraps(event)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            event(*args, **kwargs)
+        except Exception:
+            log.exception("job log event not written event=%s", event.__name__)
+
+    return guarded
+
+
+@_never_raises
 def job_started(engine: Engine, job: SyncJob, now: datetime) -> None:
     assert job.id is not None
     write(
@@ -181,6 +199,7 @@ def job_started(engine: Engine, job: SyncJob, now: datetime) -> None:
     )
 
 
+@_never_raises
 def page_stored(
     engine: Engine,
     job: SyncJob,
@@ -213,6 +232,7 @@ def page_stored(
     )
 
 
+@_never_raises
 def cancel_requested(engine: Engine, job: SyncJob, reason: str, now: datetime) -> None:
     """A cancel for a job a worker holds: it stops at its next page boundary."""
     assert job.id is not None
@@ -227,6 +247,7 @@ def cancel_requested(engine: Engine, job: SyncJob, reason: str, now: datetime) -
     )
 
 
+@_never_raises
 def cancelled(engine: Engine, job: SyncJob, now: datetime) -> None:
     assert job.id is not None
     write(
@@ -241,6 +262,7 @@ def cancelled(engine: Engine, job: SyncJob, now: datetime) -> None:
     )
 
 
+@_never_raises
 def ended(engine: Engine, job_id: int, now: datetime) -> None:
     """The listing's end: completed with its totals, or failed by the safety abort."""
     with Session(engine) as session:
@@ -261,6 +283,7 @@ def ended(engine: Engine, job_id: int, now: datetime) -> None:
     _hydration_finished(engine, job_id, job.athlete_id, now)
 
 
+@_never_raises
 def deferred(engine: Engine, job: SyncJob, error: BaseException, step: Step, now: datetime) -> None:
     """A page that failed: the job waits for quota, retries later, or fails for good."""
     assert job.id is not None

@@ -20,6 +20,7 @@ from sync_support import Sent, job, run_to_end
 
 from service.cli.run import DutyDeps, periodic_duties
 from service.config import Settings
+from service.db import create_db_engine
 from service.ingest import hydrate, job_log, sync
 from service.ingest.context import IngestContext
 from service.ingest.job_log import (
@@ -420,3 +421,24 @@ def test_a_write_does_not_wait_for_the_athletes_row_that_a_purge_holds(
 
     assert written is True
     assert messages(ctx.engine, job_id)[-1] == "meanwhile"
+
+
+def test_events_whose_database_is_unreachable_are_dropped_without_raising(
+    ctx: IngestContext, athlete_id: int
+) -> None:
+    job_id = new_job(ctx, athlete_id)
+    row = job(ctx.engine, job_id)
+    unreachable = create_db_engine("postgresql+psycopg://postgres@127.0.0.1:9/nowhere")
+    now = utcnow()
+
+    job_log.ended(unreachable, job_id, now)
+    job_log.cancelled(unreachable, row, now)
+    job_log.page_stored(
+        unreachable, row, items=1, new=1, updated=0, hydrations_queued=0, gone=0, now=now
+    )
+    HydrationProgress(batch=1).record(unreachable, 1, Tier.RECENT, now)
+    written = job_log.write(unreachable, job_id, athlete_id, LogLevel.ERROR, "x", now=now)
+
+    unreachable.dispose()
+    assert written is False
+    assert messages(ctx.engine, job_id) == ["backfill started"]
