@@ -76,14 +76,10 @@ class UnknownRoute(WebError):
 
 
 class NotFound(WebError):
-    """What the request names (an athlete, an activity, a job of that athlete) does not
-    exist: a JSON 404 with reason ``not_found``. (A path nothing is routed to is
-    `UnknownRoute`; Strava's own 404 is service/strava/errors.py `NotFound`.)"""
+    """The route exists but the resource it names (an athlete, an activity) is unknown: the
+    body says so (reason ``not_found``), unlike `UnknownRoute`."""
 
     status_code = 404
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message, reason="not_found", **details)
 
 
 class ContentTooLarge(WebError):

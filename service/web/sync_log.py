@@ -104,10 +104,10 @@ async def sync_log(request: Request) -> Response:
             limit=query.limit,
         )
     except UnknownAthlete:
-        raise NotFound(f"no athlete {athlete_id}") from None
+        raise NotFound(f"no athlete {athlete_id}", reason="not_found") from None
     except UnknownJob:
         named = f"job {query.job}" if query.job is not None else "sync job"
-        raise NotFound(f"athlete {athlete_id} has no {named}") from None
+        raise NotFound(f"athlete {athlete_id} has no {named}", reason="not_found") from None
     return json_response(_answer(athlete_id, page))
 
 
