@@ -154,6 +154,9 @@ class Settings(DatabaseSettings):
     sync_page_size: Annotated[int, Field(ge=2, le=200)] = 200
     sync_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
     sync_sweep_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # A job's log (service/ingest/job_log.py) is for watching and diagnosing recent syncs,
+    # not an archive: its entries are pruned by the scheduler once older than this.
+    sync_log_retention_days: Annotated[float, Field(gt=0)] = 7.0
     # Hydration policy for listed activities (service/ingest/policy.py): the recent window,
     # the sport types hydrated eagerly (comma-separated; empty means all), and whether older
     # ones hydrate at backfill priority ("backfill") or only when asked for ("on_demand").

@@ -136,6 +136,9 @@ class Athlete(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
+_HYDRATING = "hydration_status IN ('pending', 'partial')"
+
+
 class Activity(SQLModel, table=True):
     """One Strava activity: the summary columns a product queries, plus Strava's raw JSON."""
 
@@ -143,6 +146,15 @@ class Activity(SQLModel, table=True):
     __table_args__ = (
         _check_in("activities", "hydration_status", HydrationStatus),
         sa.Index("ix_activities_athlete_start", "athlete_id", "start_date"),
+        # An athlete's activities still to hydrate: after each hydration the job log asks
+        # whether any are left (service/ingest/job_log.py), which must not scan a long
+        # history of complete ones.
+        sa.Index(
+            "ix_activities_athlete_hydrating",
+            "athlete_id",
+            postgresql_where=sa.text(_HYDRATING),
+            sqlite_where=sa.text(_HYDRATING),
+        ),
     )
 
     id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
@@ -334,6 +346,48 @@ class SyncJob(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class LogLevel(StrEnum):
+    """How much a job log entry matters, in rising order (`LOG_LEVELS`)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+LOG_LEVELS = tuple(LogLevel)
+
+
+class SyncJobLogEntry(SQLModel, table=True):
+    """One entry of a sync job's log (service/ingest/job_log.py): what the job did, with
+    the numbers and Strava's answer in `fields`. Kept SYNC_LOG_RETENTION_DAYS."""
+
+    __tablename__ = "sync_job_log"
+    __table_args__ = (
+        _check_in("sync_job_log", "level", LogLevel),
+        # Reading a job's entries in order, and counting them against the per-job bound.
+        sa.Index("ix_sync_job_log_job_id_id", "job_id", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntKey, primary_key=True))
+    job_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("sync_jobs.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    # No foreign key of its own: the entry goes with its job, and the job with its athlete.
+    # A key to `athletes` would make every write wait for the athlete's row, which a purge
+    # holds while it cancels the job, whose row a write holds (job_log.py): a deadlock.
+    athlete_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # Pruning deletes the oldest first.
+    at: datetime = _timestamp(nullable=False, index=True)
+    level: str = Field(max_length=8)
+    message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    fields: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
 
 
 class OAuthState(SQLModel, table=True):

@@ -99,6 +99,14 @@ def connect_emulator_athlete(
     return athlete_id
 
 
+def connect_new_emulator_athlete(engine: Engine, strava: FakeStrava) -> int:
+    """Another athlete, added to the emulator and connected as the first one is."""
+    athlete_id = strava.emulator.add_athlete()
+    token = TokenResponse.model_validate(strava.emulator.issue_tokens(athlete_id))
+    connect_athlete(engine, TokenCipher(TOKEN_KEY), token, "read,activity:read_all", utcnow())
+    return athlete_id
+
+
 _inbox_serial = itertools.count(1)
 
 

@@ -73,6 +73,7 @@ def hydrate_activity(activity_id: int, tier: str) -> None:
         lambda: hydrate.hydrate_stored(run.ctx, activity_id, keys),
         lambda delay: run.dispatcher.send_hydration(activity_id, tier, delay),
     )
+    run.hydration_progress.record(run.ctx.engine, activity_id, Tier(tier), run.ctx.clock())
 
 
 def run_sync_job(job_id: int) -> None:

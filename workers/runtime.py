@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from service.ingest.context import IngestContext
+from service.ingest.job_log import HydrationProgress
 from service.ingest.retry import Backoff
 from service.ingest.sync import SyncOptions
 from service.messaging import Dispatcher
@@ -32,6 +33,8 @@ class Runtime:
     # Who holds a sync job's lease: this process, with the thread added per job.
     worker_id: str = field(default_factory=_process_id)
     rng: random.Random = field(default_factory=random.Random)
+    # This process's hydrations, summed up per athlete for the sync job logs.
+    hydration_progress: HydrationProgress = field(default_factory=HydrationProgress)
 
 
 class NotStarted(RuntimeError):

@@ -47,6 +47,7 @@ class DutyDeps:
 def periodic_duties(deps: DutyDeps) -> list[Duty]:
     """Every periodic duty of the service, in one list: the scheduler process and embedded
     mode run exactly these."""
+    from service.ingest import job_log
     from service.ingest.inbox import relay
     from service.ingest.lifecycle import prune
     from service.ingest.reconcile import schedule_reconciliations
@@ -73,6 +74,17 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 older_than=timedelta(days=settings.inbox_retention_days),
                 now=utcnow(),
                 unknown_owner_older_than=timedelta(hours=settings.unknown_owner_retention_hours),
+            ),
+        ),
+        # Sync job log entries past their retention, in bounded batches
+        # (service/ingest/job_log.py); as often as the inbox, whose prune is as cheap.
+        Duty(
+            "sync-log-prune",
+            settings.inbox_prune_interval_seconds,
+            lambda: job_log.prune(
+                deps.engine,
+                older_than=timedelta(days=settings.sync_log_retention_days),
+                now=utcnow(),
             ),
         ),
         # Sync jobs whose worker died (expired lease) or whose message was lost.

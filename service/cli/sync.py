@@ -3,6 +3,7 @@
     strava-ingest sync ATHLETE [--full]    backfill (continued), else reconcile; --full: refresh
     strava-ingest sync cancel ATHLETE      stop the active job at its next page boundary
     strava-ingest sync status [ATHLETE]    jobs; a progress bar while the athlete's job runs
+    strava-ingest sync log ATHLETE [--job ID] [--level warning]   a job's log, oldest first
 
 With a Redis broker the job goes to the workers; in embedded mode (BROKER_URL=memory://)
 the workers live inside `strava-ingest serve`, so this command runs the job itself.
@@ -22,7 +23,15 @@ from sqlmodel import Session, col, select
 
 from service.cli.common import database
 from service.config import Settings
-from service.models import ACTIVE_SYNC_STATUSES, Activity, SyncJob, SyncKind, SyncStatus, utcnow
+from service.models import (
+    ACTIVE_SYNC_STATUSES,
+    Activity,
+    LogLevel,
+    SyncJob,
+    SyncKind,
+    SyncStatus,
+    utcnow,
+)
 
 
 class _SyncGroup(click.Group):
@@ -37,7 +46,8 @@ class _SyncGroup(click.Group):
 
 @click.group("sync", cls=_SyncGroup)
 def sync_command() -> None:
-    """Sync an athlete's activities: `sync ATHLETE [--full]`, `sync cancel`, `sync status`."""
+    """Sync an athlete's activities: `sync ATHLETE [--full]`, `sync cancel`, `sync status`,
+    `sync log`."""
 
 
 @sync_command.command("start", hidden=True)
@@ -193,6 +203,54 @@ def status(athlete_id: int | None, watch: bool) -> None:
                 select(SyncJob).where(col(SyncJob.id).in_(latest)).order_by(col(SyncJob.id))
             ).all()
         _print_jobs(list(jobs))
+
+
+@sync_command.command("log")
+@click.argument("athlete_id", type=int)
+@click.option("--job", "job_id", type=int, help="The job (default: the athlete's latest).")
+@click.option(
+    "--level",
+    type=click.Choice([level.value for level in LogLevel]),
+    help="Only entries at this level or above.",
+)
+def log_command(athlete_id: int, job_id: int | None, level: str | None) -> None:
+    """Print a sync job's log, oldest entry first: what GET /athletes/{id}/sync/log answers."""
+    import json
+
+    from service.ingest.job_log import MAX_LIMIT, UnknownAthlete, UnknownJob, read_log
+
+    with database() as (_settings, engine):
+        after: int | None = None
+        first = True
+        while True:
+            try:
+                page = read_log(
+                    engine,
+                    athlete_id,
+                    job_id=job_id,
+                    level=LogLevel(level) if level else None,
+                    after=after,
+                    limit=MAX_LIMIT,
+                )
+            except UnknownAthlete:
+                raise click.ClickException(f"no athlete {athlete_id}") from None
+            except UnknownJob:
+                named = f"job {job_id}" if job_id is not None else "sync job"
+                raise click.ClickException(f"athlete {athlete_id} has no {named}") from None
+            if first:
+                job = page.job
+                click.echo(f"job {job.id} ({job.kind}, {job.status}) of athlete {athlete_id}")
+                first = False
+            for entry in page.entries:
+                fields = json.dumps(entry.fields, sort_keys=True, separators=(",", ":"))
+                click.echo(
+                    f"{entry.id:>8} {entry.at:%Y-%m-%d %H:%M:%S} {entry.level:<7} "
+                    f"{entry.message}  {fields}"
+                )
+            if not page.more:
+                return
+            # Read on from the same job, even if the athlete started another meanwhile.
+            job_id, after = page.job.id, page.next_after
 
 
 def _hydration_line(engine: Engine, athlete_id: int) -> str:

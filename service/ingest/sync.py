@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from service.config import Settings, default
 from service.db import session_scope
+from service.ingest import job_log
 from service.ingest.activities import remove_activities
 from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_summaries
 from service.ingest.context import IngestContext
@@ -143,6 +144,7 @@ def start_job(
             return start_job(engine, athlete_id, kind, now, cursor=cursor)
         return Started(active, created=False)
     log.info("sync job created job_id=%s athlete_id=%s kind=%s", job.id, athlete_id, kind.value)
+    job_log.job_started(engine, job, now)
     return Started(job, created=True)
 
 
@@ -203,6 +205,10 @@ def cancel_job(engine: Engine, athlete_id: int, reason: str, now: datetime) -> S
             setattr(job, name, value)
         session.add(job)
     log.info("sync job cancel job_id=%s athlete_id=%s held=%s", job.id, athlete_id, held)
+    if held:
+        job_log.cancel_requested(engine, job, reason, now)
+    else:
+        job_log.cancelled(engine, job, now)
     return job
 
 
@@ -361,6 +367,7 @@ def run_job(
                 with session_scope(ctx.engine) as session:
                     _release(session, job_id, owner, SyncStatus.CANCELLED, ctx.clock())
                 log.info("sync job cancelled job_id=%s", job_id)
+                job_log.cancelled(ctx.engine, job, ctx.clock())
                 return Finished(SyncStatus.CANCELLED)
             cursor = Cursor.from_json(job.cursor)
             if cursor.done:
@@ -433,6 +440,16 @@ def _list_and_store(
     # After the commit: a hydration must never run for a row that is not stored yet.
     for activity_id, tier in page.to_hydrate:
         send_hydration(activity_id, tier.value)
+    job_log.page_stored(
+        ctx.engine,
+        job,
+        items=len(summaries),
+        new=len(page.new),
+        updated=len(page.updated),
+        hydrations_queued=len(page.to_hydrate),
+        gone=len(gone) - len(cursor.gone),
+        now=now,
+    )
     log.info(
         "sync page stored job_id=%s athlete_id=%s listed=%s new=%s updated=%s",
         job.id,
@@ -473,6 +490,7 @@ def _complete(ctx: IngestContext, job: SyncJob, owner: str) -> Outcome:
                 deleted = remove_activities(session, job.athlete_id, cursor.gone, now)
         deleted_total = col(SyncJob.deleted) + deleted
         _release(session, job.id, owner, status, now, deleted=deleted_total, last_error=error)
+    job_log.ended(ctx.engine, job.id, now)
     if error:
         log.error("sync job aborted job_id=%s athlete_id=%s %s", job.id, job.athlete_id, error)
     else:
@@ -539,6 +557,8 @@ def _defer(
             outcome = Finished(SyncStatus.FAILED)
     with session_scope(ctx.engine) as session:
         # A lease already lost (the job was cancelled meanwhile) leaves the row as it is.
-        session.execute(_guarded(job_id, owner).values(values))
+        released = session.execute(_guarded(job_id, owner).values(values))
+    if released.rowcount == 1:  # type: ignore[attr-defined]
+        job_log.deferred(ctx.engine, job, error, step, now)
     log.info("sync job deferred job_id=%s step=%s error=%s", job_id, type(step).__name__, message)
     return outcome

@@ -29,7 +29,7 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import athletes, health, metrics, oauth, quota_view, webhooks
+from service.web import athletes, health, metrics, oauth, quota_view, sync_log, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
@@ -142,6 +142,7 @@ def create_app(
             *quota_view.routes(),
             *metrics.routes(),
             *athletes.routes(),
+            *sync_log.routes(),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
