@@ -28,7 +28,8 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import health, metrics, oauth, quota_view, webhooks
+from service.version import DISTRIBUTION, package_version
+from service.web import health, metrics, oauth, openapi, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
@@ -128,7 +129,7 @@ def create_app(
             yield {WEB_STATE_KEY: web}
         log.info("web app stopped")
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *webhooks.routes(settings),
             *oauth.routes(),
@@ -139,6 +140,11 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    # Described once, from every route above (service/web/openapi.py).
+    app.router.routes.extend(
+        openapi.routes(app.routes, title=DISTRIBUTION, version=package_version())
+    )
+    return app
 
 
 def _redact_in_access_log(owned: AsyncExitStack, secret: str) -> None:
