@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+from pydantic_core import core_schema
 from starlette import convertors
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,6 +50,8 @@ SECURITY_SCHEMES: dict[Access, tuple[str, str]] = {
 
 # Ids are Strava's 64-bit integers: a larger number names nothing.
 MAX_ID = 2**63 - 1
+# A wall-clock time without a zone, as pydantic writes a naive datetime.
+LOCAL_DATE_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$"
 
 DESCRIPTION = (
     "Read athletes and their activities (hydrated on demand), start, stop and watch their "
@@ -114,10 +117,22 @@ def _schemas(
         for answer in operation.responses.values():
             if answer is not None:
                 wanted[(answer, "serialization")] = None
-    keys, top = models_json_schema(list(wanted), ref_template=REF_TEMPLATE)
+    keys, top = models_json_schema(
+        list(wanted), ref_template=REF_TEMPLATE, schema_generator=_JsonSchema
+    )
     names = {key: str(keys[key]["$ref"]).rsplit("/", 1)[1] for key in wanted}
     schemas: dict[str, Any] = top.get("$defs", {})
     return names, schemas
+
+
+class _JsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema, but a naive datetime (``NaiveDatetime``, e.g. a local start
+    time) is not ``date-time``, whose RFC 3339 form requires a zone."""
+
+    def datetime_schema(self, schema: core_schema.DatetimeSchema) -> dict[str, Any]:
+        if schema.get("tz_constraint") == "naive":
+            return {"type": "string", "pattern": LOCAL_DATE_TIME}
+        return super().datetime_schema(schema)
 
 
 def _operation(

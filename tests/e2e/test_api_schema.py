@@ -48,11 +48,13 @@ ACTIVITIES_PER_ATHLETE = 4
 HIGH = 1_000_000  # quota is not what this test is about (tests/strava/quota is)
 # Requests per operation and key: valid ones, valid ones aimed at stored rows, invalid ones.
 EXAMPLES = {"valid": 20, "stored": 10, "invalid": 10}
-# Without a key every request gets the same 401: a few show it.
-EXAMPLES_WITHOUT_KEY = 3
-# An event stream may stay open: it is read for this long, then judged on what it sent.
+# An event stream may stay open: it is read for STREAM_SECONDS, then judged on what it sent,
+# so each of its requests may take that long.
+STREAM_EXAMPLES = {"valid": 3, "stored": 3, "invalid": 3}
 STREAM_SECONDS = 2.0
 REQUEST_SECONDS = 30.0
+# Without a key every request gets the same 401: a few show it.
+EXAMPLES_WITHOUT_KEY = 3
 KEYS = {"no key": {}, "read key": READ, "admin key": ADMIN}
 CONFORMANCE = [
     not_a_server_error,
@@ -128,14 +130,7 @@ def test_every_operation_answers_as_the_document_says(
 ) -> None:
     document = httpx.get(f"{service_url}/openapi.json").json()
     schema = schemathesis.openapi.from_url(f"{service_url}/openapi.json")
-    operations = sorted(
-        (result.ok() for result in schema.get_all_operations()),
-        key=lambda op: (
-            op.path.endswith(DESTRUCTIVE_SUFFIXES),
-            op.method.upper() != "GET",
-            op.path,
-        ),
-    )
+    operations = sorted((result.ok() for result in schema.get_all_operations()), key=running_order)
     described = {(path, method) for path, item in document["paths"].items() for method in item}
 
     assert {(op.path, op.method.lower()) for op in operations} == described
@@ -145,10 +140,9 @@ def test_every_operation_answers_as_the_document_says(
         streams = any(
             "text/event-stream" in answer.get("content", {}) for answer in raw["responses"].values()
         )
-        timeout = STREAM_SECONDS if streams else REQUEST_SECONDS
         for who, key in KEYS.items():
             with subtests.test(operation=operation.label, key=who):
-                exercise(operation, key, service_url, stored_ids, timeout=timeout)
+                exercise(operation, key, service_url, stored_ids, streams=streams)
 
 
 def exercise(
@@ -157,24 +151,26 @@ def exercise(
     url: str,
     stored_ids: dict[str, list[int]],
     *,
-    timeout: float,
+    streams: bool,
 ) -> None:
     """Valid requests (some naming stored rows) are answered as documented; invalid ones
     never get a 5xx."""
+    examples = STREAM_EXAMPLES if streams else EXAMPLES
+    timeout = STREAM_SECONDS if streams else REQUEST_SECONDS
     valid = operation.as_strategy(schemathesis.GenerationMode.POSITIVE)
     if not key:
         run(valid, EXAMPLES_WITHOUT_KEY, key, url, CONFORMANCE, timeout)
         return
-    run(valid, EXAMPLES["valid"], key, url, CONFORMANCE, timeout)
+    run(valid, examples["valid"], key, url, CONFORMANCE, timeout)
     aimed = [
         operation.as_strategy(schemathesis.GenerationMode.POSITIVE, path_parameters=values)
         for values in stored_path_parameters(operation, stored_ids)
     ]
     if aimed:
-        run(st.one_of(aimed), EXAMPLES["stored"], key, url, CONFORMANCE, timeout)
+        run(st.one_of(aimed), examples["stored"], key, url, CONFORMANCE, timeout)
     if has_input(operation):
         invalid = operation.as_strategy(schemathesis.GenerationMode.NEGATIVE)
-        run(invalid, EXAMPLES["invalid"], key, url, [not_a_server_error], timeout)
+        run(invalid, examples["invalid"], key, url, [not_a_server_error], timeout)
 
 
 def run(

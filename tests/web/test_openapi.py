@@ -4,12 +4,14 @@ public, with every declared route, its parameters, body, answers, errors and key
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, NaiveDatetime
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -46,6 +48,13 @@ class Things(BaseModel):
     """A page of things."""
 
     things: list[Thing] = Field(description="Newest first.")
+
+
+class Moment(BaseModel):
+    """When a thing happened."""
+
+    at: datetime = Field(description="In UTC.")
+    local: NaiveDatetime | None = Field(None, description="On the owner's clock, no zone.")
 
 
 class Rename(BaseModel):
@@ -91,7 +100,9 @@ def declared_routes() -> list[BaseRoute]:
             "/things/{name:str}",
             rename_thing,
             method="POST",
-            operation=Operation("Rename", Access.ADMIN, {202: Thing, 409: Thing}, body=Rename),
+            operation=Operation(
+                "Rename", Access.ADMIN, {202: Thing, 409: Thing, 410: Moment}, body=Rename
+            ),
         ),
         ApiRoute(
             "/things/events",
@@ -172,7 +183,7 @@ def test_answers_carry_their_models_and_the_errors_of_their_kind(
     }
     assert listing["200"]["description"] == "A page of things."
     assert sorted(listing) == ["200", "400", "401", "403", "404"]
-    assert sorted(renaming) == ["202", "400", "401", "403", "404", "409", "413", "415"]
+    assert sorted(renaming) == ["202", "400", "401", "403", "404", "409", "410", "413", "415"]
     assert renaming["409"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Thing"
     }
@@ -210,6 +221,18 @@ def test_every_model_is_a_component_with_its_descriptions(document: dict[str, An
         "$ref": "#/components/schemas/Thing"
     }
     assert schemas["Thing"]["properties"]["id"]["description"] == "Its id."
+
+
+def test_a_naive_datetime_is_described_without_a_zone(document: dict[str, Any]) -> None:
+    moment = document["components"]["schemas"]["Moment"]["properties"]
+    pattern = re.compile(moment["local"]["anyOf"][0]["pattern"])
+
+    assert moment["at"]["format"] == "date-time"
+    assert "format" not in moment["local"]["anyOf"][0]
+    served = Moment(at=datetime.now(UTC), local=datetime(2026, 11, 26, 12, 50, 54, 120))
+    assert pattern.match(served.model_dump(mode="json")["local"])
+    assert pattern.match("2026-11-26T12:50:54")
+    assert not pattern.match("2026-11-26T12:50:54Z")
 
 
 def test_each_operation_names_the_key_its_access_needs(document: dict[str, Any]) -> None:
