@@ -60,7 +60,8 @@ DESCRIPTION = (
 
 
 def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the `ApiRoute`s among ``routes`` (mounted ones too)."""
+    """The OpenAPI 3.1 document of the `ApiRoute`s among ``routes``. Raises ValueError for
+    one inside a `Mount`, whose path the document would get wrong."""
     api_routes = sorted(_api_routes(routes), key=lambda route: (route.path_format, route.method))
     refs, schemas = _schemas(api_routes)
     paths: dict[str, dict[str, Any]] = {}
