@@ -204,7 +204,7 @@ def _query_parameters(
             "name": name,
             "in": "query",
             "required": name in required,
-            "schema": field_schema,
+            "schema": _without_null(field_schema),
         }
         if "description" in field_schema:
             parameter["description"] = field_schema["description"]
@@ -212,6 +212,23 @@ def _query_parameters(
             # ?sport_type=Run&sport_type=Ride, as parse_query reads it.
             parameter.update(style="form", explode=True)
         yield parameter
+
+
+def _without_null(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without the null of an optional field: a parameter is
+    given or left out (``required: false``), never null."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list) or {"type": "null"} not in options:
+        return dict(schema)
+    kept = [option for option in options if option != {"type": "null"}]
+    rest = {
+        key: value
+        for key, value in schema.items()
+        if key != "anyOf" and not (key == "default" and value is None)
+    }
+    if len(kept) == 1:
+        return {**kept[0], **rest}
+    return {**rest, "anyOf": kept}
 
 
 def _answer(

@@ -34,6 +34,7 @@ class ThingsQuery(BaseModel):
 
     limit: Annotated[int, Field(ge=1, le=200, description="Most things in a page.")] = 50
     kind: list[Literal["big", "small"]] = Field(default=[], description="Only these kinds.")
+    since: int | None = Field(None, ge=0, description="Only things made after this.")
 
 
 class Thing(BaseModel):
@@ -151,7 +152,7 @@ def test_query_fields_become_parameters_and_a_list_is_repeatable(
     document: dict[str, Any],
 ) -> None:
     operation = document["paths"]["/owners/{owner_id}/things"]["get"]
-    _, limit, kind = operation["parameters"]
+    _, limit, kind, since = operation["parameters"]
 
     assert (limit["name"], limit["in"], limit["required"]) == ("limit", "query", False)
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 200)
@@ -159,6 +160,14 @@ def test_query_fields_become_parameters_and_a_list_is_repeatable(
     assert "explode" not in limit
     assert (kind["name"], kind["style"], kind["explode"]) == ("kind", "form", True)
     assert kind["schema"]["items"]["enum"] == ["big", "small"]
+    # Left out rather than null: an optional field's parameter is not required.
+    assert (since["required"], since["schema"]["type"], since["schema"]["minimum"]) == (
+        False,
+        "integer",
+        0,
+    )
+    assert "anyOf" not in since["schema"]
+    assert "default" not in since["schema"]
 
 
 def test_an_operation_says_what_it_does_from_its_declaration_and_docstring(
