@@ -29,10 +29,11 @@ from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
 from service.version import DISTRIBUTION, package_version
-from service.web import health, metrics, oauth, openapi, quota_view, webhooks
+from service.web import health, metrics, oauth, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
+from service.web.openapi import document_routes
 from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
@@ -142,7 +143,7 @@ def create_app(
     )
     # Described once, from every route above (service/web/openapi.py).
     app.router.routes.extend(
-        openapi.routes(app.routes, title=DISTRIBUTION, version=package_version())
+        document_routes(app.routes, title=DISTRIBUTION, version=package_version())
     )
     return app
 

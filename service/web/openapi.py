@@ -84,7 +84,7 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
     }
 
 
-def routes(app_routes: Iterable[BaseRoute], *, title: str, version: str) -> list[Route]:
+def document_routes(app_routes: Iterable[BaseRoute], *, title: str, version: str) -> list[Route]:
     """``GET /openapi.json``, answering the document of ``app_routes``, built now."""
     body = json.dumps(openapi_document(app_routes, title=title, version=version)).encode()
 
