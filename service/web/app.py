@@ -28,7 +28,6 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.version import DISTRIBUTION, package_version
 from service.web import health, metrics, oauth, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
@@ -142,9 +141,7 @@ def create_app(
         lifespan=lifespan,
     )
     # Described once, from every route above (service/web/openapi.py).
-    app.router.routes.extend(
-        document_routes(app.routes, title=DISTRIBUTION, version=package_version())
-    )
+    app.router.routes.extend(document_routes(app.routes))
     return app
 
 

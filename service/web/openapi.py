@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from service.version import DISTRIBUTION, package_version
 from service.web.api_spec import Access, ApiError, ApiRoute, repeatable
 
 OPENAPI_VERSION = "3.1.0"
@@ -84,9 +85,11 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
     }
 
 
-def document_routes(app_routes: Iterable[BaseRoute], *, title: str, version: str) -> list[Route]:
-    """``GET /openapi.json``, answering the document of ``app_routes``, built now."""
-    body = json.dumps(openapi_document(app_routes, title=title, version=version)).encode()
+def document_routes(app_routes: Iterable[BaseRoute]) -> list[Route]:
+    """``GET /openapi.json``, answering the document of ``app_routes``, built now, with the
+    installed package's name and version."""
+    document = openapi_document(app_routes, title=DISTRIBUTION, version=package_version())
+    body = json.dumps(document).encode()
 
     async def openapi_json(request: Request) -> Response:
         return Response(body, media_type="application/json")
