@@ -8,7 +8,8 @@
 3. From a folder outside the source tree (so the checkout cannot be imported by accident)
    and with no setting inherited from this shell: `strava-ingest --version`,
    `python -m service --version`, `strava-ingest db upgrade` on a fresh SQLite file, then
-   `strava-ingest serve` in embedded mode on a free port until GET /healthz answers 200.
+   `strava-ingest serve` in embedded mode on a free port until GET /healthz answers 200;
+   its GET /openapi.json must carry the package's version.
 
 Exits non-zero, saying which step failed and with the process's output, otherwise.
 """
@@ -26,6 +27,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import httpx
 from launch import answers, free_port, running
 
 from service.config import Settings
@@ -171,6 +173,12 @@ def smoke(work: Path) -> None:
             timeout=HEALTHZ_DEADLINE,
         ):
             print(f"GET {healthz} -> 200", flush=True)
+            described = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=10).json()
+            print(f"GET /openapi.json -> info.version {described['info']['version']}", flush=True)
+            if described["info"]["version"] != version:
+                raise SmokeFailed(f"/openapi.json gives version {described['info']['version']}")
+    except SmokeFailed:
+        raise
     except Exception as error:
         log = (work / "serve.log").read_text(errors="replace")[-3000:]
         raise SmokeFailed(f"`strava-ingest serve` did not become healthy: {error}\n{log}") from None

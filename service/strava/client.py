@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
@@ -30,6 +29,7 @@ from service.strava.schemas import (
     SummaryActivity,
     TokenResponse,
 )
+from service.version import DISTRIBUTION, package_version
 
 T = TypeVar("T")
 
@@ -44,14 +44,7 @@ counts it as "non-upload", so it uses both buckets like a read (docs/strava.md ย
 MAX_PER_PAGE = 200  # docs/strava.md ยง4.1
 
 
-def _user_agent() -> str:
-    try:
-        return f"strava-ingest/{version('strava-ingest')}"
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "strava-ingest/0+unknown"
-
-
-USER_AGENT = _user_agent()
+USER_AGENT = f"{DISTRIBUTION}/{package_version()}"
 
 
 @dataclass(frozen=True)

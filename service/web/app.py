@@ -33,6 +33,7 @@ from service.web import athletes, health, metrics, oauth, quota_view, sync_log, 
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
+from service.web.openapi import document_routes
 from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
@@ -134,7 +135,7 @@ def create_app(
             yield {WEB_STATE_KEY: web}
         log.info("web app stopped")
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *webhooks.routes(settings),
             *oauth.routes(),
@@ -147,6 +148,9 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    # Described once, from every route above (service/web/openapi.py).
+    app.router.routes.extend(document_routes(app.routes))
+    return app
 
 
 def _redact_in_access_log(owned: AsyncExitStack, secret: str) -> None:

@@ -11,14 +11,30 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
+from pydantic import BaseModel, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from service.web.api_keys import requires_admin_key
+from service.web.api_spec import Access, ApiRoute, Operation, json_response
 from service.web.state import web_state
+
+
+class WebhookStats(BaseModel):
+    """What this web process's webhook endpoint did since it started."""
+
+    accepted: int = Field(description="Events acknowledged with 200, new and duplicate.")
+    duplicates: int = Field(description="Of those, Strava's retries of an event already stored.")
+    rejected: dict[str, int] = Field(
+        description="Refused requests of the webhook and of the key-guarded routes, by reason."
+    )
+    batches: int = Field(description="Group commits of the inbox.")
+    batched_events: int = Field(description="Events in all those commits.")
+    largest_batch: int = Field(description="Most events in one commit.")
+    handoff_failures: int = Field(
+        description="Batches the broker refused; their rows wait for the relay."
+    )
 
 
 @dataclass
@@ -48,22 +64,34 @@ class WebhookCounters:
         self.batched_events += size
         self.largest_batch = max(self.largest_batch, size)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "rejected": dict(sorted(self.rejected.items())),
-            "batches": self.batches,
-            "batched_events": self.batched_events,
-            "largest_batch": self.largest_batch,
-            "handoff_failures": self.handoff_failures,
-        }
+    def report(self) -> WebhookStats:
+        return WebhookStats(
+            accepted=self.accepted,
+            duplicates=self.duplicates,
+            rejected=dict(sorted(self.rejected.items())),
+            batches=self.batches,
+            batched_events=self.batched_events,
+            largest_batch=self.largest_batch,
+            handoff_failures=self.handoff_failures,
+        )
 
 
-@requires_admin_key
-async def webhook_stats(request: Request) -> JSONResponse:
-    return JSONResponse(web_state(request).webhook_counters.as_json())
+async def webhook_stats(request: Request) -> Response:
+    """The counts are this process's own: each web process answers for itself."""
+    return json_response(web_state(request).webhook_counters.report())
 
 
 def routes() -> list[Route]:
-    return [Route("/stats/webhooks", webhook_stats, methods=["GET"])]
+    return [
+        ApiRoute(
+            "/stats/webhooks",
+            webhook_stats,
+            method="GET",
+            operation=Operation(
+                summary="Webhook counters of this web process",
+                access=Access.ADMIN,
+                responses={200: WebhookStats},
+                tags=("operator",),
+            ),
+        )
+    ]
