@@ -45,6 +45,11 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///./strava_ingest.db"
+    # Python logging level of every process.
+    log_level: str = "INFO"
+    # `json`: one JSON object per line, for a log collector; `text`: key=value lines for a
+    # person reading a terminal. Unset: json in production mode, text in embedded mode.
+    log_format: Literal["json", "text"] | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -52,6 +57,17 @@ class DatabaseSettings(BaseSettings):
         if not value.startswith(_DATABASE_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(_DATABASE_SCHEMES)}")
         return value
+
+    def _production(self) -> bool:
+        # Without a broker URL to go by, a server database means production.
+        return not self.database_url.startswith("sqlite")
+
+    @property
+    def log_format_in_effect(self) -> Literal["json", "text"]:
+        """LOG_FORMAT, or the mode's default when it is unset."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self._production() else "text"
 
 
 class Settings(DatabaseSettings):
@@ -143,7 +159,6 @@ class Settings(DatabaseSettings):
     forged_creates_to_flag: Annotated[int, Field(gt=0)] = 5
     inbox_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     worker_threads: Annotated[int, Field(gt=0)] = 4
-    log_level: str = "INFO"
 
     # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is
@@ -318,6 +333,9 @@ class Settings(DatabaseSettings):
     def mode(self) -> Mode:
         embedded = self.database_url.startswith("sqlite") and self.broker_url == "memory://"
         return Mode.EMBEDDED if embedded else Mode.PRODUCTION
+
+    def _production(self) -> bool:
+        return self.mode is Mode.PRODUCTION
 
     @property
     def admin_keys(self) -> list[str]:

@@ -26,7 +26,7 @@ def start() -> dramatiq.Broker:
         settings = load_settings(Settings)
     except ConfigError as error:
         sys.exit(str(error))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     broker = setup_broker(settings.broker_url)
     context = build_context(settings)
     check_schema(context.engine)

@@ -166,7 +166,7 @@ def web_app() -> Starlette:
     from service.web.app import create_app
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     return create_app(settings)
 
 
@@ -194,7 +194,7 @@ def serve(host: str, port: int, workers: int) -> None:
         check_web_settings(settings)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     require_schema(settings)
     log.info(
         "starting mode=%s host=%s port=%s workers=%d loop=%s http=%s",
@@ -240,6 +240,8 @@ def worker(dramatiq_args: tuple[str, ...]) -> None:
             "BROKER_URL is memory://: workers run inside `strava-ingest serve` in embedded mode"
         )
     require_schema(settings)
+    # Before dramatiq's own set-up, which then keeps this format in its processes too.
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     parser = make_argument_parser()  # type: ignore[no-untyped-call]
     arguments = parser.parse_args(["workers.main:start", *dramatiq_args])
     sys.exit(dramatiq_main(arguments))  # type: ignore[no-untyped-call]
@@ -251,7 +253,7 @@ def _shared_deps() -> Iterator[DutyDeps]:
     from service.messaging import build_broker
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     if settings.broker_url == "memory://":
         raise click.ClickException(
             "BROKER_URL is memory://: in embedded mode `strava-ingest serve` runs the duties"

@@ -18,6 +18,7 @@ import dramatiq
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
@@ -32,6 +33,7 @@ from service.web import health, metrics, oauth, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
+from service.web.request_ids import RequestIds
 from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
@@ -137,6 +139,8 @@ def create_app(
             *metrics.routes(),
         ],
         exception_handlers=exception_handlers(),
+        # Each request's id is on every log line of it and in its answer.
+        middleware=[Middleware(RequestIds)],
         lifespan=lifespan,
     )
 
