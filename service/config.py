@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -159,6 +159,11 @@ class Settings(DatabaseSettings):
     forged_creates_to_flag: Annotated[int, Field(gt=0)] = 5
     inbox_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     worker_threads: Annotated[int, Field(gt=0)] = 4
+    # Liveness (service/heartbeats.py): every web, worker and scheduler process renews its
+    # heartbeat this often, and a heartbeat not renewed within the TTL counts the process as
+    # gone. The TTL spans a few beats, so one slow beat is not an outage.
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    heartbeat_ttl_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
 
     # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is
@@ -328,6 +333,12 @@ class Settings(DatabaseSettings):
                 raise ValueError(f"{name}: a lower tier cannot have a larger share")
             previous = (short, daily)
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_its_interval(self) -> Settings:
+        if self.heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
+            raise ValueError("HEARTBEAT_TTL_SECONDS must be longer than HEARTBEAT_INTERVAL_SECONDS")
+        return self
 
     @cached_property
     def mode(self) -> Mode:

@@ -24,6 +24,14 @@ from sqlalchemy.engine import Engine
 from service.cli.common import require_schema
 from service.cli.common import settings as load_settings
 from service.config import ConfigError, Mode, Settings, bind_url, check_web_settings
+from service.heartbeats import (
+    SCHEDULER,
+    WORKER,
+    Heartbeat,
+    HeartbeatStore,
+    MemoryHeartbeats,
+    build_heartbeats,
+)
 from service.logs import configure_logging
 from service.messaging import Dispatcher
 from service.periodic import Duty, run_duties
@@ -92,34 +100,59 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
 
 
 @contextmanager
-def _duties_thread(deps: DutyDeps) -> Iterator[None]:
+def _beating(store: HeartbeatStore, role: str, settings: Settings) -> Iterator[None]:
+    """This process's heartbeat in `role` for the duration of the block."""
+    heartbeat = Heartbeat.for_settings(store, role, settings)
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        heartbeat.stop()
+
+
+@contextmanager
+def _duties_thread(deps: DutyDeps, heartbeats: HeartbeatStore) -> Iterator[None]:
     stop = threading.Event()
     thread = threading.Thread(
         target=run_duties, args=(periodic_duties(deps), stop), name="duties", daemon=True
     )
     thread.start()
     try:
-        yield
+        with _beating(heartbeats, SCHEDULER, deps.settings):
+            yield
     finally:
         stop.set()
         thread.join(timeout=10)
 
 
+@dataclass(frozen=True)
+class EmbeddedRuntime:
+    """What the embedded web app shares with the worker threads and duties beside it."""
+
+    broker: dramatiq.Broker
+    quota: QuotaScheduler
+    heartbeats: HeartbeatStore
+
+
 @contextmanager
-def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler]]:
+def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     """Worker threads and the periodic duties beside the web app, in this process."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
+    from workers import liveness
     from workers.actors import setup_workers
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
     context = build_context(settings)  # one quota scheduler for the web app and the workers
+    heartbeats = MemoryHeartbeats()  # every role lives in this process
     setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
+    liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
-        with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):
-            yield broker, context.quota
+        deps = DutyDeps(settings, context.engine, Dispatcher(broker))
+        with _duties_thread(deps, heartbeats):
+            yield EmbeddedRuntime(broker, context.quota, heartbeats)
     finally:
         worker.stop()
         context.close()
@@ -210,8 +243,13 @@ def serve(host: str, port: int, workers: int) -> None:
         if workers != 1:
             # The in-process broker and worker threads cannot be shared between processes.
             raise click.ClickException("embedded mode runs in one process: use --workers 1")
-        with _embedded_runtime(settings) as (broker, quota):
-            app = create_app(settings, broker=broker, quota=quota)
+        with _embedded_runtime(settings) as runtime:
+            app = create_app(
+                settings,
+                broker=runtime.broker,
+                quota=runtime.quota,
+                heartbeats=runtime.heartbeats,
+            )
             uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, **options)
@@ -272,7 +310,12 @@ def _shared_deps() -> Iterator[DutyDeps]:
 def scheduler() -> None:
     """Run the periodic duties (Procfile `scheduler`): the relay, …"""
     with _shared_deps() as deps:
-        run_duties(periodic_duties(deps), threading.Event())
+        heartbeats = build_heartbeats(deps.settings)
+        try:
+            with _beating(heartbeats, SCHEDULER, deps.settings):
+                run_duties(periodic_duties(deps), threading.Event())
+        finally:
+            heartbeats.close()
 
 
 @click.command()

@@ -24,6 +24,7 @@ from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
 from service.heap import settle_after_start_up
+from service.heartbeats import WEB, Heartbeat, HeartbeatStore, build_heartbeats
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
@@ -50,11 +51,14 @@ def create_app(
     broker: dramatiq.Broker | None = None,
     strava: AsyncStravaClient | None = None,
     quota: QuotaScheduler | None = None,
+    heartbeats: HeartbeatStore | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. Raises ConfigError for settings the web app must not start with
     (service/config.py `check_web_settings`). With ``check_schema`` (the default) start-up
-    fails with SchemaBehind when the database is not migrated to the code's head revision."""
+    fails with SchemaBehind when the database is not migrated to the code's head revision.
+    ``heartbeats``: where processes report alive (embedded mode shares one store between the
+    app, its worker threads and its duties); by default the settings' store."""
     check_web_settings(settings)
 
     @asynccontextmanager
@@ -78,6 +82,15 @@ def create_app(
             if client is None:
                 client = metered_async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
+
+            beats = heartbeats
+            if beats is None:
+                beats = build_heartbeats(settings)
+                owned.callback(beats.close)
+            # This web process's own heartbeat, stopped (and dropped) before its store closes.
+            beating = Heartbeat.for_settings(beats, WEB, settings)
+            beating.start()
+            owned.callback(beating.stop)
 
             counters = WebhookCounters()
             # Closed (drained) before the engine and broker it uses, which were pushed first.
@@ -114,6 +127,7 @@ def create_app(
                     ),
                 ),
                 inbox_batcher=batcher,
+                heartbeats=beats,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from service.config import Settings
+    from service.heartbeats import HeartbeatStore
     from service.ingest.crypto import TokenCipher
     from service.messaging import Dispatcher
     from service.strava.client import AsyncStravaClient
@@ -49,6 +50,8 @@ class WebState:
         (``GET /stats/webhooks``).
       subscription_gate: checks an event's subscription id.
       inbox_batcher: commits webhook events to the inbox in shared transactions.
+      heartbeats: the processes' heartbeats (``GET /readyz`` reports the workers and the
+        scheduler seen alive).
     """
 
     settings: Settings
@@ -61,6 +64,7 @@ class WebState:
     webhook_counters: WebhookCounters
     subscription_gate: SubscriptionGate
     inbox_batcher: InboxBatcher
+    heartbeats: HeartbeatStore
 
 
 def web_state(connection: HTTPConnection) -> WebState:
