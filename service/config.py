@@ -6,6 +6,7 @@ a `postgresql+psycopg://` DATABASE_URL and a `redis://` BROKER_URL give producti
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal, TypeVar
@@ -93,6 +94,14 @@ class Settings(DatabaseSettings):
     webhook_signing_secret: SecretStr | None = None
     # Our push subscription's id; wins over the one `subscription create` stored.
     strava_subscription_id: Annotated[int, Field(gt=0)] | None = None
+    # The scheduler's watch of the subscription (service/ingest/subscription_health.py):
+    # Strava gives no notice when it stops pushing (docs/strava.md §1.5). No event for this
+    # long while athletes are connected logs a warning (seconds, or ISO 8601 like PT6H: six
+    # hours without one upload among the connected athletes is unusual by day); every
+    # interval the scheduler also asks Strava whether it still lists our subscription (an
+    # error when not), one call of the app's quota each time.
+    subscription_silence_alert: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=6)
+    subscription_check_interval_seconds: Annotated[float, Field(ge=60)] = 3600.0
     # How long the web app trusts its cached copy of the stored subscription id.
     subscription_cache_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Group commit of webhook events: at most this many per INSERT.

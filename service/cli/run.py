@@ -35,7 +35,9 @@ from service.heartbeats import (
 from service.logs import configure_logging
 from service.messaging import Dispatcher
 from service.periodic import Duty, run_duties
-from service.strava.quota import QuotaScheduler
+from service.strava.client import StravaClient
+from service.strava.metered import metered_client
+from service.strava.quota import QuotaScheduler, Tier, build_scheduler, using_tier
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -50,6 +52,8 @@ class DutyDeps:
     settings: Settings
     engine: Engine
     dispatcher: Dispatcher
+    # For the subscription watch's one call (its calls pass through the quota scheduler).
+    strava: StravaClient
 
 
 def periodic_duties(deps: DutyDeps) -> list[Duty]:
@@ -96,7 +100,22 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 deps.engine, settings, utcnow(), deps.dispatcher.send_sync
             ),
         ),
+        # Strava stopped pushing, or dropped our subscription (docs/strava.md §1.5).
+        Duty(
+            "subscription-watch",
+            settings.subscription_check_interval_seconds,
+            lambda: _watch_subscription(deps),
+        ),
     ]
+
+
+def _watch_subscription(deps: DutyDeps) -> None:
+    from service.ingest.subscription_health import watch
+    from service.models import utcnow
+
+    # Webhook tier: the subscription is what real-time work depends on; one call an hour.
+    with using_tier(Tier.WEBHOOK):
+        watch(deps.settings, deps.engine, lambda: deps.strava.list_subscriptions().data, utcnow())
 
 
 @contextmanager
@@ -150,7 +169,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
-        deps = DutyDeps(settings, context.engine, Dispatcher(broker))
+        deps = DutyDeps(settings, context.engine, Dispatcher(broker), context.strava)
         with _duties_thread(deps, heartbeats):
             yield EmbeddedRuntime(broker, context.quota, heartbeats)
     finally:
@@ -299,9 +318,13 @@ def _shared_deps() -> Iterator[DutyDeps]:
     require_schema(settings)
     engine = create_db_engine(settings.database_url)
     broker = build_broker(settings.broker_url)
+    quota = build_scheduler(settings)
+    strava = metered_client(settings, quota)
     try:
-        yield DutyDeps(settings, engine, Dispatcher(broker))
+        yield DutyDeps(settings, engine, Dispatcher(broker), strava)
     finally:
+        strava.close()
+        quota.close()
         broker.close()
         engine.dispose()
 
