@@ -69,15 +69,18 @@ def install_filters(handler: logging.Handler) -> None:
 
 
 class TextLines(logging.Formatter):
-    """`time level=… logger=… message`, then the known ids as key=value pairs."""
+    """`time level=… logger=… message`, the known ids as key=value pairs between the logger
+    and the message: in one place on every line, and the message still last."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         # Formatting runs in the thread (and context) that logged, so the ids are its own.
-        ids = "".join(f" {name}={value}" for name, value in current_ids().items())
-        return super().formatMessage(record) + escape_controls(ids)
+        ids = escape_controls("".join(f"{k}={v} " for k, v in current_ids().items()))
+        return (
+            f"{record.asctime} level={record.levelname} logger={record.name} {ids}{record.message}"
+        )
 
     def formatException(self, ei: Any) -> str:
         return redact(super().formatException(ei))

@@ -135,12 +135,12 @@ def test_an_unknown_id_name_is_refused() -> None:
         pass
 
 
-def test_a_text_line_ends_with_the_ids_as_key_value_pairs() -> None:
+def test_a_text_line_has_the_ids_as_key_value_pairs_before_the_message() -> None:
     with log_ids(request_id="abc", job_id=5):
         [line] = lines_of("text", record("sync job page"))
 
     assert line.endswith(
-        "level=INFO logger=service.web.oauth sync job page request_id=abc job_id=5"
+        "level=INFO logger=service.web.oauth request_id=abc job_id=5 sync job page"
     )
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from service.config import Settings
+    from service.ingest.subscription_health import Finding
 
 
 @click.group()
@@ -147,34 +148,14 @@ def subscription_check(callback_url: str | None, as_json: bool) -> None:
     segment included) and the id we accept; the callback answers Strava's handshake; an
     event arrived within SUBSCRIPTION_SILENCE_ALERT while athletes are connected.
     Exit code: 0 ok, 1 warning, 2 error (for a cron job or a probe)."""
-    from service.ingest.subscription_health import (
-        Level,
-        accepted_subscription_id,
-        check_handshake,
-        check_listed,
-        check_silence,
-        expected_callback,
-        worst,
-    )
-    from service.models import utcnow
+    from service.ingest.subscription_health import Level, worst
 
-    with _strava_client() as (client, settings), _database(settings) as engine:
-        expected = callback_url
-        if expected is not None and settings.webhook_secret is not None:
-            expected = with_path_secret(expected, settings.webhook_secret.get_secret_value())
-        expected = expected or expected_callback(settings, engine)
-        path = settings.webhook_path
-        try:
-            listed = client.list_subscriptions().data
-        except StravaError as error:
-            raise click.ClickException(f"Strava refused: {error}") from None
-        findings = check_listed(listed, expected, accepted_subscription_id(settings, engine), path)
-        # The callback Strava would call; ours when it lists none.
-        target = listed[0].callback_url if listed and listed[0].callback_url else expected
-        if target is not None:
-            verify_token = settings.strava_verify_token.get_secret_value()
-            findings.append(check_handshake(target, verify_token, path))
-        findings.append(check_silence(engine, utcnow(), settings.subscription_silence_alert))
+    try:
+        with _strava_client() as (client, settings), _database(settings) as engine:
+            findings = _check(client, settings, engine, callback_url)
+    except click.ClickException as error:
+        # Not even checked (settings, database): an error for the probe, not a warning.
+        raise CheckImpossible(error.message) from None
     level = worst(findings)
     if as_json:
         click.echo(
@@ -193,6 +174,48 @@ def subscription_check(callback_url: str | None, as_json: bool) -> None:
             click.echo(f"{finding.level.name.lower():<8} {finding.check:<16} {finding.detail}")
     if level is not Level.OK:
         raise SystemExit(int(level))
+
+
+def _check(
+    client: Any, settings: Settings, engine: Engine, callback_url: str | None
+) -> list[Finding]:
+    from service.ingest.subscription_health import (
+        Finding,
+        Level,
+        accepted_subscription_id,
+        check_handshake,
+        check_listed,
+        check_silence,
+        expected_callback,
+    )
+    from service.models import utcnow
+    from service.strava.quota.scheduler import QuotaError
+
+    expected = callback_url
+    if expected is not None and settings.webhook_secret is not None:
+        expected = with_path_secret(expected, settings.webhook_secret.get_secret_value())
+    expected = expected or expected_callback(settings, engine)
+    path = settings.webhook_path
+    listed = []
+    try:
+        listed = client.list_subscriptions().data
+    except (StravaError, QuotaError) as error:
+        findings = [Finding("listed", Level.ERROR, f"Strava could not be asked: {error}")]
+    else:
+        findings = check_listed(listed, expected, accepted_subscription_id(settings, engine), path)
+    # The callback Strava would call; ours when it lists none.
+    target = listed[0].callback_url if listed and listed[0].callback_url else expected
+    if target is not None:
+        verify_token = settings.strava_verify_token.get_secret_value()
+        findings.append(check_handshake(target, verify_token, path))
+    findings.append(check_silence(engine, utcnow(), settings.subscription_silence_alert))
+    return findings
+
+
+class CheckImpossible(click.ClickException):
+    """The check could not run (settings, database): exit 2, as for an error found."""
+
+    exit_code = 2
 
 
 @subscription.command("view")

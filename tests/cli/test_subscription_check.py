@@ -206,3 +206,27 @@ def test_create_with_replace_deletes_the_existing_subscription_and_creates_ours(
     assert stored_subscription_id(engine) == created["id"]
     assert f"deleted subscription {SUBSCRIPTION}" in result.stderr
     assert strava.emulator.calls["DELETE /push_subscriptions/{id}"] == 1
+
+
+def test_a_check_that_cannot_reach_the_database_is_an_error_exit_2(
+    strava: FakeStrava, redis_url: str
+) -> None:
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+
+    result = run(unreachable, strava, redis_url, "https://ingest.example.com", "check")
+
+    assert result.exit_code == 2
+    assert "database unreachable" in result.stderr
+
+
+def test_strava_refusing_the_view_is_an_error_exit_2(
+    database_url: str, strava: FakeStrava, redis_url: str, web: str, healthy: int
+) -> None:
+    result = run(
+        database_url, strava, redis_url, web, "check", "--json", STRAVA_CLIENT_SECRET="wrong"
+    )
+
+    assert result.exit_code == 2, result.output
+    assert statuses(result)["listed"] == "error"
+    assert "Strava could not be asked" in details(result)["listed"]
+    assert "wrong" not in result.output

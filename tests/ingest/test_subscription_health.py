@@ -52,6 +52,10 @@ def subscribed(engine: Engine, strava: FakeStrava) -> None:
     save_subscription(engine, 120475, OURS)
 
 
+def watched(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "service.ingest.subscription_health"]
+
+
 def look(settings: Settings, engine: Engine, client: StravaClient) -> dict[str, Level]:
     with using_tier(Tier.WEBHOOK):
         found = watch(settings, engine, lambda: client.list_subscriptions().data, utcnow())
@@ -78,7 +82,7 @@ def test_silence_while_an_athlete_is_connected_logs_a_warning(
         "callback": Level.OK,
         "subscription_id": Level.OK,
     }
-    [warning] = caplog.records
+    [warning] = watched(caplog)
     assert warning.levelno == logging.WARNING
     assert "no event received for longer than 6.0 h" in warning.getMessage()
 
@@ -94,7 +98,7 @@ def test_silence_without_connected_athletes_is_no_alarm(
         found = look(settings, engine, client)
 
     assert found["last_event"] == Level.OK
-    assert caplog.records == []
+    assert watched(caplog) == []
 
 
 def test_a_subscription_strava_no_longer_lists_logs_an_error(
@@ -111,7 +115,7 @@ def test_a_subscription_strava_no_longer_lists_logs_an_error(
         found = look(settings, engine, client)
 
     assert found == {"last_event": Level.OK, "listed": Level.ERROR}
-    [error] = caplog.records
+    [error] = watched(caplog)
     assert error.levelno == logging.ERROR
     assert "Strava lists no push subscription" in error.getMessage()
 
