@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -343,11 +343,13 @@ class Settings(DatabaseSettings):
             previous = (short, daily)
         return value
 
-    @model_validator(mode="after")
-    def _heartbeat_outlives_its_interval(self) -> Settings:
-        if self.heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
-            raise ValueError("HEARTBEAT_TTL_SECONDS must be longer than HEARTBEAT_INTERVAL_SECONDS")
-        return self
+    @field_validator("heartbeat_ttl_seconds")
+    @classmethod
+    def _heartbeat_outlives_its_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("heartbeat_interval_seconds")
+        if interval is not None and value <= interval:
+            raise ValueError("must be longer than HEARTBEAT_INTERVAL_SECONDS")
+        return value
 
     @cached_property
     def mode(self) -> Mode:
