@@ -6,13 +6,14 @@ a `postgresql+psycopg://` DATABASE_URL and a `redis://` BROKER_URL give producti
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +46,11 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///./strava_ingest.db"
+    # Python logging level of every process.
+    log_level: str = "INFO"
+    # `json`: one JSON object per line, for a log collector; `text`: key=value lines for a
+    # person reading a terminal. Unset: json in production mode, text in embedded mode.
+    log_format: Literal["json", "text"] | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -52,6 +58,17 @@ class DatabaseSettings(BaseSettings):
         if not value.startswith(_DATABASE_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(_DATABASE_SCHEMES)}")
         return value
+
+    def _production(self) -> bool:
+        # Without a broker URL to go by, a server database means production.
+        return not self.database_url.startswith("sqlite")
+
+    @property
+    def log_format_in_effect(self) -> Literal["json", "text"]:
+        """LOG_FORMAT, or the mode's default when it is unset."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self._production() else "text"
 
 
 class Settings(DatabaseSettings):
@@ -77,6 +94,14 @@ class Settings(DatabaseSettings):
     webhook_signing_secret: SecretStr | None = None
     # Our push subscription's id; wins over the one `subscription create` stored.
     strava_subscription_id: Annotated[int, Field(gt=0)] | None = None
+    # The scheduler's watch of the subscription (service/ingest/subscription_health.py):
+    # Strava gives no notice when it stops pushing (docs/strava.md §1.5). No event for this
+    # long while athletes are connected logs a warning (seconds, or ISO 8601 like PT6H: six
+    # hours without one upload among the connected athletes is unusual by day); every
+    # interval the scheduler also asks Strava whether it still lists our subscription (an
+    # error when not), one call of the app's quota each time.
+    subscription_silence_alert: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=6)
+    subscription_check_interval_seconds: Annotated[float, Field(ge=60)] = 3600.0
     # How long the web app trusts its cached copy of the stored subscription id.
     subscription_cache_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Group commit of webhook events: at most this many per INSERT.
@@ -143,7 +168,11 @@ class Settings(DatabaseSettings):
     forged_creates_to_flag: Annotated[int, Field(gt=0)] = 5
     inbox_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     worker_threads: Annotated[int, Field(gt=0)] = 4
-    log_level: str = "INFO"
+    # Liveness (service/heartbeats.py): every web, worker and scheduler process renews its
+    # heartbeat this often, and a heartbeat not renewed within the TTL counts the process as
+    # gone. The TTL spans a few beats, so one slow beat is not an outage.
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    heartbeat_ttl_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
 
     # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is
@@ -317,10 +346,21 @@ class Settings(DatabaseSettings):
             previous = (short, daily)
         return value
 
+    @field_validator("heartbeat_ttl_seconds")
+    @classmethod
+    def _heartbeat_outlives_its_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("heartbeat_interval_seconds")
+        if interval is not None and value <= interval:
+            raise ValueError("must be longer than HEARTBEAT_INTERVAL_SECONDS")
+        return value
+
     @cached_property
     def mode(self) -> Mode:
         embedded = self.database_url.startswith("sqlite") and self.broker_url == "memory://"
         return Mode.EMBEDDED if embedded else Mode.PRODUCTION
+
+    def _production(self) -> bool:
+        return self.mode is Mode.PRODUCTION
 
     @property
     def admin_keys(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -16,6 +17,19 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
+
+log = logging.getLogger(__name__)
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether the database answers a trivial query (a health check)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as error:
+        log.warning("database check failed error=%s", type(error).__name__)
+        return False
+    return True
 
 
 def migrations_dir() -> Path:

@@ -1,10 +1,19 @@
-"""Log set-up: one line per record, key=value pairs in the messages, secrets redacted, and
-control characters escaped so that a value from a request cannot start a line of its own."""
+"""Log set-up: one line per record, as text (key=value pairs) or as one JSON object
+(LOG_FORMAT), with the ids of the work it belongs to (service/log_ids.py), secrets redacted,
+and control characters escaped so that a value from a request cannot start a line of its own."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+from service.log_ids import current_ids
+
+LogFormat = Literal["json", "text"]
 
 # Query parameters that carry secrets: the handshake's verify token, OAuth codes, client
 # credentials (subscription calls put them in the query, docs/strava.md §1.1) and tokens.
@@ -59,10 +68,61 @@ def install_filters(handler: logging.Handler) -> None:
             handler.addFilter(kind())
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
+class TextLines(logging.Formatter):
+    """`time level=… logger=… message`, the known ids as key=value pairs between the logger
+    and the message: in one place on every line, and the message still last."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Formatting runs in the thread (and context) that logged, so the ids are its own.
+        ids = escape_controls("".join(f"{k}={v} " for k, v in current_ids().items()))
+        return (
+            f"{record.asctime} level={record.levelname} logger={record.name} {ids}{record.message}"
+        )
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+
+class JsonLines(JsonFormatter):
+    """One JSON object per record: time, level, logger, message, the known ids, and any
+    `extra=` fields; every string redacted. JSON escapes control characters itself."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+            # uvicorn repeats its message with terminal colours for its own formatter.
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data.update(current_ids())
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # Tracebacks and `extra=` values pass no filter: redact them here too.
+        return {k: redact(v) if isinstance(v, str) else v for k, v in log_data.items()}
+
+
+def build_formatter(log_format: LogFormat) -> logging.Formatter:
+    return JsonLines() if log_format == "json" else TextLines()
+
+
+def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
+    """The root logger at `level`, its handlers (a stderr one when it has none) writing
+    `log_format` through the redaction and escaping filters. Handlers that others installed
+    first (dramatiq's, in its worker processes) get the same format and filters."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    formatter = build_formatter(log_format)
+    for handler in root.handlers:
         install_filters(handler)
+        handler.setFormatter(formatter)

@@ -5,6 +5,7 @@ TEST_DATABASE_URL and TEST_REDIS_URL point the suite at other servers or databas
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from service.config import Settings
 from service.db import create_db_engine, recreate_database, upgrade_schema
 from service.emulator import Emulator, EmulatorConfig
 from service.emulator.server import EmulatorServer
+from service.log_ids import replace_log_ids
 from service.models import SQLModel
 
 DATABASE_URL = os.environ.get(
@@ -121,3 +123,18 @@ def strava() -> Iterator[FakeStrava]:
     with EmulatorServer(emulator) as server:
         yield FakeStrava(emulator, server)
     emulator.close()
+
+
+@pytest.fixture(autouse=True)
+def _own_logging() -> Iterator[None]:
+    """Each test starts with no log ids and leaves the root logger as it found it: commands
+    run in-process (CliRunner) configure logging, and domain code called outside a worker
+    or a request adds ids to the test's own context."""
+    root = logging.getLogger()
+    level, formatters = root.level, {h: h.formatter for h in root.handlers}
+    replace_log_ids()
+    yield
+    replace_log_ids()
+    root.setLevel(level)
+    for handler in root.handlers:
+        handler.setFormatter(formatters.get(handler))

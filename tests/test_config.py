@@ -59,6 +59,9 @@ def test_every_missing_setting_is_named(environment: pytest.MonkeyPatch) -> None
         ("STRAVA_CLIENT_ID", "abc"),
         ("STRAVA_API_URL", "ftp://strava"),
         ("WEBHOOK_PATH", "webhooks"),
+        ("LOG_FORMAT", "xml"),
+        ("SUBSCRIPTION_SILENCE_ALERT", "soon"),
+        ("HEARTBEAT_TTL_SECONDS", "10"),  # not longer than the interval
     ],
 )
 def test_a_malformed_setting_is_named(

@@ -34,7 +34,7 @@ from service.messaging import (
     Dispatcher,
 )
 from service.strava.quota import Tier, using_tier
-from workers import runtime
+from workers import log_ids, runtime
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def setup_workers(
             dispatcher=Dispatcher(broker),
         )
     )
+    log_ids.install(broker)
     for function, name, queue in ACTORS:
         dramatiq.actor(broker=broker, actor_name=name, queue_name=queue, max_retries=0)(function)
 

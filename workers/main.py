@@ -12,9 +12,11 @@ import dramatiq
 
 from service.config import ConfigError, Settings, load_settings
 from service.db import check_schema
+from service.heartbeats import WORKER, Heartbeat, build_heartbeats
 from service.ingest.context import build_context
 from service.ingest.sync import SyncOptions
 from service.logs import configure_logging
+from workers import liveness
 from workers.actors import setup_workers
 from workers.broker import setup_broker
 
@@ -26,9 +28,12 @@ def start() -> dramatiq.Broker:
         settings = load_settings(Settings)
     except ConfigError as error:
         sys.exit(str(error))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     broker = setup_broker(settings.broker_url)
     context = build_context(settings)
     check_schema(context.engine)
     setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
+    # Its store lives as long as the process: the heartbeat beats until the worker stops.
+    heartbeats = build_heartbeats(settings)
+    liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
     return broker

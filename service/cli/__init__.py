@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli import athletes, db, emulator, events, keys, quota, run, subscription, sync
+from service.cli import athletes, db, emulator, events, health, keys, quota, run, subscription, sync
 
 
 @click.group()
@@ -23,6 +23,7 @@ for command in (
     run.worker,
     run.scheduler,
     run.relay,
+    health.health,
     subscription.subscription,
     quota.quota_command,
     emulator.emulator,

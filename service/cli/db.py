@@ -20,7 +20,7 @@ def upgrade() -> None:
     from service.db import upgrade_schema
 
     settings = load(DatabaseSettings)
-    configure_logging()
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     upgrade_schema(settings.database_url)
     click.echo("schema is up to date")
 

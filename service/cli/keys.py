@@ -31,7 +31,7 @@ def rotate(batch_size: int) -> None:
     from service.ingest.reencrypt import ReencryptCounts, reencrypt_batches
 
     with database() as (settings, engine):
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format_in_effect)
         cipher = TokenCipher(settings.token_key.get_secret_value())
         totals = ReencryptCounts()
         for batch in reencrypt_batches(engine, cipher, batch_size):

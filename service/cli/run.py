@@ -24,10 +24,20 @@ from sqlalchemy.engine import Engine
 from service.cli.common import require_schema
 from service.cli.common import settings as load_settings
 from service.config import ConfigError, Mode, Settings, bind_url, check_web_settings
+from service.heartbeats import (
+    SCHEDULER,
+    WORKER,
+    Heartbeat,
+    HeartbeatStore,
+    MemoryHeartbeats,
+    build_heartbeats,
+)
 from service.logs import configure_logging
 from service.messaging import Dispatcher
 from service.periodic import Duty, run_duties
-from service.strava.quota import QuotaScheduler
+from service.strava.client import StravaClient
+from service.strava.metered import metered_client
+from service.strava.quota import QuotaScheduler, Tier, build_scheduler, using_tier
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -42,6 +52,8 @@ class DutyDeps:
     settings: Settings
     engine: Engine
     dispatcher: Dispatcher
+    # For the subscription watch's one call (its calls pass through the quota scheduler).
+    strava: StravaClient
 
 
 def periodic_duties(deps: DutyDeps) -> list[Duty]:
@@ -100,38 +112,78 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 deps.engine, settings, utcnow(), deps.dispatcher.send_sync
             ),
         ),
+        # Strava stopped pushing, or dropped our subscription (docs/strava.md §1.5).
+        Duty(
+            "subscription-watch",
+            settings.subscription_check_interval_seconds,
+            lambda: _watch_subscription(deps),
+        ),
     ]
 
 
+def _watch_subscription(deps: DutyDeps) -> None:
+    from service.ingest.subscription_health import watch
+    from service.models import utcnow
+
+    # Webhook tier: the subscription is what real-time work depends on; one call an hour.
+    with using_tier(Tier.WEBHOOK):
+        watch(deps.settings, deps.engine, lambda: deps.strava.list_subscriptions().data, utcnow())
+
+
 @contextmanager
-def _duties_thread(deps: DutyDeps) -> Iterator[None]:
+def _beating(store: HeartbeatStore, role: str, settings: Settings) -> Iterator[None]:
+    """This process's heartbeat in `role` for the duration of the block."""
+    heartbeat = Heartbeat.for_settings(store, role, settings)
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        heartbeat.stop()
+
+
+@contextmanager
+def _duties_thread(deps: DutyDeps, heartbeats: HeartbeatStore) -> Iterator[None]:
     stop = threading.Event()
     thread = threading.Thread(
         target=run_duties, args=(periodic_duties(deps), stop), name="duties", daemon=True
     )
     thread.start()
     try:
-        yield
+        with _beating(heartbeats, SCHEDULER, deps.settings):
+            yield
     finally:
         stop.set()
         thread.join(timeout=10)
 
 
+@dataclass(frozen=True)
+class EmbeddedRuntime:
+    """What the embedded web app shares with the worker threads and duties beside it."""
+
+    broker: dramatiq.Broker
+    quota: QuotaScheduler
+    heartbeats: HeartbeatStore
+
+
 @contextmanager
-def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler]]:
+def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     """Worker threads and the periodic duties beside the web app, in this process."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
+    from workers import liveness
     from workers.actors import setup_workers
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
     context = build_context(settings)  # one quota scheduler for the web app and the workers
+    heartbeats = MemoryHeartbeats()  # every role lives in this process
     setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
+    liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
-        with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):
-            yield broker, context.quota
+        deps = DutyDeps(settings, context.engine, Dispatcher(broker), context.strava)
+        with _duties_thread(deps, heartbeats):
+            yield EmbeddedRuntime(broker, context.quota, heartbeats)
     finally:
         worker.stop()
         context.close()
@@ -178,7 +230,7 @@ def web_app() -> Starlette:
     from service.web.app import create_app
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     return create_app(settings)
 
 
@@ -206,7 +258,7 @@ def serve(host: str, port: int, workers: int) -> None:
         check_web_settings(settings)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     require_schema(settings)
     log.info(
         "starting mode=%s host=%s port=%s workers=%d loop=%s http=%s",
@@ -222,8 +274,13 @@ def serve(host: str, port: int, workers: int) -> None:
         if workers != 1:
             # The in-process broker and worker threads cannot be shared between processes.
             raise click.ClickException("embedded mode runs in one process: use --workers 1")
-        with _embedded_runtime(settings) as (broker, quota):
-            app = create_app(settings, broker=broker, quota=quota)
+        with _embedded_runtime(settings) as runtime:
+            app = create_app(
+                settings,
+                broker=runtime.broker,
+                quota=runtime.quota,
+                heartbeats=runtime.heartbeats,
+            )
             uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, **options)
@@ -252,6 +309,8 @@ def worker(dramatiq_args: tuple[str, ...]) -> None:
             "BROKER_URL is memory://: workers run inside `strava-ingest serve` in embedded mode"
         )
     require_schema(settings)
+    # Before dramatiq's own set-up, which then keeps this format in its processes too.
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     parser = make_argument_parser()  # type: ignore[no-untyped-call]
     arguments = parser.parse_args(["workers.main:start", *dramatiq_args])
     sys.exit(dramatiq_main(arguments))  # type: ignore[no-untyped-call]
@@ -263,7 +322,7 @@ def _shared_deps() -> Iterator[DutyDeps]:
     from service.messaging import build_broker
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format_in_effect)
     if settings.broker_url == "memory://":
         raise click.ClickException(
             "BROKER_URL is memory://: in embedded mode `strava-ingest serve` runs the duties"
@@ -271,9 +330,13 @@ def _shared_deps() -> Iterator[DutyDeps]:
     require_schema(settings)
     engine = create_db_engine(settings.database_url)
     broker = build_broker(settings.broker_url)
+    quota = build_scheduler(settings)
+    strava = metered_client(settings, quota)
     try:
-        yield DutyDeps(settings, engine, Dispatcher(broker))
+        yield DutyDeps(settings, engine, Dispatcher(broker), strava)
     finally:
+        strava.close()
+        quota.close()
         broker.close()
         engine.dispose()
 
@@ -282,7 +345,12 @@ def _shared_deps() -> Iterator[DutyDeps]:
 def scheduler() -> None:
     """Run the periodic duties (Procfile `scheduler`): the relay, …"""
     with _shared_deps() as deps:
-        run_duties(periodic_duties(deps), threading.Event())
+        heartbeats = build_heartbeats(deps.settings)
+        try:
+            with _beating(heartbeats, SCHEDULER, deps.settings):
+                run_duties(periodic_duties(deps), threading.Event())
+        finally:
+            heartbeats.close()
 
 
 @click.command()

@@ -31,6 +31,7 @@ from service.ingest.activities import (
 )
 from service.ingest.context import IngestContext
 from service.ingest.tokens import AccessToken, current_access_token, mark_if_activity_read_missing
+from service.log_ids import add_log_ids
 from service.models import Activity
 from service.strava.errors import NotFound, StravaError, Unauthorized
 
@@ -134,6 +135,7 @@ def hydrate(
 ) -> None:
     """Fetch and store the detail (which carries laps and splits, §4.2), then the streams of
     `stream_keys` when given (none: the detail alone is complete)."""
+    add_log_ids(athlete_id=athlete_id, activity_id=activity_id)
     stored = _stored(ctx, activity_id)
     token = current_access_token(ctx, athlete_id)
     if needs_detail(stored, stream_keys):

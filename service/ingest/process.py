@@ -44,6 +44,7 @@ from service.ingest.events import (
 )
 from service.ingest.purge import purge_athlete_in
 from service.ingest.tokens import AthleteNotConnected, grant_revoked
+from service.log_ids import add_log_ids
 from service.models import Athlete, AthleteStatus, InboxEvent, InboxStatus
 from service.strava.quota import Tier, using_tier
 
@@ -159,6 +160,10 @@ def _plan_and_apply(
         if row is None:
             log.warning("event not in inbox inbox_id=%s", inbox_id)
             return None
+        add_log_ids(
+            athlete_id=row.owner_id,
+            activity_id=row.object_id if row.object_type == "activity" else None,
+        )
         coalesce.lock_owner(session, row.owner_id)
         session.refresh(row)  # a sibling may have finished it while we waited for the lock
         if row.status in _FINISHED:

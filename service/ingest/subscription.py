@@ -32,6 +32,12 @@ def clear_subscription(engine: Engine) -> None:
         session.execute(sa.delete(PushSubscription))
 
 
+def stored_callback_url(engine: Engine) -> str | None:
+    """The callback URL Strava reported for the stored subscription, or None."""
+    with session_scope(engine) as session:
+        return session.exec(select(PushSubscription.callback_url).limit(1)).first()
+
+
 def stored_subscription_id(engine: Engine) -> int | None:
     """The stored subscription's id, or None when no subscription is known."""
     with session_scope(engine) as session:

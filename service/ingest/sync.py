@@ -40,6 +40,7 @@ from service.ingest.tokens import (
     access_token_for,
     mark_if_activity_read_missing,
 )
+from service.log_ids import add_log_ids, log_ids
 from service.models import (
     ACTIVE_SYNC_STATUSES,
     Activity,
@@ -356,6 +357,18 @@ def run_job(
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
     page until it ends, waits for quota, is cancelled, or the slice is over."""
+    with log_ids(job_id=job_id):
+        return _run_job(ctx, job_id, owner, options, send_hydration, rng)
+
+
+def _run_job(
+    ctx: IngestContext,
+    job_id: int,
+    owner: str,
+    options: SyncOptions,
+    send_hydration: SendHydration,
+    rng: random.Random | None,
+) -> Outcome:
     now = ctx.clock()
     if not claim(ctx.engine, job_id, owner, now, options.lease):
         return NotClaimed()
@@ -388,6 +401,7 @@ def _held(engine: Engine, job_id: int, owner: str) -> SyncJob:
     job = get_job(engine, job_id)
     if job is None or job.status != SyncStatus.RUNNING or job.lease_owner != owner:
         raise LeaseLost(job_id)
+    add_log_ids(athlete_id=job.athlete_id)
     return job
 
 

@@ -18,11 +18,13 @@ import dramatiq
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
 from service.heap import settle_after_start_up
+from service.heartbeats import WEB, Heartbeat, HeartbeatStore, build_heartbeats
 from service.ingest.context import build_context
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
@@ -34,6 +36,7 @@ from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
 from service.web.openapi import document_routes
+from service.web.request_ids import RequestIds
 from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
@@ -50,11 +53,14 @@ def create_app(
     broker: dramatiq.Broker | None = None,
     strava: AsyncStravaClient | None = None,
     quota: QuotaScheduler | None = None,
+    heartbeats: HeartbeatStore | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. Raises ConfigError for settings the web app must not start with
     (service/config.py `check_web_settings`). With ``check_schema`` (the default) start-up
-    fails with SchemaBehind when the database is not migrated to the code's head revision."""
+    fails with SchemaBehind when the database is not migrated to the code's head revision.
+    ``heartbeats``: where processes report alive (embedded mode shares one store between the
+    app, its worker threads and its duties); by default the settings' store."""
     check_web_settings(settings)
 
     @asynccontextmanager
@@ -82,6 +88,14 @@ def create_app(
             # Closes only its own Strava client: the engine and the quota are closed above.
             ingest = build_context(settings, engine=db, quota=scheduler)
             owned.callback(ingest.strava.close)
+            beats = heartbeats
+            if beats is None:
+                beats = build_heartbeats(settings)
+                owned.callback(beats.close)
+            # This web process's own heartbeat, stopped (and dropped) before its store closes.
+            beating = Heartbeat.for_settings(beats, WEB, settings)
+            beating.start()
+            owned.callback(beating.stop)
 
             counters = WebhookCounters()
             # Closed (drained) before the engine and broker it uses, which were pushed first.
@@ -119,6 +133,7 @@ def create_app(
                 ),
                 inbox_batcher=batcher,
                 ingest=ingest,
+                heartbeats=beats,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())
@@ -146,6 +161,8 @@ def create_app(
             *sync_log.routes(),
         ],
         exception_handlers=exception_handlers(),
+        # Each request's id is on every log line of it and in its answer.
+        middleware=[Middleware(RequestIds)],
         lifespan=lifespan,
     )
     # Described once, from every route above (service/web/openapi.py).

@@ -57,6 +57,7 @@ from service.config import Settings, oauth_base_url
 from service.db import session_scope
 from service.ingest.athletes import connect_athlete
 from service.ingest.sync import start_job
+from service.log_ids import add_log_ids
 from service.models import OAuthState, SyncKind, utcnow
 from service.strava.client import AsyncStravaClient
 from service.strava.errors import BadRequest, StravaError, Transient, Unauthorized
@@ -388,7 +389,9 @@ async def callback(request: Request) -> Response:
     athlete = await run_in_threadpool(
         connect_athlete, engine, web.cipher, token, ",".join(authorization.scopes), now
     )
+    add_log_ids(athlete_id=athlete.id)
     started = await run_in_threadpool(start_job, engine, athlete.id, SyncKind.BACKFILL, now)
+    add_log_ids(job_id=started.job.id)
     if started.created and started.job.id is not None:
         await run_in_threadpool(web.dispatcher.send_sync, started.job.id)
     body = {

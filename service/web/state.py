@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from service.config import Settings
+    from service.heartbeats import HeartbeatStore
     from service.ingest.context import IngestContext
     from service.ingest.crypto import TokenCipher
     from service.messaging import Dispatcher
@@ -52,6 +53,8 @@ class WebState:
       inbox_batcher: commits webhook events to the inbox in shared transactions.
       ingest: the domain's dependencies for the work a route runs in a worker thread (token
         refresh and revoke on disconnect), with a synchronous Strava client through ``quota``.
+      heartbeats: the processes' heartbeats (``GET /readyz`` reports the workers and the
+        scheduler seen alive).
     """
 
     settings: Settings
@@ -65,6 +68,7 @@ class WebState:
     subscription_gate: SubscriptionGate
     inbox_batcher: InboxBatcher
     ingest: IngestContext
+    heartbeats: HeartbeatStore
 
 
 def web_state(connection: HTTPConnection) -> WebState:

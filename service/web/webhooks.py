@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.config import Settings
 from service.ingest.events import UNSTORABLE, WebhookEvent
+from service.log_ids import add_log_ids
 from service.web.errors import Forbidden, InvalidRequest
 from service.web.rejections import Endpoint, counted
 from service.web.state import web_state
@@ -103,6 +104,12 @@ async def receive_event(request: Request) -> Response:
     check_event_time(event.event_time, time.time(), settings.webhook_clock_skew_seconds)
     await web.subscription_gate.check(event.subscription_id)
     stored = await web.inbox_batcher.store(event)
+    # The owner and object are the event's claims, not yet checked with Strava.
+    add_log_ids(
+        inbox_event_id=stored.id,
+        athlete_id=event.owner_id,
+        activity_id=event.object_id if event.object_type == "activity" else None,
+    )
     counters = web.webhook_counters
     counters.accepted += 1
     counters.duplicates += not stored.created

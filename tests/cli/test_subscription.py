@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from launch import answers, command, free_port, running
 from sqlalchemy.engine import Engine
 from support import VERIFY_TOKEN, WEBHOOK_SECRET, FakeStrava, service_env
 
@@ -103,23 +100,6 @@ def test_delete_without_a_subscription_fails_with_a_message_and_forgets_a_stale_
     assert result.exit_code == 1
     assert "there is no subscription to delete" in result.stderr
     assert stored_subscription_id(engine) is None
-
-
-@pytest.fixture
-def web(database_url: str, strava: FakeStrava, redis_url: str, tmp_path: Path) -> Iterator[str]:
-    """A production-mode `strava-ingest serve` (secret path) for Strava's validation GET."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(
-        command("serve", "--port", str(port)),
-        env=service_env(
-            database_url, strava, redis_url, SUBSCRIPTION_CACHE_SECONDS="0", PUBLIC_URL=url
-        ),
-        cwd=tmp_path,
-        log_file=tmp_path / "web.log",
-        ready=lambda: answers(f"{url}/readyz"),
-    ):
-        yield url
 
 
 def test_create_registers_the_callback_with_the_secret_and_events_are_then_accepted(

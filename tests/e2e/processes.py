@@ -46,8 +46,11 @@ def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def worker(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[None]:
-    """`strava-ingest worker`, ready once a consumer has written dramatiq's heartbeat."""
+def worker(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`strava-ingest worker`, ready once a consumer has written dramatiq's heartbeat; yields
+    the process (the leader of its process group: dramatiq's parent)."""
     heartbeats = redis.Redis.from_url(redis_url)
     try:
         with running(
@@ -56,8 +59,8 @@ def worker(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[None
             cwd=tmp_path,
             log_file=tmp_path / "worker.log",
             ready=lambda: heartbeats.zcard("dramatiq:__heartbeats__") > 0,
-        ):
-            yield
+        ) as process:
+            yield process
     finally:
         heartbeats.close()
 

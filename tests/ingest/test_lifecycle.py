@@ -21,6 +21,9 @@ from service.ingest.lifecycle import (
 )
 from service.messaging import Dispatcher
 from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus, utcnow
+from service.strava.metered import metered_client
+from service.strava.quota import QuotaConfig
+from service.strava.quota.memory import MemoryQuotaScheduler
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=utcnow().tzinfo)
 RETENTION = timedelta(days=14)
@@ -124,10 +127,20 @@ def test_prune_deletes_activity_tombstones_older_than_the_retention(engine: Engi
         assert session.get(ActivityRemoval, 2) is not None
 
 
+def duty_deps(settings: Settings, engine: Engine) -> DutyDeps:
+    """The duties' dependencies, Strava's client metered by an in-memory quota."""
+    return DutyDeps(
+        settings,
+        engine,
+        Dispatcher(StubBroker()),
+        metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))),
+    )
+
+
 def test_pruning_is_one_of_the_periodic_duties(
     engine: Engine, make_settings: Callable[..., Settings]
 ) -> None:
-    deps = DutyDeps(make_settings(), engine, Dispatcher(StubBroker()))
+    deps = duty_deps(make_settings(), engine)
 
     assert "inbox-prune" in [duty.name for duty in periodic_duties(deps)]
 
@@ -172,7 +185,7 @@ def test_the_prune_duty_applies_the_unknown_owner_retention(
     # Finished at NOW: more than a day ago by the wall clock, far less than 14 days.
     unknown = row(engine, InboxStatus.IGNORED)
     known = row(engine, InboxStatus.PROCESSED, owner_id=KNOWN)
-    deps = DutyDeps(make_settings(), engine, Dispatcher(StubBroker()))
+    deps = duty_deps(make_settings(), engine)
     duty = next(d for d in periodic_duties(deps) if d.name == "inbox-prune")
 
     duty.run()

@@ -7,6 +7,7 @@ from starlette.testclient import TestClient
 
 from service.config import Settings
 from service.db import SchemaBehind, create_db_engine
+from service.heartbeats import SCHEDULER, WEB, WORKER, Heartbeat, MemoryHeartbeats
 from service.messaging import build_broker
 from service.web.app import create_app
 
@@ -34,12 +35,62 @@ def test_healthz_says_the_process_is_alive(settings: Settings, engine: Engine) -
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_is_ok_when_database_and_broker_answer(settings: Settings, engine: Engine) -> None:
-    with TestClient(create_app(settings, engine=engine)) as client:
+def beating(store: MemoryHeartbeats, *roles: str) -> None:
+    for role in roles:
+        Heartbeat(store, role, interval=60, ttl=120).beat_once()
+
+
+def test_readyz_is_ok_when_database_broker_workers_and_scheduler_answer(
+    settings: Settings, engine: Engine
+) -> None:
+    store = MemoryHeartbeats()
+    beating(store, WORKER, WORKER, SCHEDULER)
+
+    with TestClient(create_app(settings, engine=engine, heartbeats=store)) as client:
         response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    body = response.json()
+    assert (body["status"], body["database"], body["broker"], body["missing"]) == (
+        "ok",
+        "ok",
+        "ok",
+        [],
+    )
+    assert body["processes"]["worker"]["processes"] == 2
+    assert body["processes"]["scheduler"]["status"] == "ok"
+    assert body["processes"]["scheduler"]["last_beat_seconds_ago"] < 60
+
+
+def test_readyz_stays_ready_but_names_missing_workers_and_scheduler(
+    settings: Settings, engine: Engine
+) -> None:
+    store = MemoryHeartbeats()
+    beating(store, WORKER)
+
+    with TestClient(create_app(settings, engine=engine, heartbeats=store)) as client:
+        response = client.get("/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["missing"]) == ("degraded", ["scheduler"])
+    assert body["processes"]["scheduler"] == {
+        "status": "missing",
+        "processes": 0,
+        "last_beat_seconds_ago": None,
+    }
+
+
+def test_the_web_process_beats_while_it_runs_and_drops_its_beat_when_it_stops(
+    settings: Settings, engine: Engine
+) -> None:
+    store = MemoryHeartbeats()
+
+    with TestClient(create_app(settings, engine=engine, heartbeats=store)):
+        running = [b.role for b in store.alive()]
+
+    assert running == [WEB]
+    assert store.alive() == []
 
 
 def test_readyz_names_the_database_when_it_is_down(

@@ -200,10 +200,12 @@ def test_oversized_request_headers_are_refused_with_431(server: tuple[str, int])
 
 
 def raw_exchange(server: tuple[str, int], method: str, path: str) -> list[bytes]:
-    """The server's answer, one line per item, without the Date header (it changes)."""
+    """The server's answer, one line per item, without the Date header (it changes). Every
+    exchange sends the same request id, which the answer echoes."""
     sock = connect(server)
     sock.sendall(
         f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"X-Request-ID: probe-1\r\n"
         f"Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode()
     )
     answer = b""

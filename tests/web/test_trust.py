@@ -300,9 +300,11 @@ def test_a_missing_or_wrong_path_secret_looks_like_an_unknown_path(
 def test_a_missing_or_wrong_path_secret_answers_byte_for_byte_like_an_unknown_route(
     client: TestClient, path: str, method: str
 ) -> None:
-    unknown = client.request(method, "/nowhere/at-all", json=EVENT)
+    # The same request id in both: the answers echo it.
+    same_id = {"X-Request-ID": "probe-1"}
+    unknown = client.request(method, "/nowhere/at-all", json=EVENT, headers=same_id)
 
-    response = client.request(method, path, json=EVENT)
+    response = client.request(method, path, json=EVENT, headers=same_id)
 
     assert response.status_code == unknown.status_code == 404
     assert response.headers.raw == unknown.headers.raw

@@ -1,0 +1,166 @@
+"""The scheduler's watch of the push subscription: a warning when no event arrived for
+SUBSCRIPTION_SILENCE_ALERT while athletes are connected, an error when Strava no longer lists
+our subscription; one look a duty of the scheduler. Strava is the emulator, over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+from support import (
+    VERIFY_TOKEN,
+    WEBHOOK_SECRET,
+    FakeStrava,
+    connect_emulator_athlete,
+    inbox_row,
+)
+
+from service.cli.run import DutyDeps, periodic_duties
+from service.config import Settings
+from service.emulator.state import Subscription
+from service.ingest.subscription import save_subscription
+from service.ingest.subscription_health import Level, shown, watch
+from service.messaging import Dispatcher, build_broker
+from service.models import InboxStatus, utcnow
+from service.strava.client import StravaClient
+from service.strava.metered import metered_client
+from service.strava.quota import QuotaConfig, Tier, using_tier
+from service.strava.quota.memory import MemoryQuotaScheduler
+
+PUBLIC = "https://ingest.example.com"
+OURS = f"{PUBLIC}/webhooks/strava/{WEBHOOK_SECRET}"
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], strava: FakeStrava) -> Settings:
+    return make_settings(**strava.urls, public_url=PUBLIC)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[StravaClient]:
+    with metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))) as c:
+        yield c
+
+
+@pytest.fixture
+def subscribed(engine: Engine, strava: FakeStrava) -> None:
+    strava.emulator.set_subscription(Subscription(120475, OURS, VERIFY_TOKEN, time.time()))
+    save_subscription(engine, 120475, OURS)
+
+
+def watched(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "service.ingest.subscription_health"]
+
+
+def look(settings: Settings, engine: Engine, client: StravaClient) -> dict[str, Level]:
+    with using_tier(Tier.WEBHOOK):
+        found = watch(settings, engine, lambda: client.list_subscriptions().data, utcnow())
+    return {f.check: f.level for f in found}
+
+
+def test_silence_while_an_athlete_is_connected_logs_a_warning(
+    engine: Engine,
+    strava: FakeStrava,
+    settings: Settings,
+    client: StravaClient,
+    subscribed: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connect_emulator_athlete(engine, strava)
+    inbox_row(engine, InboxStatus.PROCESSED, received_at=utcnow() - timedelta(hours=6, minutes=1))
+
+    with caplog.at_level(logging.INFO, logger="service.ingest.subscription_health"):
+        found = look(settings, engine, client)
+
+    assert found == {
+        "last_event": Level.WARNING,
+        "listed": Level.OK,
+        "callback": Level.OK,
+        "subscription_id": Level.OK,
+    }
+    [warning] = watched(caplog)
+    assert warning.levelno == logging.WARNING
+    assert "no event received for longer than 6.0 h" in warning.getMessage()
+
+
+def test_silence_without_connected_athletes_is_no_alarm(
+    engine: Engine,
+    settings: Settings,
+    client: StravaClient,
+    subscribed: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.ingest.subscription_health"):
+        found = look(settings, engine, client)
+
+    assert found["last_event"] == Level.OK
+    assert watched(caplog) == []
+
+
+def test_a_subscription_strava_no_longer_lists_logs_an_error(
+    engine: Engine,
+    settings: Settings,
+    client: StravaClient,
+    subscribed: None,
+    strava: FakeStrava,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strava.emulator.set_subscription(None)
+
+    with caplog.at_level(logging.INFO, logger="service.ingest.subscription_health"):
+        found = look(settings, engine, client)
+
+    assert found == {"last_event": Level.OK, "listed": Level.ERROR}
+    [error] = watched(caplog)
+    assert error.levelno == logging.ERROR
+    assert "Strava lists no push subscription" in error.getMessage()
+
+
+def test_without_public_url_the_scheduler_compares_with_the_stored_callback(
+    engine: Engine,
+    make_settings: Callable[..., Settings],
+    strava: FakeStrava,
+    client: StravaClient,
+    subscribed: None,
+) -> None:
+    # A scheduler process need not have PUBLIC_URL: what `subscription create` stored stands in.
+    without = make_settings(**strava.urls, public_url=None)
+    strava.emulator.set_subscription(
+        Subscription(120475, f"{PUBLIC}/elsewhere", VERIFY_TOKEN, time.time())
+    )
+
+    assert look(without, engine, client)["callback"] == Level.ERROR
+
+
+def test_the_watch_is_a_duty_of_the_scheduler_that_asks_strava(
+    engine: Engine, settings: Settings, client: StravaClient, strava: FakeStrava, subscribed: None
+) -> None:
+    broker = build_broker("memory://")
+    duty = next(
+        d
+        for d in periodic_duties(DutyDeps(settings, engine, Dispatcher(broker), client))
+        if d.name == "subscription-watch"
+    )
+
+    duty.run()
+
+    assert duty.every == settings.subscription_check_interval_seconds == 3600
+    assert strava.emulator.calls["GET /push_subscriptions"] == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "printed"),
+    [
+        (OURS, f"{PUBLIC}/webhooks/strava/***"),
+        (f"{PUBLIC}/webhooks/strava", f"{PUBLIC}/webhooks/strava"),
+        (f"{PUBLIC}/other/{WEBHOOK_SECRET}?a=1", f"{PUBLIC}/other/***?a=1"),
+        (f"{PUBLIC}/hooks/short", f"{PUBLIC}/hooks/short"),
+        (None, "(none)"),
+    ],
+)
+def test_a_callback_is_shown_without_its_secret_segment(url: str | None, printed: str) -> None:
+    assert shown(url, "/webhooks/strava") == printed
