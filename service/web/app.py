@@ -18,6 +18,8 @@ import dramatiq
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
@@ -28,7 +30,7 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import health, metrics, oauth, quota_view, webhooks
+from service.web import activities, health, metrics, oauth, quota_view, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
@@ -135,10 +137,30 @@ def create_app(
             *health.routes(),
             *quota_view.routes(),
             *metrics.routes(),
+            *activities.routes(),
         ],
+        middleware=cors_middleware(settings),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+
+
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """CORS for the origins CORS_ORIGINS names; none (no CORS headers at all) when unset."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "last-event-id"],
+            # Keys travel in the Authorization header, never in cookies.
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 def _redact_in_access_log(owned: AsyncExitStack, secret: str) -> None:

@@ -75,6 +75,13 @@ class UnknownRoute(WebError):
     disclose_reason = False
 
 
+class NotFound(WebError):
+    """The route exists but the resource it names (an athlete, an activity) is unknown: the
+    body says so (reason ``not_found``), unlike `UnknownRoute`."""
+
+    status_code = 404
+
+
 class ContentTooLarge(WebError):
     """The request body is larger than anything this endpoint accepts."""
 

@@ -1,0 +1,205 @@
+"""Reading stored activities for the product API: an athlete's activities newest first, page
+by page, and one activity with what hydration has stored of it.
+
+Pages are keyset pages over `ix_activities_athlete_start_id` (athlete, start date, id): a
+page starts strictly after the position of the last row of the one before, so rows inserted
+or deleted meanwhile neither repeat nor hide a row that existed throughout. Activities
+without a start date (Strava always gives one; none is known without) come after all
+others, by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from service.models import Activity, ActivityStream, Athlete, AthleteStatus, UTCDateTime
+
+# The columns a listed activity shows: everything a product filters or draws a list with, none
+# of the raw JSON (a page of 200 stays small).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "athlete_id",
+    "name",
+    "sport_type",
+    "type",
+    "start_date",
+    "start_date_local",
+    "timezone",
+    "utc_offset",
+    "distance",
+    "moving_time",
+    "elapsed_time",
+    "total_elevation_gain",
+    "average_speed",
+    "max_speed",
+    "average_heartrate",
+    "max_heartrate",
+    "workout_type",
+    "visibility",
+    "private",
+    "trainer",
+    "commute",
+    "manual",
+    "gear_id",
+    "summary_polyline",
+    "hydration_status",
+    "hydrated_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ends: the last row's start date (None for the rows without one) and id."""
+
+    start_date: datetime | None
+    activity_id: int
+
+
+@dataclass(frozen=True)
+class ActivityFilter:
+    """Which of an athlete's activities a listing holds; empty or None means any.
+
+    Parameters:
+      after, before: the start date lies strictly after / before this instant (rows without a
+        start date match neither bound).
+      sport_types: the sport type is one of these.
+      workout_type: Strava's workout type equals this (1: a race, for runs).
+      hydration_statuses: the hydration status is one of these.
+    """
+
+    after: datetime | None = None
+    before: datetime | None = None
+    sport_types: Sequence[str] = ()
+    workout_type: int | None = None
+    hydration_statuses: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of activities (rows of SUMMARY_COLUMNS) and where the next one starts (None
+    when this is the last)."""
+
+    rows: list[dict[str, Any]]
+    next_position: Position | None
+
+
+def athlete_exists(engine: Engine, athlete_id: int) -> bool:
+    with Session(engine) as session:
+        return session.get(Athlete, athlete_id) is not None
+
+
+def list_activities(
+    engine: Engine,
+    athlete_id: int,
+    filters: ActivityFilter,
+    limit: int,
+    after_position: Position | None = None,
+) -> Page:
+    """The athlete's activities matching `filters`, newest first (start date, then id,
+    descending), at most `limit` of them, from just past `after_position`."""
+    columns = [getattr(Activity, name) for name in SUMMARY_COLUMNS]
+    rows: list[dict[str, Any]] = []
+    # Asked for one more than the page holds: its presence says whether there is a next page.
+    wanted = limit + 1
+    with Session(engine) as session:
+        if after_position is None or after_position.start_date is not None:
+            dated = _matching(columns, athlete_id, filters).where(
+                col(Activity.start_date).is_not(None)
+            )
+            if after_position is not None:
+                dated = dated.where(
+                    sa.tuple_(col(Activity.start_date), col(Activity.id))
+                    < sa.tuple_(
+                        sa.literal(after_position.start_date, UTCDateTime()),
+                        sa.literal(after_position.activity_id, sa.BigInteger()),
+                    )
+                )
+            statement = dated.order_by(
+                col(Activity.start_date).desc(), col(Activity.id).desc()
+            ).limit(wanted)
+            rows.extend(dict(row._mapping) for row in session.execute(statement))
+        if len(rows) < wanted and filters.after is None and filters.before is None:
+            undated = _matching(columns, athlete_id, filters).where(
+                col(Activity.start_date).is_(None)
+            )
+            if after_position is not None and after_position.start_date is None:
+                undated = undated.where(col(Activity.id) < after_position.activity_id)
+            statement = undated.order_by(col(Activity.id).desc()).limit(wanted - len(rows))
+            rows.extend(dict(row._mapping) for row in session.execute(statement))
+    if len(rows) <= limit:
+        return Page(rows, None)
+    rows = rows[:limit]
+    last = rows[-1]
+    return Page(rows, Position(last["start_date"], last["id"]))
+
+
+def _matching(columns: list[Any], athlete_id: int, filters: ActivityFilter) -> Any:
+    statement = sa.select(*columns).where(col(Activity.athlete_id) == athlete_id)
+    if filters.after is not None:
+        statement = statement.where(col(Activity.start_date) > filters.after)
+    if filters.before is not None:
+        statement = statement.where(col(Activity.start_date) < filters.before)
+    if filters.sport_types:
+        statement = statement.where(col(Activity.sport_type).in_(list(filters.sport_types)))
+    if filters.workout_type is not None:
+        statement = statement.where(col(Activity.workout_type) == filters.workout_type)
+    if filters.hydration_statuses:
+        statement = statement.where(
+            col(Activity.hydration_status).in_(list(filters.hydration_statuses))
+        )
+    return statement
+
+
+def latest_activity_id(engine: Engine, athlete_id: int) -> int | None:
+    """The id of the athlete's newest activity, as the first row of their listing."""
+    page = list_activities(engine, athlete_id, ActivityFilter(), 1)
+    return int(page.rows[0]["id"]) if page.rows else None
+
+
+@dataclass(frozen=True)
+class StoredActivity:
+    """One activity as stored: its row, the types of its stored streams, and whether its
+    owner is connected (only then can it be hydrated)."""
+
+    row: Activity
+    stream_types: list[str]
+    owner_connected: bool
+
+
+def stored_activity(engine: Engine, activity_id: int) -> StoredActivity | None:
+    with Session(engine) as session:
+        row = session.get(Activity, activity_id)
+        if row is None:
+            return None
+        types = session.execute(
+            sa.select(col(ActivityStream.type))
+            .where(col(ActivityStream.activity_id) == activity_id)
+            .order_by(col(ActivityStream.type))
+        )
+        owner = session.get(Athlete, row.athlete_id)
+        connected = owner is not None and owner.status == AthleteStatus.CONNECTED.value
+        session.expunge(row)
+        return StoredActivity(row, [str(t) for (t,) in types], connected)
+
+
+def stored_streams(engine: Engine, activity_id: int) -> list[ActivityStream]:
+    """The activity's stored streams, by type."""
+    with Session(engine) as session:
+        streams = list(
+            session.exec(
+                select(ActivityStream)
+                .where(col(ActivityStream.activity_id) == activity_id)
+                .order_by(col(ActivityStream.type))
+            )
+        )
+        for stream in streams:
+            session.expunge(stream)
+        return streams
