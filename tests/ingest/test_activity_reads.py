@@ -92,7 +92,7 @@ def test_pages_neither_repeat_nor_skip_while_rows_come_and_go(db: Engine) -> Non
     with session_scope(db) as session:
         keys = {
             row.id: (row.start_date, row.id)
-            for row in session.execute(sa.select(Activity.id, Activity.start_date))
+            for row in session.execute(sa.select(col(Activity.id), col(Activity.start_date)))
         }
     listed = [keys[i] for i in seen if i in keys]
     assert listed == sorted(listed, reverse=True), "pages are not newest first"

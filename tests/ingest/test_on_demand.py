@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from activity_support import BASE, hydrated_activity, stored_activity, stored_athlete
@@ -110,7 +111,7 @@ def test_a_claim_whose_message_was_refused_is_given_back(db: Engine) -> None:
     ids=["failed", "not_available", "streams_refused"],
 )
 def test_nothing_is_queued_for_what_hydration_cannot_complete(
-    db: Engine, columns: dict[str, object]
+    db: Engine, columns: dict[str, Any]
 ) -> None:
     activity_id = stored_activity(db, ATHLETE, BASE, **columns)
     queue = Queue()
