@@ -10,7 +10,8 @@ others, by id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -91,8 +92,18 @@ class Page:
     next_position: Position | None
 
 
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A session for reads of one statement each: no transaction around them, so a read
+    costs one round trip to the database, not three (BEGIN, the read, ROLLBACK)."""
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        with Session(autocommit) as session:
+            yield session
+
+
 def athlete_exists(engine: Engine, athlete_id: int) -> bool:
-    with Session(engine) as session:
+    with reading(engine) as session:
         return session.get(Athlete, athlete_id) is not None
 
 
@@ -109,7 +120,7 @@ def list_activities(
     rows: list[dict[str, Any]] = []
     # Asked for one more than the page holds: its presence says whether there is a next page.
     wanted = limit + 1
-    with Session(engine) as session:
+    with reading(engine) as session:
         if after_position is None or after_position.start_date is not None:
             dated = _matching(columns, athlete_id, filters).where(
                 col(Activity.start_date).is_not(None)
@@ -175,24 +186,29 @@ class StoredActivity:
 
 
 def stored_activity(engine: Engine, activity_id: int) -> StoredActivity | None:
-    with Session(engine) as session:
-        row = session.get(Activity, activity_id)
-        if row is None:
+    with reading(engine) as session:
+        found = session.execute(
+            sa.select(Activity, col(Athlete.status))
+            .join(Athlete, col(Athlete.id) == col(Activity.athlete_id))
+            .where(col(Activity.id) == activity_id)
+        ).first()
+        if found is None:
             return None
+        row, owner_status = found
         types = session.execute(
             sa.select(col(ActivityStream.type))
             .where(col(ActivityStream.activity_id) == activity_id)
             .order_by(col(ActivityStream.type))
         )
-        owner = session.get(Athlete, row.athlete_id)
-        connected = owner is not None and owner.status == AthleteStatus.CONNECTED.value
+        connected = owner_status == AthleteStatus.CONNECTED.value
+        stream_types = [str(t) for (t,) in types]
         session.expunge(row)
-        return StoredActivity(row, [str(t) for (t,) in types], connected)
+        return StoredActivity(row, stream_types, connected)
 
 
 def stored_streams(engine: Engine, activity_id: int) -> list[ActivityStream]:
     """The activity's stored streams, by type."""
-    with Session(engine) as session:
+    with reading(engine) as session:
         streams = list(
             session.exec(
                 select(ActivityStream)

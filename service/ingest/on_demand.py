@@ -52,6 +52,16 @@ def can_complete(row: Activity) -> bool:
     return not (row.hydration_status == HydrationStatus.PARTIAL and refused)
 
 
+def claim_stands(row: Activity, now: datetime) -> bool:
+    """Whether a reader's earlier claim still holds (`claim` would match nothing): checked
+    first, so that readers of an activity whose hydration is in flight write nothing."""
+    claimed = row.on_demand_requested_at
+    if claimed is None:
+        return False
+    waiting = row.retry_after is not None and row.retry_after > now
+    return claimed >= now - ON_DEMAND_LEASE or waiting
+
+
 def _can_complete_clause() -> sa.ColumnElement[bool]:
     return sa.and_(
         col(Activity.hydration_status).in_([status.value for status in HYDRATABLE]),
@@ -171,7 +181,7 @@ def read_activity(
     queued when it is not complete and none is in flight. A broker that refuses the message
     is logged; the reader still gets what we have."""
     stored = stored_activity(engine, activity_id)
-    if stored is None or settled(stored):
+    if stored is None or settled(stored) or claim_stands(stored.row, now):
         return None if stored is None else Reading(stored, False)
     try:
         queued = request_hydration(engine, send_hydration, activity_id, now)

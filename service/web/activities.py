@@ -205,11 +205,12 @@ def _listing(athlete_id: int) -> str:
     return f"athletes/{athlete_id}/activities"
 
 
-def _position_json(position: Position) -> dict[str, Any]:
+def activities_cursor(key: bytes, athlete_id: int, position: Position) -> str:
+    """The cursor of the athlete's listing that continues after `position`."""
     micros = None
     if position.start_date is not None:
         micros = (position.start_date - _EPOCH) // timedelta(microseconds=1)
-    return {"d": micros, "i": position.activity_id}
+    return encode_cursor(key, _listing(athlete_id), {"d": micros, "i": position.activity_id})
 
 
 def _position(data: dict[str, Any]) -> Position:
@@ -247,12 +248,10 @@ async def athlete_activities(request: Request) -> Response:
     page = await run_in_threadpool(_page, web, athlete_id, filters, query.limit, position)
     next_cursor = None
     if page.next_position is not None:
-        next_cursor = encode_cursor(key, _listing(athlete_id), _position_json(page.next_position))
+        next_cursor = activities_cursor(key, athlete_id, page.next_position)
+    # One validation of the whole page: pydantic's core walks the rows, not a Python loop.
     return json_response(
-        ActivitiesPage(
-            activities=[ActivitySummary.model_validate(row) for row in page.rows],
-            next_cursor=next_cursor,
-        )
+        ActivitiesPage.model_validate({"activities": page.rows, "next_cursor": next_cursor})
     )
 
 
