@@ -116,13 +116,14 @@ def list_activities(
 ) -> Page:
     """The athlete's activities matching `filters`, newest first (start date, then id,
     descending), at most `limit` of them, from just past `after_position`."""
-    columns = [getattr(Activity, name) for name in SUMMARY_COLUMNS]
     rows: list[dict[str, Any]] = []
     # Asked for one more than the page holds: its presence says whether there is a next page.
     wanted = limit + 1
-    with reading(engine) as session:
+    # Core rows rather than ORM entities: a page is read-only, and this halves its cost.
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
         if after_position is None or after_position.start_date is not None:
-            dated = _matching(columns, athlete_id, filters).where(
+            dated = _matching(athlete_id, filters).where(
                 col(Activity.start_date).is_not(None)
             )
             if after_position is not None:
@@ -136,15 +137,15 @@ def list_activities(
             statement = dated.order_by(
                 col(Activity.start_date).desc(), col(Activity.id).desc()
             ).limit(wanted)
-            rows.extend(dict(row._mapping) for row in session.execute(statement))
+            rows.extend(row._asdict() for row in autocommit.execute(statement).all())
         if len(rows) < wanted and filters.after is None and filters.before is None:
-            undated = _matching(columns, athlete_id, filters).where(
+            undated = _matching(athlete_id, filters).where(
                 col(Activity.start_date).is_(None)
             )
             if after_position is not None and after_position.start_date is None:
                 undated = undated.where(col(Activity.id) < after_position.activity_id)
             statement = undated.order_by(col(Activity.id).desc()).limit(wanted - len(rows))
-            rows.extend(dict(row._mapping) for row in session.execute(statement))
+            rows.extend(row._asdict() for row in autocommit.execute(statement).all())
     if len(rows) <= limit:
         return Page(rows, None)
     rows = rows[:limit]
@@ -152,8 +153,12 @@ def list_activities(
     return Page(rows, Position(last["start_date"], last["id"]))
 
 
-def _matching(columns: list[Any], athlete_id: int, filters: ActivityFilter) -> Any:
-    statement = sa.select(*columns).where(col(Activity.athlete_id) == athlete_id)
+# Built once: constructing a select of this many columns costs more than running it.
+_SUMMARIES = sa.select(*(getattr(Activity, name) for name in SUMMARY_COLUMNS))
+
+
+def _matching(athlete_id: int, filters: ActivityFilter) -> Any:
+    statement = _SUMMARIES.where(col(Activity.athlete_id) == athlete_id)
     if filters.after is not None:
         statement = statement.where(col(Activity.start_date) > filters.after)
     if filters.before is not None:
