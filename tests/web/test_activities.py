@@ -230,6 +230,9 @@ def test_a_tampered_or_foreign_cursor_is_400_naming_cursor(
     foreign = client.get(f"/athletes/{OTHER}/activities", params={"cursor": cursor}, headers=READ)
     assert foreign.status_code == 400
     assert foreign.json()["reason"] == "cursor"
+    # Each refusal is counted under its reason.
+    stats = client.get("/stats/webhooks", headers=ADMIN).json()
+    assert stats["rejected"]["cursor"] == 6
 
 
 # -- one activity -------------------------------------------------------------------------
