@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ SELECT g, a.athlete, 'Activity ' || g, s.sport, s.sport,
        false, 'everyone', repeat(md5(g::text), 6),
        CASE WHEN g % 4 = 0 THEN 'complete' ELSE 'none' END, 0,
        json_build_object('id', g, 'name', 'Activity ' || g, 'sport_type', s.sport,
-                         'distance', 1000.0 + g % 20000, 'athlete', json_build_object('id', a.athlete)),
+                         'distance', 1000.0 + g % 20000,
+                         'athlete', json_build_object('id', a.athlete)),
        now(), now()
 FROM generate_series(1, :total) AS g
 CROSS JOIN LATERAL (

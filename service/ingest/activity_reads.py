@@ -123,9 +123,7 @@ def list_activities(
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
         if after_position is None or after_position.start_date is not None:
-            dated = _matching(athlete_id, filters).where(
-                col(Activity.start_date).is_not(None)
-            )
+            dated = _matching(athlete_id, filters).where(col(Activity.start_date).is_not(None))
             if after_position is not None:
                 dated = dated.where(
                     sa.tuple_(col(Activity.start_date), col(Activity.id))
@@ -139,9 +137,7 @@ def list_activities(
             ).limit(wanted)
             rows.extend(row._asdict() for row in autocommit.execute(statement).all())
         if len(rows) < wanted and filters.after is None and filters.before is None:
-            undated = _matching(athlete_id, filters).where(
-                col(Activity.start_date).is_(None)
-            )
+            undated = _matching(athlete_id, filters).where(col(Activity.start_date).is_(None))
             if after_position is not None and after_position.start_date is None:
                 undated = undated.where(col(Activity.id) < after_position.activity_id)
             statement = undated.order_by(col(Activity.id).desc()).limit(wanted - len(rows))
