@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -119,29 +120,43 @@ def list_activities(
     rows: list[dict[str, Any]] = []
     # Asked for one more than the page holds: its presence says whether there is a next page.
     wanted = limit + 1
+    params: dict[str, Any] = {
+        "athlete_id": athlete_id,
+        "after": filters.after,
+        "before": filters.before,
+        "sport_types": list(filters.sport_types),
+        "workout_type": filters.workout_type,
+        "statuses": list(filters.hydration_statuses),
+    }
+    shape = _Shape(
+        after=filters.after is not None,
+        before=filters.before is not None,
+        sport_types=bool(filters.sport_types),
+        workout_type=filters.workout_type is not None,
+        statuses=bool(filters.hydration_statuses),
+    )
     # Core rows rather than ORM entities: a page is read-only, and this halves its cost.
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
         if after_position is None or after_position.start_date is not None:
-            dated = _matching(athlete_id, filters).where(col(Activity.start_date).is_not(None))
+            resume = after_position is not None
+            statement = _page_statement(shape, dated=True, resume=resume)
+            cursor: dict[str, Any] = {"cursor_start": None, "cursor_id": None}
             if after_position is not None:
-                dated = dated.where(
-                    sa.tuple_(col(Activity.start_date), col(Activity.id))
-                    < sa.tuple_(
-                        sa.literal(after_position.start_date, UTCDateTime()),
-                        sa.literal(after_position.activity_id, sa.BigInteger()),
-                    )
-                )
-            statement = dated.order_by(
-                col(Activity.start_date).desc(), col(Activity.id).desc()
-            ).limit(wanted)
-            rows.extend(row._asdict() for row in autocommit.execute(statement).all())
+                cursor = {
+                    "cursor_start": after_position.start_date,
+                    "cursor_id": after_position.activity_id,
+                }
+            found = autocommit.execute(statement, {**params, **cursor, "wanted": wanted})
+            rows.extend(row._asdict() for row in found.all())
         if len(rows) < wanted and filters.after is None and filters.before is None:
-            undated = _matching(athlete_id, filters).where(col(Activity.start_date).is_(None))
-            if after_position is not None and after_position.start_date is None:
-                undated = undated.where(col(Activity.id) < after_position.activity_id)
-            statement = undated.order_by(col(Activity.id).desc()).limit(wanted - len(rows))
-            rows.extend(row._asdict() for row in autocommit.execute(statement).all())
+            resume = after_position is not None and after_position.start_date is None
+            statement = _page_statement(shape, dated=False, resume=resume)
+            cursor_id = after_position.activity_id if after_position is not None else None
+            found = autocommit.execute(
+                statement, {**params, "cursor_id": cursor_id, "wanted": wanted - len(rows)}
+            )
+            rows.extend(row._asdict() for row in found.all())
     if len(rows) <= limit:
         return Page(rows, None)
     rows = rows[:limit]
@@ -149,25 +164,58 @@ def list_activities(
     return Page(rows, Position(last["start_date"], last["id"]))
 
 
-# Built once: constructing a select of this many columns costs more than running it.
-_SUMMARIES = sa.select(*(getattr(Activity, name) for name in SUMMARY_COLUMNS))
+@dataclass(frozen=True)
+class _Shape:
+    """Which filters a listing has: the statements are built once per shape."""
+
+    after: bool
+    before: bool
+    sport_types: bool
+    workout_type: bool
+    statuses: bool
 
 
-def _matching(athlete_id: int, filters: ActivityFilter) -> Any:
-    statement = _SUMMARIES.where(col(Activity.athlete_id) == athlete_id)
-    if filters.after is not None:
-        statement = statement.where(col(Activity.start_date) > filters.after)
-    if filters.before is not None:
-        statement = statement.where(col(Activity.start_date) < filters.before)
-    if filters.sport_types:
-        statement = statement.where(col(Activity.sport_type).in_(list(filters.sport_types)))
-    if filters.workout_type is not None:
-        statement = statement.where(col(Activity.workout_type) == filters.workout_type)
-    if filters.hydration_statuses:
+@cache
+def _page_statement(shape: _Shape, *, dated: bool, resume: bool) -> Any:
+    """One page's statement for listings of this shape, with bound parameters only: built
+    (and compiled) once, since building a select of this many columns costs more than
+    running it. `dated`: the activities with a start date, else those without; `resume`:
+    past a cursor's position."""
+    start, activity_id = col(Activity.start_date), col(Activity.id)
+    statement = sa.select(*(getattr(Activity, name) for name in SUMMARY_COLUMNS)).where(
+        col(Activity.athlete_id) == sa.bindparam("athlete_id", type_=sa.BigInteger())
+    )
+    if shape.after:
+        statement = statement.where(start > sa.bindparam("after", type_=UTCDateTime()))
+    if shape.before:
+        statement = statement.where(start < sa.bindparam("before", type_=UTCDateTime()))
+    if shape.sport_types:
         statement = statement.where(
-            col(Activity.hydration_status).in_(list(filters.hydration_statuses))
+            col(Activity.sport_type).in_(sa.bindparam("sport_types", expanding=True))
         )
-    return statement
+    if shape.workout_type:
+        statement = statement.where(
+            col(Activity.workout_type) == sa.bindparam("workout_type", type_=sa.Integer())
+        )
+    if shape.statuses:
+        statement = statement.where(
+            col(Activity.hydration_status).in_(sa.bindparam("statuses", expanding=True))
+        )
+    cursor_id = sa.bindparam("cursor_id", type_=sa.BigInteger())
+    if dated:
+        statement = statement.where(start.is_not(None))
+        if resume:
+            cursor_start = sa.bindparam("cursor_start", type_=UTCDateTime())
+            statement = statement.where(
+                sa.tuple_(start, activity_id) < sa.tuple_(cursor_start, cursor_id)
+            )
+        statement = statement.order_by(start.desc(), activity_id.desc())
+    else:
+        statement = statement.where(start.is_(None))
+        if resume:
+            statement = statement.where(activity_id < cursor_id)
+        statement = statement.order_by(activity_id.desc())
+    return statement.limit(sa.bindparam("wanted", type_=sa.Integer()))
 
 
 def latest_activity_id(engine: Engine, athlete_id: int) -> int | None:
