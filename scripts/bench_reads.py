@@ -200,14 +200,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def report(name: str, result: dict[str, Any], width: int = 48) -> None:
+def report(name: str, result: dict[str, Any], cpu: float, width: int = 44) -> None:
+    """One scenario's line; `cpu`: the web process's CPU seconds during it."""
     latencies = result["latencies"]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     achieved = len(latencies) / result["elapsed"]
     print(
-        f"  {name:<{width}} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {max(latencies):6.1f} ms"
-        f"  {achieved:5.0f} req/s  statuses {result['statuses']}  errors {result['errors']}"
+        f"  {name:<{width}} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {achieved:4.0f} req/s"
+        f"  web CPU {cpu / max(len(latencies), 1) * 1000:4.2f} ms/req"
+        f"  statuses {result['statuses']}  errors {result['errors']}"
     )
+
+
+def measured(pid: int, port: int, rate: float, duration: float, paths: list[str]) -> Any:
+    """The load's result and the web process's CPU seconds while it ran."""
+    before = cpu_seconds(pid)
+    result = run_load(port, rate, duration, paths)
+    return result, cpu_seconds(pid) - before
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -280,7 +289,7 @@ def listing_paths(
     from service.web.cursors import cursor_key
 
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url="sqlite://",
         strava_client_id=CLIENT_ID,
         strava_client_secret=CLIENT_SECRET,
@@ -316,7 +325,8 @@ def service_env(args: argparse.Namespace, strava_api: str, strava_oauth: str) ->
 
 
 @contextmanager
-def serve(env: dict[str, str], log_dir: Path) -> Iterator[int]:
+def serve(env: dict[str, str], log_dir: Path) -> Iterator[tuple[int, int]]:
+    """`strava-ingest serve` on a free port: its port and process id."""
     from launch import answers, command, free_port, running
 
     port = free_port()
@@ -326,8 +336,14 @@ def serve(env: dict[str, str], log_dir: Path) -> Iterator[int]:
         env={**env, "PUBLIC_URL": url},
         log_file=log_dir / "web.log",
         ready=lambda: answers(f"{url}/readyz"),
-    ):
-        yield port
+    ) as process:
+        yield port, process.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used (user and system, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -353,7 +369,7 @@ def machine_load() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
-def on_demand(args: argparse.Namespace, port: int, emulator: Any, log_dir: Path) -> None:
+def on_demand(args: argparse.Namespace, port: int, pid: int, emulator: Any) -> None:
     import sqlalchemy as sa
     from launch import wait_until
 
@@ -384,8 +400,9 @@ def on_demand(args: argparse.Namespace, port: int, emulator: Any, log_dir: Path)
                 )
             )
     emulator.reset_calls()
-    result = run_load(port, args.rate, args.duration, [f"/activities/{i}" for i in ids])
-    report(f"GET /activities/{{id}} ({len(ids)} summary-only)", result)
+    paths = [f"/activities/{i}" for i in ids]
+    result, cpu = measured(pid, port, args.rate, args.duration, paths)
+    report(f"GET /activities/{{id}} ({len(ids)} summary-only)", result, cpu)
 
     def hydrated() -> dict[int, datetime] | None:
         with engine.connect() as connection:
@@ -421,6 +438,7 @@ def main() -> None:
     from service.emulator.server import EmulatorServer
 
     print(machine_load())
+    print(f"web process: one `strava-ingest serve` (production mode), load at {args.rate:.0f}/s")
     if not (args.reuse and loaded(args.database_url, args.total)):
         load(args.database_url, args.total, args.big)
     client = redis.Redis.from_url(args.redis_url)
@@ -438,7 +456,7 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="bench_reads_"))
     with EmulatorServer(emulator) as server:
         env = service_env(args, server.api_url, server.oauth_url)
-        with worker(env, log_dir, args.redis_url), serve(env, log_dir) as port:
+        with worker(env, log_dir, args.redis_url), serve(env, log_dir) as (port, pid):
             print(
                 f"GET /athletes/{BIG_ATHLETE}/activities?limit={args.limit} "
                 f"at {args.rate:.0f} requests/s for {args.duration:.0f} s each "
@@ -449,10 +467,10 @@ def main() -> None:
                 if args.only and args.only not in name:
                     continue
                 paths = listing_paths(samples, params, args.limit)
-                report(name, run_load(port, args.rate, args.duration, paths))
+                report(name, *measured(pid, port, args.rate, args.duration, paths))
             if not args.only or args.only in "on-demand":
                 print(f"On-demand reads at {args.rate:.0f} requests/s (emulator and a worker):")
-                on_demand(args, port, emulator, log_dir)
+                on_demand(args, port, pid, emulator)
     emulator.close()
     print(machine_load())
     print(f"logs: {log_dir}")

@@ -145,6 +145,16 @@ class Activity(SQLModel, table=True):
         # An athlete's activities newest first, ties broken by id (service/ingest/
         # activity_reads.py): every page of the product API's list is one range of this index.
         sa.Index("ix_activities_athlete_start_id", "athlete_id", "start_date", "id"),
+        # Race finders (`workout_type = 1`, a few percent of activities): their pages are
+        # ranges of this small index rather than a scan past every other activity.
+        sa.Index(
+            "ix_activities_athlete_races",
+            "athlete_id",
+            "start_date",
+            "id",
+            postgresql_where=sa.text("workout_type = 1"),
+            sqlite_where=sa.text("workout_type = 1"),
+        ),
     )
 
     id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))

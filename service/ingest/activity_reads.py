@@ -194,8 +194,11 @@ def _page_statement(shape: _Shape, *, dated: bool, resume: bool) -> Any:
             col(Activity.sport_type).in_(sa.bindparam("sport_types", expanding=True))
         )
     if shape.workout_type:
+        # The value is written into the SQL (a validated integer), so that PostgreSQL can
+        # match `workout_type = 1` to the races' partial index, which a parameter hides.
         statement = statement.where(
-            col(Activity.workout_type) == sa.bindparam("workout_type", type_=sa.Integer())
+            col(Activity.workout_type)
+            == sa.bindparam("workout_type", type_=sa.Integer(), literal_execute=True)
         )
     if shape.statuses:
         statement = statement.where(

@@ -38,6 +38,7 @@ def test_the_listing_index_replaces_the_old_one_and_rows_are_unclaimed(url: str)
         assert claimed.scalar_one() is None
     indexes = activity_indexes(engine)
     assert indexes["ix_activities_athlete_start_id"] == ["athlete_id", "start_date", "id"]
+    assert indexes["ix_activities_athlete_races"] == ["athlete_id", "start_date", "id"]
     assert "ix_activities_athlete_start" not in indexes
     engine.dispose()
 
@@ -51,6 +52,7 @@ def test_the_migration_downgrades_to_the_old_index(url: str) -> None:
     indexes = activity_indexes(engine)
     assert indexes["ix_activities_athlete_start"] == ["athlete_id", "start_date"]
     assert "ix_activities_athlete_start_id" not in indexes
+    assert "ix_activities_athlete_races" not in indexes
     columns = {c["name"] for c in sa.inspect(engine).get_columns("activities")}
     assert "on_demand_requested_at" not in columns
     upgrade_schema(url, "0008")
