@@ -128,19 +128,12 @@ def list_activities(
         "workout_type": filters.workout_type,
         "statuses": list(filters.hydration_statuses),
     }
-    shape = _Shape(
-        after=filters.after is not None,
-        before=filters.before is not None,
-        sport_types=bool(filters.sport_types),
-        workout_type=filters.workout_type is not None,
-        statuses=bool(filters.hydration_statuses),
-    )
     # Core rows rather than ORM entities: a page is read-only, and this halves its cost.
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
         if after_position is None or after_position.start_date is not None:
             resume = after_position is not None
-            statement = _page_statement(shape, dated=True, resume=resume)
+            statement = page_statement(filters, dated=True, resume=resume)
             cursor: dict[str, Any] = {"cursor_start": None, "cursor_id": None}
             if after_position is not None:
                 cursor = {
@@ -151,7 +144,7 @@ def list_activities(
             rows.extend(row._asdict() for row in found.all())
         if len(rows) < wanted and filters.after is None and filters.before is None:
             resume = after_position is not None and after_position.start_date is None
-            statement = _page_statement(shape, dated=False, resume=resume)
+            statement = page_statement(filters, dated=False, resume=resume)
             cursor_id = after_position.activity_id if after_position is not None else None
             found = autocommit.execute(
                 statement, {**params, "cursor_id": cursor_id, "wanted": wanted - len(rows)}
@@ -175,12 +168,27 @@ class _Shape:
     statuses: bool
 
 
+def _shape(filters: ActivityFilter) -> _Shape:
+    return _Shape(
+        after=filters.after is not None,
+        before=filters.before is not None,
+        sport_types=bool(filters.sport_types),
+        workout_type=filters.workout_type is not None,
+        statuses=bool(filters.hydration_statuses),
+    )
+
+
+def page_statement(filters: ActivityFilter, *, dated: bool, resume: bool) -> Any:
+    """One page's statement for listings with these filters, with bound parameters only
+    (`list_activities` gives them). `dated`: the activities with a start date, else those
+    without; `resume`: past a cursor's position."""
+    return _statement(_shape(filters), dated, resume)
+
+
 @cache
-def _page_statement(shape: _Shape, *, dated: bool, resume: bool) -> Any:
-    """One page's statement for listings of this shape, with bound parameters only: built
-    (and compiled) once, since building a select of this many columns costs more than
-    running it. `dated`: the activities with a start date, else those without; `resume`:
-    past a cursor's position."""
+def _statement(shape: _Shape, dated: bool, resume: bool) -> Any:
+    # Built (and compiled) once per shape: building a select of this many columns costs
+    # more than running it.
     start, activity_id = col(Activity.start_date), col(Activity.id)
     statement = sa.select(*(getattr(Activity, name) for name in SUMMARY_COLUMNS)).where(
         col(Activity.athlete_id) == sa.bindparam("athlete_id", type_=sa.BigInteger())

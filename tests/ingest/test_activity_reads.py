@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from service.ingest.activity_reads import (
     Position,
     latest_activity_id,
     list_activities,
+    page_statement,
 )
 from service.models import Activity
 
@@ -132,3 +134,50 @@ def test_a_page_lists_only_the_athletes_own_activities(db: Engine) -> None:
     own = stored_activity(db, ATHLETE, BASE)
     stored_activity(db, OTHER, BASE + timedelta(seconds=1))
     assert walk(db, ActivityFilter(), 50) == [own]
+
+
+def plan(engine: Engine, statement: Any, params: dict[str, Any]) -> list[str]:
+    """The node types and index names of the statement's plan on PostgreSQL, as the planner
+    picks it when every way of answering it without an index is ruled out."""
+    sql = str(
+        statement.params(**params).compile(
+            dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+    )
+    with engine.connect() as connection:
+        connection.execute(sa.text("SET enable_seqscan = off"))
+        connection.execute(sa.text("SET enable_bitmapscan = off"))
+        found = connection.execute(sa.text(f"EXPLAIN (FORMAT JSON) {sql}")).scalar_one()
+    nodes: list[str] = []
+
+    def walk_plan(node: dict[str, Any]) -> None:
+        nodes.append(f"{node['Node Type']} {node.get('Index Name', '')}".strip())
+        for child in node.get("Plans", []):
+            walk_plan(child)
+
+    walk_plan(found[0]["Plan"])
+    return nodes
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        (ActivityFilter(), "ix_activities_athlete_start_id"),
+        (ActivityFilter(sport_types=["Run"], workout_type=1), "ix_activities_athlete_races"),
+    ],
+    ids=["no_filter", "races"],
+)
+def test_a_page_is_one_range_of_an_index_with_no_sort(
+    engine: Engine, filters: ActivityFilter, index: str
+) -> None:
+    statement = page_statement(filters, dated=True, resume=True)
+    params = {
+        "athlete_id": ATHLETE,
+        "sport_types": list(filters.sport_types),
+        "workout_type": filters.workout_type,
+        "statuses": [],
+        "cursor_start": BASE,
+        "cursor_id": 5,
+        "wanted": 101,
+    }
+    assert plan(engine, statement, params) == ["Limit", f"Index Scan {index}"]
