@@ -24,6 +24,7 @@ from starlette.routing import Route
 from service.ingest import on_demand
 from service.ingest.activity_reads import (
     ActivityFilter,
+    Page,
     Position,
     StoredActivity,
     athlete_exists,
@@ -261,7 +262,7 @@ def _page(
     filters: ActivityFilter,
     limit: int,
     position: Position | None,
-) -> Any:
+) -> Page:
     page = list_activities(web.engine, athlete_id, filters, limit, position)
     # An empty page may mean an unknown athlete: only then is the extra look-up made.
     if not page.rows and not athlete_exists(web.engine, athlete_id):
