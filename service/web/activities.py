@@ -15,7 +15,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,7 +66,12 @@ def _instant(value: Any) -> Any:
     return parsed
 
 
-Instant = Annotated[datetime, BeforeValidator(_instant)]
+# Documented as the text it is read from: an ISO 8601 instant or epoch seconds.
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_instant),
+    WithJsonSchema({"type": "string", "examples": ["2026-06-01T00:00:00Z", "1780272000"]}),
+]
 
 
 class ActivitiesQuery(BaseModel):
