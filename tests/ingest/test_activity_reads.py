@@ -4,6 +4,7 @@ inserted and deleted between them; each filter; on PostgreSQL and SQLite."""
 from __future__ import annotations
 
 import random
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -98,6 +99,47 @@ def test_pages_neither_repeat_nor_skip_while_rows_come_and_go(db: Engine) -> Non
         }
     listed = [keys[i] for i in seen if i in keys]
     assert listed == sorted(listed, reverse=True), "pages are not newest first"
+
+
+def test_pages_stay_exact_while_another_connection_writes_concurrently(engine: Engine) -> None:
+    stored_athlete(engine, ATHLETE)
+    rng = random.Random(11)
+    throughout = {
+        stored_activity(engine, ATHLETE, BASE - minutes(rng.randrange(120))) for _ in range(400)
+    }
+    doomed = [
+        stored_activity(engine, ATHLETE, BASE - minutes(rng.randrange(120))) for _ in range(200)
+    ]
+    stop = threading.Event()
+    writes = 0
+
+    def write() -> None:
+        nonlocal writes
+        local = random.Random(12)
+        while not stop.is_set() and doomed:
+            stored_activity(engine, ATHLETE, BASE - minutes(local.randrange(120)))
+            with session_scope(engine) as session:
+                session.execute(sa.delete(Activity).where(col(Activity.id) == doomed.pop()))
+            writes += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        seen: list[int] = []
+        position: Position | None = None
+        while True:
+            page = list_activities(engine, ATHLETE, ActivityFilter(), 7, position)
+            seen.extend(row["id"] for row in page.rows)
+            if page.next_position is None:
+                break
+            position = page.next_position
+    finally:
+        stop.set()
+        writer.join()
+
+    assert writes > 0, "the writer never ran alongside the pages"
+    assert len(seen) == len(set(seen)), "an activity was listed twice"
+    assert throughout <= set(seen), "an activity that existed throughout was skipped"
 
 
 def test_after_and_before_bound_the_start_strictly(db: Engine) -> None:
