@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from service.db import session_scope
-from service.ingest.activities import STREAMS
+from service.ingest.activities import STREAMS, STREAMS_REFUSED
 from service.ingest.activity_reads import StoredActivity, stored_activity
 from service.models import Activity, Athlete, AthleteStatus, HydrationStatus
 from service.strava.quota import Tier
@@ -38,9 +38,6 @@ ON_DEMAND_LEASE = timedelta(minutes=5)
 # (Strava will not show it) are final: readers never re-drive them.
 HYDRATABLE = (HydrationStatus.NONE, HydrationStatus.PENDING, HydrationStatus.PARTIAL)
 
-# What `mark_streams_not_available` leaves: partial for good, Strava has no streams for us.
-_STREAMS_REFUSED = "streams: %"
-
 SendHydration = Callable[[int, str], None]
 
 
@@ -48,7 +45,7 @@ def can_complete(row: Activity) -> bool:
     """Whether hydrating the row could still complete it."""
     if row.hydration_status not in HYDRATABLE:
         return False
-    refused = (row.last_hydrate_error or "").startswith(_STREAMS_REFUSED[:-1])
+    refused = (row.last_hydrate_error or "").startswith(STREAMS_REFUSED)
     return not (row.hydration_status == HydrationStatus.PARTIAL and refused)
 
 
@@ -68,7 +65,7 @@ def _can_complete_clause() -> sa.ColumnElement[bool]:
         sa.not_(
             sa.and_(
                 col(Activity.hydration_status) == HydrationStatus.PARTIAL.value,
-                sa.func.coalesce(col(Activity.last_hydrate_error), "").like(_STREAMS_REFUSED),
+                sa.func.coalesce(col(Activity.last_hydrate_error), "").like(STREAMS_REFUSED + "%"),
             )
         ),
     )
