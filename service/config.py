@@ -121,6 +121,10 @@ class Settings(DatabaseSettings):
     # Bearer keys (comma-separated) for the product backend: the product API's read routes
     # (activities, an athlete's status and syncs). Unset, only admin keys reach them.
     read_api_keys: SecretStr | None = None
+    # Origins (comma-separated, e.g. https://app.example.com) whose browser pages may call the
+    # product API directly. Unset, no CORS headers are sent: browsers keep other origins out,
+    # and a product backend calling server-side needs none.
+    cors_origins: str | None = None
 
     # uvicorn's limits for a public endpoint (`strava-ingest serve`; docs/deployment.md): an
     # idle keep-alive connection is closed after this many seconds; beyond this many open
@@ -375,6 +379,11 @@ class Settings(DatabaseSettings):
         if self.read_api_keys is None:
             return self.admin_keys
         return comma_separated(self.read_api_keys.get_secret_value()) + self.admin_keys
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS_ORIGINS, one origin per item (empty when unset: CORS is off)."""
+        return comma_separated(self.cors_origins or "")
 
     @property
     def scopes(self) -> list[str]:

@@ -22,6 +22,12 @@ EVENTS_QUEUE = "events"
 PROCESS_EVENT = "process_event"
 HYDRATE_QUEUE = "hydrations"
 HYDRATE_ACTIVITY = "hydrate_activity"
+# Hydrations a reader waits on (the `on_demand` tier) have a queue of their own, so that one
+# never waits behind a backfill's thousands of queued hydrations; the same function consumes
+# both (workers/actors.py).
+ON_DEMAND_QUEUE = "hydrations_on_demand"
+HYDRATE_ON_DEMAND = "hydrate_activity_on_demand"
+ON_DEMAND_TIER = "on_demand"
 SYNC_QUEUE = "sync"
 RUN_SYNC_JOB = "run_sync_job"
 
@@ -40,6 +46,7 @@ def build_broker(broker_url: str) -> dramatiq.Broker:
         broker = RedisBroker(client=client)  # type: ignore[no-untyped-call]
     broker.declare_queue(EVENTS_QUEUE)
     broker.declare_queue(HYDRATE_QUEUE)
+    broker.declare_queue(ON_DEMAND_QUEUE)
     broker.declare_queue(SYNC_QUEUE)
     return broker
 
@@ -110,10 +117,12 @@ class Dispatcher:
         )
 
     def send_hydration(self, activity_id: int, tier: str, delay_ms: int | None = None) -> None:
+        """Queue the activity's hydration at `tier`: on-demand ones on their own queue."""
+        on_demand = tier == ON_DEMAND_TIER
         self.broker.enqueue(
             dramatiq.Message(
-                queue_name=HYDRATE_QUEUE,
-                actor_name=HYDRATE_ACTIVITY,
+                queue_name=ON_DEMAND_QUEUE if on_demand else HYDRATE_QUEUE,
+                actor_name=HYDRATE_ON_DEMAND if on_demand else HYDRATE_ACTIVITY,
                 args=(activity_id, tier),
                 kwargs={},
                 options={},

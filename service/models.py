@@ -145,7 +145,19 @@ class Activity(SQLModel, table=True):
     __tablename__ = "activities"
     __table_args__ = (
         _check_in("activities", "hydration_status", HydrationStatus),
-        sa.Index("ix_activities_athlete_start", "athlete_id", "start_date"),
+        # An athlete's activities newest first, ties broken by id (service/ingest/
+        # activity_reads.py): every page of the product API's list is one range of this index.
+        sa.Index("ix_activities_athlete_start_id", "athlete_id", "start_date", "id"),
+        # Race finders (`workout_type = 1`, a few percent of activities): their pages are
+        # ranges of this small index rather than a scan past every other activity.
+        sa.Index(
+            "ix_activities_athlete_races",
+            "athlete_id",
+            "start_date",
+            "id",
+            postgresql_where=sa.text("workout_type = 1"),
+            sqlite_where=sa.text("workout_type = 1"),
+        ),
         # An athlete's activities still to hydrate: after each hydration the job log asks
         # whether any are left (service/ingest/job_log.py), which must not scan a long
         # history of complete ones.
@@ -196,6 +208,9 @@ class Activity(SQLModel, table=True):
     last_hydrate_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     # Set while a hydration waits for Strava quota or backs off after an error.
     retry_after: datetime | None = _timestamp()
+    # When a reader last queued an on-demand hydration (service/ingest/on_demand.py): while
+    # it is recent, no other reader queues another.
+    on_demand_requested_at: datetime | None = _timestamp()
     # Webhook event ordering (service/ingest/events.py, docs/events.md), in Strava's
     # event_time (unix seconds): the newest event seen for this activity; the event time the
     # last fetch covered; and per locally applied field ("title", "type", "private") the

@@ -27,7 +27,9 @@ from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
     EVENTS_QUEUE,
     HYDRATE_ACTIVITY,
+    HYDRATE_ON_DEMAND,
     HYDRATE_QUEUE,
+    ON_DEMAND_QUEUE,
     PROCESS_EVENT,
     RUN_SYNC_JOB,
     SYNC_QUEUE,
@@ -98,6 +100,7 @@ def run_sync_job(job_id: int) -> None:
 ACTORS: tuple[tuple[Callable[..., None], str, str], ...] = (
     (process_event, PROCESS_EVENT, EVENTS_QUEUE),
     (hydrate_activity, HYDRATE_ACTIVITY, HYDRATE_QUEUE),
+    (hydrate_activity, HYDRATE_ON_DEMAND, ON_DEMAND_QUEUE),
     (run_sync_job, RUN_SYNC_JOB, SYNC_QUEUE),
 )
 

@@ -24,6 +24,8 @@ from service.strava.schemas import DetailedActivity, Stream, SummaryActivity
 
 # What `hydration_missing` names when the detail is stored and the streams are not.
 STREAMS = "streams"
+# How the error of a row whose streams Strava refused begins: `partial` for good.
+STREAMS_REFUSED = "streams: "
 
 
 def summary_columns(activity: SummaryActivity) -> dict[str, Any]:
@@ -134,7 +136,7 @@ def mark_streams_not_available(engine: Engine, activity_id: int, error: str, now
             .values(
                 hydration_status=HydrationStatus.PARTIAL.value,
                 hydration_missing=[STREAMS],
-                last_hydrate_error=f"streams: {error}",
+                last_hydrate_error=f"{STREAMS_REFUSED}{error}",
                 retry_after=None,
                 updated_at=now,
             )

@@ -32,7 +32,7 @@ from service.ingest.activities import (
 from service.ingest.context import IngestContext
 from service.ingest.tokens import AccessToken, current_access_token, mark_if_activity_read_missing
 from service.log_ids import add_log_ids
-from service.models import Activity
+from service.models import Activity, HydrationStatus
 from service.strava.errors import NotFound, StravaError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class Stored:
     athlete_id: int
     # The detail is stored and only the streams are missing (an earlier attempt got that far).
     streams_missing: bool
+    # Nothing is missing: another hydration (an on-demand one) completed it meanwhile.
+    complete: bool = False
 
 
 def needs_detail(stored: Stored | None, stream_keys: Sequence[str]) -> bool:
@@ -167,15 +169,20 @@ def _stored(ctx: IngestContext, activity_id: int) -> Stored | None:
         if row is None:
             return None
         streams_missing = row.raw_detail is not None and row.hydration_missing == [STREAMS]
-        return Stored(row.athlete_id, streams_missing)
+        complete = row.hydration_status == HydrationStatus.COMPLETE.value
+        return Stored(row.athlete_id, streams_missing, complete)
 
 
 def hydrate_stored(ctx: IngestContext, activity_id: int, stream_keys: Sequence[str] = ()) -> bool:
     """Hydrate an activity we already hold (e.g. a summary from a backfill). Returns False
-    when the row is gone (deleted since it was queued)."""
+    when the row is gone (deleted since it was queued). A row completed since it was queued
+    (an on-demand hydration overtook this one) costs no call."""
     stored = _stored(ctx, activity_id)
     if stored is None:
         return False
+    if stored.complete:
+        log.info("activity already complete activity_id=%s", activity_id)
+        return True
     hydrate(ctx, stored.athlete_id, activity_id, stream_keys)
     return True
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.web.api_keys import requires_admin_key, requires_read_key
@@ -160,9 +160,15 @@ async def parse_body(request: Request, model: type[M]) -> M:
 
 def json_response(
     model: BaseModel, status_code: int = 200, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    """``model`` as a JSON answer."""
-    return JSONResponse(model.model_dump(mode="json"), status_code=status_code, headers=headers)
+) -> Response:
+    """``model`` as a JSON answer, serialised by pydantic's compiled core (a page of 200 rows
+    costs a fraction of what building Python dicts and then JSON text would)."""
+    return Response(
+        model.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def repeatable(annotation: Any) -> bool:

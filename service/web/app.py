@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from service.config import Settings, check_web_settings
 from service.db import check_schema as require_current_schema
@@ -31,7 +32,7 @@ from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import athletes, health, metrics, oauth, quota_view, sync_log, webhooks
+from service.web import activities, athletes, health, metrics, oauth, quota_view, sync_log, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
@@ -159,15 +160,34 @@ def create_app(
             *metrics.routes(),
             *athletes.routes(),
             *sync_log.routes(),
+            *activities.routes(),
         ],
         exception_handlers=exception_handlers(),
         # Each request's id is on every log line of it and in its answer.
-        middleware=[Middleware(RequestIds)],
+        middleware=[*cors_middleware(settings), Middleware(RequestIds)],
         lifespan=lifespan,
     )
     # Described once, from every route above (service/web/openapi.py).
     app.router.routes.extend(document_routes(app.routes))
     return app
+
+
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """CORS for the origins CORS_ORIGINS names; none (no CORS headers at all) when unset."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "last-event-id"],
+            # Keys travel in the Authorization header, never in cookies.
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 def _redact_in_access_log(owned: AsyncExitStack, secret: str) -> None:

@@ -215,3 +215,19 @@ def test_the_stream_settings_become_the_policy(make_settings: Callable[..., Sett
     policy = HydrationPolicy.from_settings(settings)
 
     assert (policy.streams, policy.stream_keys) == ("all", ("latlng", "time"))
+
+
+def test_a_hydration_queued_before_the_activity_was_completed_elsewhere_costs_no_call(
+    ctx: IngestContext, activity_id: int, strava: FakeStrava
+) -> None:
+    # An on-demand hydration completed it while a backfill's hydration waited in its queue.
+    run(ctx, activity_id)
+    calls = (strava.emulator.calls[DETAIL], strava.emulator.calls[STREAMS])
+
+    with using_tier(Tier.BACKFILL):
+        assert hydrate_stored(ctx, activity_id, KEYS)
+
+    assert (strava.emulator.calls[DETAIL], strava.emulator.calls[STREAMS]) == calls == (1, 1)
+    done = row(ctx.engine, activity_id)
+    assert done is not None
+    assert done.hydration_status == "complete"
