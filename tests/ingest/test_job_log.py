@@ -375,7 +375,9 @@ def test_the_scheduler_prunes_the_log_after_sync_log_retention_days(
     job_id = new_job(ctx, athlete_id)
     now = utcnow()
     job_log.write(ctx.engine, job_id, athlete_id, LogLevel.INFO, "old", now=now - timedelta(days=3))
-    deps = DutyDeps(make_settings(sync_log_retention_days=2), ctx.engine, Dispatcher(StubBroker()))
+    deps = DutyDeps(
+        make_settings(sync_log_retention_days=2), ctx.engine, Dispatcher(StubBroker()), ctx.strava
+    )
     duty = next(d for d in periodic_duties(deps) if d.name == "sync-log-prune")
 
     duty.run()
