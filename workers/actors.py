@@ -8,7 +8,8 @@ decorator binds to the global broker at once, creating a default one when none i
 
 Dramatiq's own retries are off: a unit of work that waits for quota or backs off is sent
 again with a delay and its row says why (`rate_limited` / `retry_after`), so a worker never
-sleeps and a long rate limit never dead-letters anything.
+sleeps and a long rate limit never dead-letters anything. Work below the real-time tiers is
+sent for its place in the tier's queue (admission), so a backlog is not refused every window.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from service.messaging import (
     Dispatcher,
 )
 from service.strava.quota import Tier, using_tier
+from service.strava.quota.admission import build_admission
 from workers import runtime
 from workers.runtime import Runtime
 
@@ -84,7 +86,7 @@ def run_sync_job(job_id: int) -> None:
         job_id,
         owner=owner,
         options=run.sync_options,
-        send_hydration=run.dispatcher.send_hydration,
+        send_hydration=lambda activity_id, tier: _send_admitted(run, activity_id, Tier(tier)),
     )
     match outcome:
         case sync.Wait(at):
@@ -115,10 +117,18 @@ def setup_workers(
             backoff=backoff or Backoff(max_attempts=ctx.retry_max_attempts),
             sync_options=sync_options or sync.SyncOptions(),
             dispatcher=Dispatcher(broker),
+            admission=build_admission(ctx.quota),
         )
     )
     for function, name, queue in ACTORS:
         dramatiq.actor(broker=broker, actor_name=name, queue_name=queue, max_retries=0)(function)
+
+
+def _send_admitted(run: Runtime, activity_id: int, tier: Tier) -> None:
+    # A hydration is delivered when its place in the tier's queue comes, not refused until
+    # then (service/strava/quota/admission.py).
+    (ticket,) = run.admission.admit(tier)
+    run.dispatcher.send_hydration(activity_id, tier.value, ticket.delay_ms(run.ctx.clock()))
 
 
 def _webhook_streams(run: Runtime) -> tuple[str, ...]:
@@ -163,6 +173,7 @@ def _attempt(
             window_reset=ctx.quota.retry_at,
             backoff=run.backoff,
             rng=run.rng,
+            next_place=run.admission.next_place,
         )
         # The exception's type and message only: Strava's fault, never request data.
         items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)
