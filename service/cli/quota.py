@@ -18,9 +18,8 @@ def quota_command(as_json: bool) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from service.db import create_db_engine
-    from service.ingest.backlog import backlog
+    from service.ingest.backlog import backlog, quota_now
     from service.ingest.policy import HydrationPolicy
-    from service.models import utcnow
     from service.strava.quota import build_scheduler
     from service.strava.quota.report import format_backlog, format_status, report_json
 
@@ -36,7 +35,9 @@ def quota_command(as_json: bool) -> None:
     try:
         status = quota.status()
         try:
-            waiting = backlog(quota, engine, HydrationPolicy.from_settings(settings), utcnow())
+            waiting = backlog(
+                quota, engine, HydrationPolicy.from_settings(settings), quota_now(quota)
+            )
         except SQLAlchemyError as error:
             # The windows are still worth showing when only the database is out of reach.
             click.echo(f"note: no backlog, the database is unreachable: {error}", err=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -67,6 +67,11 @@ def count_backlog(engine: Engine, policy: HydrationPolicy, now: datetime) -> Cou
         for kind, count in jobs:
             sync_jobs[LIST_TIERS[SyncKind(kind)]] += count
     return Counts(waiting=waiting, done=done, sync_jobs=sync_jobs)
+
+
+def quota_now(scheduler: QuotaScheduler) -> datetime:
+    """The scheduler's time (a simulation's or a test's clock), as an aware UTC datetime."""
+    return datetime.fromtimestamp(scheduler.now(), UTC)
 
 
 def backlog(

@@ -15,9 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.ingest.backlog import backlog
+from service.ingest.backlog import backlog, quota_now
 from service.ingest.policy import HydrationPolicy
-from service.models import utcnow
 from service.strava.quota.report import report_json
 from service.web.api_keys import requires_admin_key
 from service.web.state import WebState, web_state
@@ -32,7 +31,8 @@ async def quota(request: Request) -> JSONResponse:
 
 def _report(state: WebState) -> dict[str, Any]:
     policy = HydrationPolicy.from_settings(state.settings)
-    return report_json(state.quota.status(), backlog(state.quota, state.engine, policy, utcnow()))
+    waiting = backlog(state.quota, state.engine, policy, quota_now(state.quota))
+    return report_json(state.quota.status(), waiting)
 
 
 def routes() -> list[Route]:
