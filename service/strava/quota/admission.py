@@ -11,7 +11,9 @@ A ticket is a forecast, not a reservation: nothing is held in the scheduler's co
 real-time work (which never takes a ticket) always goes ahead of queued work. When its window
 comes and the room went to real-time work, the unit is refused once and takes the next free
 place. The book of each tier is a cursor (the window being handed out and how many places of
-it and of its day are taken), so it stays a few bytes however long the backlog.
+it and of its day are taken), so it stays a few bytes however long the backlog. Queued tiers
+share the budget (a tier's share counts every tier's usage), so a tier's places come after
+those of the queued tiers above it.
 
 ``issue`` holds the policy, a pure function; a backend (``MemoryAdmission`` for one process,
 ``RedisAdmission`` for many) keeps the books and applies ``issue`` atomically.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -35,11 +37,14 @@ from service.strava.quota.scheduler import (
     TierCapacity,
     window_index,
 )
-from service.strava.quota.tiers import REALTIME_TIERS, Tier
+from service.strava.quota.tiers import REALTIME_TIERS, TIERS_BY_PRIORITY, Tier
 
 # Tickets are spread over this fraction of their window, so the last of them still runs
 # (and its retries still land) before the window ends.
 SPREAD = 0.9
+
+# The tiers whose work waits in a queue, highest first; real-time work never does.
+QUEUED_TIERS: tuple[Tier, ...] = tuple(t for t in TIERS_BY_PRIORITY if t not in REALTIME_TIERS)
 
 # A book outlives its last ticket's window by this much: a cursor nobody uses expires.
 BOOK_GRACE_SECONDS = 3600
@@ -102,9 +107,18 @@ def outlook(scheduler: QuotaScheduler, tier: Tier) -> Outlook:
 
 
 def issue(
-    config: QuotaConfig, book: TicketBook | None, seen: Outlook, count: int, now: float
+    config: QuotaConfig,
+    book: TicketBook | None,
+    seen: Outlook,
+    count: int,
+    now: float,
+    ahead: Sequence[TicketBook | None] = (),
 ) -> tuple[TicketBook, list[Ticket]]:
     """Hand out ``count`` tickets from ``book`` (``None``: none handed out yet).
+
+    ``ahead`` are the books of the queued tiers above this one: a tier's share counts every
+    tier's usage, so their tickets take this tier's room first, and a window up to which they
+    have handed out places is full for it too.
 
     A book whose window has passed starts again at the current one, with its room now and
     the day's room now: every ticket of earlier windows has been delivered by then. When the
@@ -126,18 +140,30 @@ def issue(
     if capacity.per_window < 1 or seen.per_day < 1:
         then = datetime.fromtimestamp((current + 1) * length, UTC)
         return book, [Ticket(then, current + 1, 0) for _ in range(count)]
+    live = [other for other in ahead if other is not None and other.window >= current]
     window, taken, room = book.window, book.taken, book.room
     day, day_taken, day_room = book.day, book.day_taken, book.day_room
+
+    def move_to(target: int) -> None:
+        nonlocal window, taken, room, day, day_taken, day_room
+        window, taken, room = target, 0, capacity.per_window
+        target_day = window_index(target * length, day_length)
+        if target_day != day:
+            day, day_taken, day_room = target_day, 0, float(seen.per_day)
+
     tickets: list[Ticket] = []
     for _ in range(count):
-        while taken >= room or day_taken >= day_room:
-            window += 1
-            taken, room = 0, capacity.per_window
-            next_day = window_index(window * length, day_length)
-            if next_day != day:
-                day, day_taken, day_room = next_day, 0, float(seen.per_day)
+        while True:
+            furthest = max((other.window for other in live), default=window)
+            if furthest > window:
+                move_to(furthest)
+            in_window = taken + sum(o.taken for o in live if o.window == window)
+            in_day = day_taken + sum(o.day_taken for o in live if o.day == day)
+            if in_window < room and in_day < day_room:
+                break
+            move_to(window + 1)
         start = window * length
-        offset = SPREAD * length * taken / room
+        offset = SPREAD * length * in_window / room
         at = max(now, start + offset)
         tickets.append(Ticket(datetime.fromtimestamp(at, UTC), window, taken))
         taken += 1
@@ -166,6 +192,10 @@ class Admission(ABC):
         seen = outlook(self.scheduler, tier)
         return self._issue(tier, seen, count, now)
 
+    @staticmethod
+    def _ahead(tier: Tier) -> tuple[Tier, ...]:
+        return QUEUED_TIERS[: QUEUED_TIERS.index(tier)]
+
     def next_place(self, tier: Tier) -> datetime:
         """When one more unit of ``tier`` work should be delivered."""
         return self.admit(tier)[0].at
@@ -189,7 +219,10 @@ class MemoryAdmission(Admission):
 
     def _issue(self, tier: Tier, seen: Outlook, count: int, now: float) -> list[Ticket]:
         with self._lock:
-            book, tickets = issue(self.scheduler.config, self._books.get(tier), seen, count, now)
+            ahead = [self._books.get(other) for other in self._ahead(tier)]
+            book, tickets = issue(
+                self.scheduler.config, self._books.get(tier), seen, count, now, ahead
+            )
             self._books[tier] = book
             return tickets
 
@@ -219,12 +252,14 @@ class RedisAdmission(Admission):
 
     def _issue(self, tier: Tier, seen: Outlook, count: int, now: float) -> list[Ticket]:
         key = self._key(tier)
+        others = [self._key(other) for other in self._ahead(tier)]
         with self._client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    pipe.watch(key, *others)  # type: ignore[no-untyped-call]
+                    ahead = [_book(pipe.hgetall(other)) for other in others]
                     book, tickets = issue(
-                        self.scheduler.config, _book(pipe.hgetall(key)), seen, count, now
+                        self.scheduler.config, _book(pipe.hgetall(key)), seen, count, now, ahead
                     )
                     last = tickets[-1].window if tickets else book.window
                     ends = (last + 1) * self.scheduler.config.window_seconds

@@ -208,3 +208,38 @@ def test_concurrent_processes_never_share_a_place(redis_url: str) -> None:
 
     assert len(places) == 200
     assert len(set(places)) == 200
+
+
+def test_a_lower_queued_tier_gets_the_room_the_tiers_above_it_left(build: Build) -> None:
+    clock = FakeClock(NOON)
+    _, admission = build(clock)
+    # Recent work may fill floor(100 x 0.95 x 0.85) = 80 of a window: 120 places reach into
+    # the next window by 40.
+    recent = admission.admit(Tier.RECENT, 120)
+
+    backfill = admission.admit(Tier.BACKFILL, 30)
+
+    assert windows(recent) == {0: 80, 1: 40}
+    # Backfill's 66 of that window less recent's 40 leave 26; the rest goes a window later.
+    next_window = recent[0].window + 1
+    assert Counter(t.window - next_window for t in backfill) == {0: 26, 1: 4}
+
+
+def test_two_queued_tiers_delivered_together_are_never_refused(build: Build) -> None:
+    clock = FakeClock(NOON)
+    scheduler, admission = build(clock)
+    recent = admission.admit(Tier.RECENT, 300)
+    backfill = admission.admit(Tier.BACKFILL, 300)
+
+    refused = 0
+    for tier, ticket in sorted(
+        [(Tier.RECENT, t) for t in recent] + [(Tier.BACKFILL, t) for t in backfill],
+        key=lambda pair: pair[1].at,
+    ):
+        clock.now = max(clock.now, ticket.at.timestamp())
+        try:
+            scheduler.reserve(tier, "read")
+        except QuotaExceeded:
+            refused += 1
+
+    assert refused == 0

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Benchmark of admission from a queue (service/strava/quota/admission.py).
+
+Part 1, a backlog of a million units: tickets for all of them from the Redis backend, in
+batches of a listing page (200) and one at a time for a sample (the hydration actors take
+one per unit), with the CPU of this process and of the Redis server and the Redis memory of
+the ticket books; then a delayed dramatiq message for each (as the actors send them), with
+the Redis memory they take.
+
+Part 2, a short simulation: scripts/bench_quota.py's sped-up windows, web and worker
+processes and webhook stream, with a backlog far larger than the run; printed, the refusals
+(each one a re-delivery of its unit) per completed unit of work, against the target (0.1).
+
+Needs PostgreSQL and Redis; the database in --database-url is dropped and recreated and the
+Redis db in --redis-url is flushed. Run: `.venv/bin/python scripts/bench_admission.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import bench_quota
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from service.messaging import HYDRATE_ACTIVITY, HYDRATE_QUEUE
+from service.strava.quota import QuotaConfig, Tier
+from service.strava.quota.admission import RedisAdmission
+from service.strava.quota.redis import RedisQuotaScheduler
+
+TARGET_REFUSALS_PER_UNIT = 0.1
+# Tickets are taken a listing page at a time (docs/strava.md §4.1: at most 200 a page).
+PAGE = 200
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--units", type=int, default=1_000_000, help="units of work in the large backlog")
+    add("--single", type=int, default=10_000, help="tickets taken one at a time (sample)")
+    add("--messages", type=int, default=None, help="delayed messages sent (default: --units)")
+    add("--seeds", type=int, nargs="*", default=[1, 2, 3], help="simulation seeds; none: skip")
+    add("--sim-windows", type=int, default=12, help="windows of the simulation's phase B")
+    add("--sim-backlog", type=int, default=3000, help="activities of the simulation's backlog")
+    add(
+        "--database-url",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/strava_ingest_bench_quota_admission",
+        help="dropped and recreated",
+    )
+    add("--redis-url", default="redis://127.0.0.1:6379/2", help="flushed")
+    return parser.parse_args(argv)
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def mib(size: float) -> str:
+    return f"{size / 2**20:,.1f} MiB"
+
+
+def large_backlog(args: argparse.Namespace) -> None:
+    """Part 1: tickets and delayed messages for a backlog of ``args.units``."""
+    client = redis.Redis.from_url(args.redis_url)
+    client.flushdb()
+    config = QuotaConfig()  # Strava's limits and windows, the service's default margin
+    shares = bench_quota.quota_config(bench_quota.parse_args(["--window-seconds", "900"])).shares
+    config = replace(config, shares=shares)
+    scheduler = RedisQuotaScheduler.from_url(args.redis_url, config)
+    admission = RedisAdmission(scheduler.client, scheduler, scheduler.prefix)
+    print(f"part 1: {args.units:,} units of backfill work, Redis at {args.redis_url}")
+
+    memory_before = used_memory(client)
+    cpu, server = own_cpu(), redis_cpu(client)
+    started = time.perf_counter()
+    last = None
+    for offset in range(0, args.units, PAGE):
+        tickets = admission.admit(Tier.BACKFILL, min(PAGE, args.units - offset))
+        last = tickets[-1]
+    wall = time.perf_counter() - started
+    cpu, server = own_cpu() - cpu, redis_cpu(client) - server
+    assert last is not None
+    book = client.memory_usage(f"{scheduler.prefix}tickets:{Tier.BACKFILL.value}") or 0
+    print(
+        f"  tickets in pages of {PAGE}: {wall:.1f} s wall, {cpu:.1f} s CPU here, "
+        f"{server:.2f} s CPU in Redis; {cpu / args.units * 1e6:.1f} µs CPU a ticket"
+    )
+    print(
+        f"  ticket book: {book} bytes (MEMORY USAGE); used_memory "
+        f"{mib(memory_before)} -> {mib(used_memory(client))}"
+    )
+    days = (last.at - datetime.now(UTC)).total_seconds() / 86400
+    print(f"  last unit placed {days:,.0f} days ahead ({last.at:%Y-%m-%d %H:%M} UTC)")
+
+    cpu, server = own_cpu(), redis_cpu(client)
+    started = time.perf_counter()
+    for _ in range(args.single):
+        admission.admit(Tier.BACKFILL)
+    wall = time.perf_counter() - started
+    cpu, server = own_cpu() - cpu, redis_cpu(client) - server
+    print(
+        f"  {args.single:,} tickets one at a time: {wall / args.single * 1e6:.0f} µs wall, "
+        f"{cpu / args.single * 1e6:.0f} µs CPU here, {server / args.single * 1e6:.0f} µs CPU "
+        "in Redis a ticket"
+    )
+
+    messages = args.units if args.messages is None else args.messages
+    broker = RedisBroker(client=redis.Redis.from_url(args.redis_url))  # type: ignore[no-untyped-call]
+    broker.declare_queue(HYDRATE_QUEUE)
+    memory_before = used_memory(client)
+    started = time.perf_counter()
+    for activity_id in range(messages):
+        broker.enqueue(
+            dramatiq.Message(
+                queue_name=HYDRATE_QUEUE,
+                actor_name=HYDRATE_ACTIVITY,
+                args=(10_000_000_000 + activity_id, Tier.BACKFILL.value),
+                kwargs={},
+                options={},
+            ),
+            # Spread over the 1,754 days the backlog takes; Redis keeps them all the same.
+            delay=1000 * (1 + activity_id * 150),
+        )
+    wall = time.perf_counter() - started
+    grown = used_memory(client) - memory_before
+    print(
+        f"  {messages:,} delayed messages: {wall:.0f} s to send, Redis used_memory "
+        f"+{mib(grown)} ({grown / max(messages, 1):.0f} bytes a message)"
+    )
+    broker.close()
+    scheduler.close()
+    client.flushdb()
+    client.close()
+
+
+def simulation(args: argparse.Namespace, seed: int) -> bool:
+    """Part 2: bench_quota's short-window simulation; refusals per completed unit."""
+    options = bench_quota.parse_args(
+        [
+            "--seed",
+            str(seed),
+            "--windows",
+            str(args.sim_windows),
+            "--backlog",
+            str(args.sim_backlog),
+            "--database-url",
+            args.database_url,
+            "--redis-url",
+            args.redis_url,
+        ]
+    )
+    config = bench_quota.quota_config(options)
+    logs = Path(tempfile.mkdtemp(prefix="bench_admission-"))
+    print(
+        f"part 2, seed {seed}: {options.workers} workers x {options.threads} threads, window "
+        f"{options.window_seconds} s, {options.baseline_windows} + {options.windows} windows, "
+        f"backlog {options.backlog} activities; logs in {logs}"
+    )
+    outcome = bench_quota.simulate(options, config, logs)
+    hydrated = len(outcome.hydrated)
+    events = sum(1 for _, processed, _ in outcome.events if processed is not None)
+    backlog_refusals = sum(outcome.denials.get(tier, 0) for tier in bench_quota.BACKLOG_TIERS)
+    all_refusals = sum(outcome.denials.values())
+    completed = hydrated + events
+    per_unit = all_refusals / max(completed, 1)
+    print(
+        f"  completed: {hydrated} backlog hydrations, {events} webhook events; 429s: "
+        f"{outcome.throttled}"
+    )
+    print(
+        "  refusals: "
+        + ", ".join(f"{tier.value} {outcome.denials.get(tier, 0)}" for tier in Tier)
+        + f"; backlog {backlog_refusals / max(hydrated, 1):.3f} per hydration"
+    )
+    verdict = "PASS" if per_unit <= TARGET_REFUSALS_PER_UNIT else "FAIL"
+    print(
+        f"  refusals (= re-deliveries) per completed unit: {per_unit:.3f} "
+        f"(target <= {TARGET_REFUSALS_PER_UNIT}) {verdict}"
+    )
+    return per_unit <= TARGET_REFUSALS_PER_UNIT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.units:
+        large_backlog(args)
+    results = [simulation(args, seed) for seed in args.seeds]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
