@@ -18,6 +18,7 @@ Redis db in --redis-url is flushed. Run: `.venv/bin/python scripts/bench_admissi
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -172,6 +173,9 @@ def simulation(args: argparse.Namespace, seed: int) -> bool:
         ]
     )
     config = bench_quota.quota_config(options)
+    # The simulated Strava calls the plain webhook path (production mode otherwise wants
+    # WEBHOOK_SECRET in it); bench_quota's processes inherit this environment.
+    os.environ["WEBHOOK_SECRET_OPTOUT"] = "true"  # noqa: S105 - a switch, not a secret
     logs = Path(tempfile.mkdtemp(prefix="bench_admission-"))
     print(
         f"part 2, seed {seed}: {options.workers} workers x {options.threads} threads, window "

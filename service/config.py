@@ -150,6 +150,10 @@ class Settings(DatabaseSettings):
     sync_page_size: Annotated[int, Field(ge=2, le=200)] = 200
     sync_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
     sync_sweep_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Work waiting for quota is delivered when its place in the queue comes (a delayed
+    # message); a hydration whose place is further ahead than this waits in its row instead,
+    # so Redis holds at most this much of a large backlog (service/ingest/held.py).
+    admission_horizon_seconds: Annotated[float, Field(gt=0)] = 3600.0
     # Hydration policy for listed activities (service/ingest/policy.py): the recent window,
     # the sport types hydrated eagerly (comma-separated; empty means all), and whether older
     # ones hydrate at backfill priority ("backfill") or only when asked for ("on_demand").

@@ -136,6 +136,9 @@ class Athlete(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
+_HELD = "hydration_held_until IS NOT NULL"
+
+
 class Activity(SQLModel, table=True):
     """One Strava activity: the summary columns a product queries, plus Strava's raw JSON."""
 
@@ -143,6 +146,12 @@ class Activity(SQLModel, table=True):
     __table_args__ = (
         _check_in("activities", "hydration_status", HydrationStatus),
         sa.Index("ix_activities_athlete_start", "athlete_id", "start_date"),
+        sa.Index(
+            "ix_activities_hydration_held_until",
+            "hydration_held_until",
+            postgresql_where=sa.text(_HELD),
+            sqlite_where=sa.text(_HELD),
+        ),
     )
 
     id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
@@ -184,6 +193,10 @@ class Activity(SQLModel, table=True):
     last_hydrate_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     # Set while a hydration waits for Strava quota or backs off after an error.
     retry_after: datetime | None = _timestamp()
+    # Set while the hydration waits outside the broker: its place in the quota queue is
+    # beyond ADMISSION_HORIZON_SECONDS; the release duty sends it when the place is near
+    # (service/ingest/held.py).
+    hydration_held_until: datetime | None = _timestamp()
     # Webhook event ordering (service/ingest/events.py, docs/events.md), in Strava's
     # event_time (unix seconds): the newest event seen for this activity; the event time the
     # last fetch covered; and per locally applied field ("title", "type", "private") the

@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import dramatiq
 
-from service.ingest import hydrate, process, sync
+from service.ingest import held, hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
 from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
@@ -73,7 +74,7 @@ def hydrate_activity(activity_id: int, tier: str) -> None:
         activity_id,
         Tier(tier),
         lambda: hydrate.hydrate_stored(run.ctx, activity_id, keys),
-        lambda delay: run.dispatcher.send_hydration(activity_id, tier, delay),
+        lambda delay: _resend_hydration(run, activity_id, Tier(tier), delay),
     )
 
 
@@ -87,6 +88,7 @@ def run_sync_job(job_id: int) -> None:
         owner=owner,
         options=run.sync_options,
         send_hydration=lambda activity_id, tier: _send_admitted(run, activity_id, Tier(tier)),
+        place=run.admission.next_place,
     )
     match outcome:
         case sync.Wait(at):
@@ -127,8 +129,28 @@ def setup_workers(
 def _send_admitted(run: Runtime, activity_id: int, tier: Tier) -> None:
     # A hydration is delivered when its place in the tier's queue comes, not refused until
     # then (service/strava/quota/admission.py).
-    (ticket,) = run.admission.admit(tier)
-    run.dispatcher.send_hydration(activity_id, tier.value, ticket.delay_ms(run.ctx.clock()))
+    (ticket,) = run.admission.admit(tier, cost=_hydration_cost(run, tier))
+    _resend_hydration(run, activity_id, tier, ticket.delay_ms(run.ctx.clock()))
+
+
+def _hydration_cost(run: Runtime, tier: Tier) -> int:
+    # The detail, and the streams when the policy fetches them at this tier.
+    return 2 if streams_for(run.sync_options.policy, tier) else 1
+
+
+def _next_place(run: Runtime, tier: Tier) -> datetime:
+    return run.admission.next_place(tier, _hydration_cost(run, tier))
+
+
+def _resend_hydration(run: Runtime, activity_id: int, tier: Tier, delay: int) -> None:
+    # A place beyond the horizon waits in the row, not in Redis (service/ingest/held.py).
+    ctx = run.ctx
+    now = ctx.clock()
+    until = now + timedelta(milliseconds=delay)
+    if until - now > ctx.admission_horizon:
+        held.hold(ctx.engine, activity_id, until, now)
+    else:
+        run.dispatcher.send_hydration(activity_id, tier.value, delay)
 
 
 def _webhook_streams(run: Runtime) -> tuple[str, ...]:
@@ -148,7 +170,7 @@ def _fetch_webhook_streams(activity_id: int, tier: Tier) -> None:
         activity_id,
         tier,
         lambda: hydrate.hydrate_missing_streams(run.ctx, activity_id, keys),
-        lambda delay: run.dispatcher.send_hydration(activity_id, tier.value, delay),
+        lambda delay: _resend_hydration(run, activity_id, tier, delay),
     )
 
 
@@ -173,7 +195,7 @@ def _attempt(
             window_reset=ctx.quota.retry_at,
             backoff=run.backoff,
             rng=run.rng,
-            next_place=run.admission.next_place,
+            next_place=lambda tier: _next_place(run, tier),
         )
         # The exception's type and message only: Strava's fault, never request data.
         items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)

@@ -347,9 +347,15 @@ def run_job(
     options: SyncOptions,
     send_hydration: SendHydration,
     rng: random.Random | None = None,
+    place: Callable[[Tier], datetime] | None = None,
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
-    page until it ends, waits for quota, is cancelled, or the slice is over."""
+    page until it ends, waits for quota, is cancelled, or the slice is over.
+
+    With `place` (admission's ticket for one request of a tier), each list call first takes
+    its place in the queue of its tier, and the job waits for it when it is not now: the
+    call then finds the room its place promised instead of taking room promised to queued
+    hydrations."""
     now = ctx.clock()
     if not claim(ctx.engine, job_id, owner, now, options.lease):
         return NotClaimed()
@@ -365,6 +371,12 @@ def run_job(
             cursor = Cursor.from_json(job.cursor)
             if cursor.done:
                 return _complete(ctx, job, owner)
+            if place is not None and (at := place(LIST_TIERS[SyncKind(job.kind)])) > ctx.clock():
+                with session_scope(ctx.engine) as session:
+                    _release(
+                        session, job_id, owner, SyncStatus.RATE_LIMITED, ctx.clock(), retry_after=at
+                    )
+                return Wait(at)
             _list_and_store(ctx, job, cursor, owner, options, send_hydration)
             if ctx.clock() >= slice_end:  # at least one page per message
                 with session_scope(ctx.engine) as session:

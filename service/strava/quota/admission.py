@@ -46,6 +46,9 @@ SPREAD = 0.9
 # The tiers whose work waits in a queue, highest first; real-time work never does.
 QUEUED_TIERS: tuple[Tier, ...] = tuple(t for t in TIERS_BY_PRIORITY if t not in REALTIME_TIERS)
 
+# How long a tier's outlook is reused (seconds; also at most a tenth of a window).
+OUTLOOK_SECONDS = 1.0
+
 # A book outlives its last ticket's window by this much: a cursor nobody uses expires.
 BOOK_GRACE_SECONDS = 3600
 
@@ -113,8 +116,10 @@ def issue(
     count: int,
     now: float,
     ahead: Sequence[TicketBook | None] = (),
+    cost: int = 1,
 ) -> tuple[TicketBook, list[Ticket]]:
-    """Hand out ``count`` tickets from ``book`` (``None``: none handed out yet).
+    """Hand out ``count`` tickets from ``book`` (``None``: none handed out yet), each for a
+    unit of work that makes ``cost`` requests (a hydration with its streams makes two).
 
     ``ahead`` are the books of the queued tiers above this one: a tier's share counts every
     tier's usage, so their tickets take this tier's room first, and a window up to which they
@@ -159,20 +164,24 @@ def issue(
                 move_to(furthest)
             in_window = taken + sum(o.taken for o in live if o.window == window)
             in_day = day_taken + sum(o.day_taken for o in live if o.day == day)
-            if in_window < room and in_day < day_room:
+            if in_window + cost <= room and in_day + cost <= day_room:
                 break
             move_to(window + 1)
         start = window * length
         offset = SPREAD * length * in_window / room
         at = max(now, start + offset)
         tickets.append(Ticket(datetime.fromtimestamp(at, UTC), window, taken))
-        taken += 1
-        day_taken += 1
+        taken += cost
+        day_taken += cost
     return TicketBook(window, taken, room, day, day_taken, day_room), tickets
 
 
 class Admission(ABC):
     """Hands out tickets for work of a tier that waits for quota.
+
+    The tier's outlook (two reads of the scheduler's counters) is kept for a moment
+    (``OUTLOOK_SECONDS``, at most a tenth of a window): a listing page queues 200 units in
+    a burst, and a capacity a fraction of a window old is as good a forecast.
 
     Parameters:
         scheduler: the quota scheduler whose capacity the tickets follow.
@@ -180,28 +189,43 @@ class Admission(ABC):
 
     def __init__(self, scheduler: QuotaScheduler) -> None:
         self.scheduler = scheduler
+        self._outlooks: dict[Tier, tuple[float, int, Outlook]] = {}
+        self._outlooks_lock = threading.Lock()
 
-    def admit(self, tier: Tier, count: int = 1) -> list[Ticket]:
-        """``count`` tickets for work of ``tier``, in order. Real-time work is never queued:
-        its tickets are for now, and the scheduler's reservation decides."""
+    def _outlook(self, tier: Tier, now: float) -> Outlook:
+        length = self.scheduler.config.window_seconds
+        fresh_for = min(OUTLOOK_SECONDS, length / 10)
+        window = window_index(now, length)
+        with self._outlooks_lock:
+            kept = self._outlooks.get(tier)
+        if kept is not None and kept[1] == window and 0 <= now - kept[0] < fresh_for:
+            return kept[2]
+        seen = outlook(self.scheduler, tier)
+        with self._outlooks_lock:
+            self._outlooks[tier] = (now, window, seen)
+        return seen
+
+    def admit(self, tier: Tier, count: int = 1, cost: int = 1) -> list[Ticket]:
+        """``count`` tickets for work of ``tier``, in order, each unit making ``cost``
+        requests. Real-time work is never queued: its tickets are for now, and the
+        scheduler's reservation decides."""
         now = self.scheduler.now()
         if tier in REALTIME_TIERS:
             moment = datetime.fromtimestamp(now, UTC)
             index = window_index(now, self.scheduler.config.window_seconds)
             return [Ticket(moment, index, 0) for _ in range(count)]
-        seen = outlook(self.scheduler, tier)
-        return self._issue(tier, seen, count, now)
+        return self._issue(tier, self._outlook(tier, now), count, now, cost)
 
     @staticmethod
     def _ahead(tier: Tier) -> tuple[Tier, ...]:
         return QUEUED_TIERS[: QUEUED_TIERS.index(tier)]
 
-    def next_place(self, tier: Tier) -> datetime:
+    def next_place(self, tier: Tier, cost: int = 1) -> datetime:
         """When one more unit of ``tier`` work should be delivered."""
-        return self.admit(tier)[0].at
+        return self.admit(tier, cost=cost)[0].at
 
     @abstractmethod
-    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float) -> list[Ticket]:
+    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float, cost: int) -> list[Ticket]:
         """Atomically apply ``issue`` to the tier's book and keep the new book."""
 
     @abstractmethod
@@ -217,11 +241,11 @@ class MemoryAdmission(Admission):
         self._lock = threading.Lock()
         self._books: dict[Tier, TicketBook] = {}
 
-    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float) -> list[Ticket]:
+    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float, cost: int) -> list[Ticket]:
         with self._lock:
             ahead = [self._books.get(other) for other in self._ahead(tier)]
             book, tickets = issue(
-                self.scheduler.config, self._books.get(tier), seen, count, now, ahead
+                self.scheduler.config, self._books.get(tier), seen, count, now, ahead, cost
             )
             self._books[tier] = book
             return tickets
@@ -250,7 +274,7 @@ class RedisAdmission(Admission):
     def _key(self, tier: Tier) -> str:
         return f"{self._prefix}tickets:{tier.value}"
 
-    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float) -> list[Ticket]:
+    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float, cost: int) -> list[Ticket]:
         key = self._key(tier)
         others = [self._key(other) for other in self._ahead(tier)]
         with self._client.pipeline(transaction=True) as pipe:
@@ -258,9 +282,9 @@ class RedisAdmission(Admission):
                 try:
                     pipe.watch(key, *others)  # type: ignore[no-untyped-call]
                     ahead = [_book(pipe.hgetall(other)) for other in others]
-                    book, tickets = issue(
-                        self.scheduler.config, _book(pipe.hgetall(key)), seen, count, now, ahead
-                    )
+                    mine = _book(pipe.hgetall(key))
+                    config = self.scheduler.config
+                    book, tickets = issue(config, mine, seen, count, now, ahead, cost)
                     last = tickets[-1].window if tickets else book.window
                     ends = (last + 1) * self.scheduler.config.window_seconds
                     pipe.multi()

@@ -469,9 +469,9 @@ class QuotaScheduler(ABC):
     def tier_capacity(self, tier: Tier) -> TierCapacity:
         """What ``tier`` can expect under today's shares and counters. A read spends both
         buckets, so each figure is the tightest bucket's. A full window ahead is forecast as
-        the tier's allowance less what real-time work wanted in the last one, the same room
-        ``blocking_windows`` keeps free for it now: what real-time work wanted in the last one
-        or has used in this one, whichever is more."""
+        the tier's allowance less what real-time work is expected to spend in it: what it
+        wanted in the last one (``blocking_windows`` keeps that free for it now) or has used
+        in this one, whichever is more."""
         status = self.status()
         room_now: list[int] = []
         per_window: list[float] = []
@@ -486,7 +486,8 @@ class QuotaScheduler(ABC):
                 wanted_before = short.held_for_realtime + sum(
                     short.used_by_tier[t] for t in REALTIME_TIERS
                 )
-                ahead = min(ahead, realtime_room - wanted_before)
+                # A share counts every tier's usage: real-time work spends it too.
+                ahead = min(ahead, realtime_room) - wanted_before
             room_now.append(room)
             per_window.append(ahead)
             daily_room.append(daily.allowed[tier] - daily.used)
