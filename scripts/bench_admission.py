@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark of admission from a queue (service/strava/quota/admission.py).
 
-Part 1, a backlog of a million units: tickets for all of them from the Redis backend, in
-batches of a listing page (200) and one at a time for a sample (the hydration actors take
-one per unit), with the CPU of this process and of the Redis server and the Redis memory of
-the ticket books; then a delayed dramatiq message for each (as the actors send them), with
-the Redis memory they take.
+Part 1, a backlog of a million units at Strava's real limits and windows: tickets for all of
+them from the Redis backend, in batches of a listing page (200) and one at a time for a
+sample (the hydration actors take one per unit), with the CPU of this process and of the
+Redis server and the Redis memory of the ticket books; then the delayed dramatiq messages
+that stay in Redis: one for each unit placed within the horizon (ADMISSION_HORIZON_SECONDS;
+the rest wait in their rows), and, for comparison, what a message for every unit would take.
 
 Part 2, a short simulation: scripts/bench_quota.py's sped-up windows, web and worker
 processes and webhook stream, with a backlog far larger than the run; printed, the refusals
@@ -25,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bench_quota
@@ -35,7 +36,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from service.messaging import HYDRATE_ACTIVITY, HYDRATE_QUEUE
 from service.strava.quota import QuotaConfig, Tier
-from service.strava.quota.admission import RedisAdmission
+from service.strava.quota.admission import RedisAdmission, Ticket
 from service.strava.quota.redis import RedisQuotaScheduler
 
 TARGET_REFUSALS_PER_UNIT = 0.1
@@ -51,7 +52,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--units", type=int, default=1_000_000, help="units of work in the large backlog")
     add("--single", type=int, default=10_000, help="tickets taken one at a time (sample)")
-    add("--messages", type=int, default=None, help="delayed messages sent (default: --units)")
+    add("--horizon", type=float, default=3600.0, help="ADMISSION_HORIZON_SECONDS")
+    add(
+        "--compare-messages",
+        type=int,
+        default=100_000,
+        help="delayed messages sent to measure a message's size, had every unit one",
+    )
     add("--seeds", type=int, nargs="*", default=[1, 2, 3], help="simulation seeds; none: skip")
     add("--sim-windows", type=int, default=12, help="windows of the simulation's phase B")
     add("--sim-backlog", type=int, default=3000, help="activities of the simulation's backlog")
@@ -97,8 +104,11 @@ def large_backlog(args: argparse.Namespace) -> None:
     cpu, server = own_cpu(), redis_cpu(client)
     started = time.perf_counter()
     last = None
+    horizon = datetime.now(UTC) + timedelta(seconds=args.horizon)
+    near: list[Ticket] = []
     for offset in range(0, args.units, PAGE):
         tickets = admission.admit(Tier.BACKFILL, min(PAGE, args.units - offset))
+        near += [ticket for ticket in tickets if ticket.at <= horizon]
         last = tickets[-1]
     wall = time.perf_counter() - started
     cpu, server = own_cpu() - cpu, redis_cpu(client) - server
@@ -127,33 +137,47 @@ def large_backlog(args: argparse.Namespace) -> None:
         "in Redis a ticket"
     )
 
-    messages = args.units if args.messages is None else args.messages
     broker = RedisBroker(client=redis.Redis.from_url(args.redis_url))  # type: ignore[no-untyped-call]
+    broker.declare_queue(HYDRATE_QUEUE)
+    now = datetime.now(UTC)
+    memory_before = used_memory(client)
+    for number, ticket in enumerate(near):
+        broker.enqueue(hydration(number), delay=ticket.delay_ms(now))
+    grown = used_memory(client) - memory_before
+    print(
+        f"  delayed messages in Redis with a {args.horizon:.0f} s horizon: {len(near):,} "
+        f"(+{mib(grown)} used_memory); {args.units - len(near):,} units wait in their rows"
+    )
+    client.flushdb()
     broker.declare_queue(HYDRATE_QUEUE)
     memory_before = used_memory(client)
     started = time.perf_counter()
-    for activity_id in range(messages):
-        broker.enqueue(
-            dramatiq.Message(
-                queue_name=HYDRATE_QUEUE,
-                actor_name=HYDRATE_ACTIVITY,
-                args=(10_000_000_000 + activity_id, Tier.BACKFILL.value),
-                kwargs={},
-                options={},
-            ),
-            # Spread over the 1,754 days the backlog takes; Redis keeps them all the same.
-            delay=1000 * (1 + activity_id * 150),
-        )
+    for number in range(args.compare_messages):
+        # Spread over the years the backlog takes; Redis keeps each the same.
+        broker.enqueue(hydration(number), delay=1000 * (1 + number * 150))
     wall = time.perf_counter() - started
     grown = used_memory(client) - memory_before
+    each = grown / max(args.compare_messages, 1)
     print(
-        f"  {messages:,} delayed messages: {wall:.0f} s to send, Redis used_memory "
-        f"+{mib(grown)} ({grown / max(messages, 1):.0f} bytes a message)"
+        f"  without the horizon, a message per unit: {args.compare_messages:,} sent in "
+        f"{wall:.0f} s, +{mib(grown)} used_memory, {each:.0f} bytes a message: "
+        f"{mib(each * args.units)} for {args.units:,} units"
     )
     broker.close()
     scheduler.close()
     client.flushdb()
     client.close()
+
+
+def hydration(number: int) -> dramatiq.Message[None]:
+    """A hydration message as the actors send it, for an activity id of Strava's size."""
+    return dramatiq.Message(
+        queue_name=HYDRATE_QUEUE,
+        actor_name=HYDRATE_ACTIVITY,
+        args=(10_000_000_000 + number, Tier.BACKFILL.value),
+        kwargs={},
+        options={},
+    )
 
 
 def simulation(args: argparse.Namespace, seed: int) -> bool:
@@ -183,6 +207,8 @@ def simulation(args: argparse.Namespace, seed: int) -> bool:
         f"backlog {options.backlog} activities; logs in {logs}"
     )
     outcome = bench_quota.simulate(options, config, logs)
+    # bench_quota's own table and targets, for the same run (budget used, 429s, webhook p99).
+    bench_quota.report(outcome, options, config)
     hydrated = len(outcome.hydrated)
     events = sum(1 for _, processed, _ in outcome.events if processed is not None)
     backlog_refusals = sum(outcome.denials.get(tier, 0) for tier in bench_quota.BACKLOG_TIERS)

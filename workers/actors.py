@@ -145,10 +145,10 @@ def _next_place(run: Runtime, tier: Tier) -> datetime:
 def _resend_hydration(run: Runtime, activity_id: int, tier: Tier, delay: int) -> None:
     # A place beyond the horizon waits in the row, not in Redis (service/ingest/held.py).
     ctx = run.ctx
-    now = ctx.clock()
-    until = now + timedelta(milliseconds=delay)
-    if until - now > ctx.admission_horizon:
-        held.hold(ctx.engine, activity_id, until, now)
+    wait = timedelta(milliseconds=delay)
+    if wait > ctx.admission_horizon:
+        now = ctx.clock()
+        held.hold(ctx.engine, activity_id, now + wait, now)
     else:
         run.dispatcher.send_hydration(activity_id, tier.value, delay)
 

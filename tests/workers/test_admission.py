@@ -23,7 +23,7 @@ from service.ingest.sync import start_job
 from service.models import Activity, SyncKind, utcnow
 from service.periodic import Duty, run_duties
 
-WINDOW = 3
+WINDOW = 5
 ACTIVITIES = 20
 # Backfill may fill floor(10 x 0.95 x 0.7) = 6 reads of a window: the hydrations need four.
 LIMITS = RateLimits(overall_short=20, overall_daily=20 * 96, read_short=10, read_daily=10 * 96)
