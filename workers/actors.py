@@ -87,8 +87,9 @@ def run_sync_job(job_id: int) -> None:
         job_id,
         owner=owner,
         options=run.sync_options,
-        send_hydration=lambda activity_id, tier: _send_admitted(run, activity_id, Tier(tier)),
+        send_hydration=lambda activity_id, tier: _send_admitted(run, [(activity_id, tier)]),
         place=run.admission.next_place,
+        send_hydrations=lambda hydrations: _send_admitted(run, hydrations),
     )
     match outcome:
         case sync.Wait(at):
@@ -126,11 +127,24 @@ def setup_workers(
         dramatiq.actor(broker=broker, actor_name=name, queue_name=queue, max_retries=0)(function)
 
 
-def _send_admitted(run: Runtime, activity_id: int, tier: Tier) -> None:
+def _send_admitted(run: Runtime, hydrations: list[tuple[int, str]]) -> None:
     # A hydration is delivered when its place in the tier's queue comes, not refused until
-    # then (service/strava/quota/admission.py).
-    (ticket,) = run.admission.admit(tier, cost=_hydration_cost(run, tier))
-    _resend_hydration(run, activity_id, tier, ticket.delay_ms(run.ctx.clock()))
+    # then (service/strava/quota/admission.py); a page's take their places in one step per
+    # tier, and those placed beyond the horizon wait in their rows (held.py).
+    ctx = run.ctx
+    by_tier: dict[Tier, list[int]] = {}
+    for activity_id, tier in hydrations:
+        by_tier.setdefault(Tier(tier), []).append(activity_id)
+    now = ctx.clock()
+    kept: list[tuple[int, datetime]] = []
+    for tier, ids in by_tier.items():
+        tickets = run.admission.admit(tier, len(ids), _hydration_cost(run, tier))
+        for activity_id, ticket in zip(ids, tickets, strict=True):
+            if ticket.at - now > ctx.admission_horizon:
+                kept.append((activity_id, ticket.at))
+            else:
+                run.dispatcher.send_hydration(activity_id, tier.value, ticket.delay_ms(now))
+    held.hold_many(ctx.engine, kept, now)
 
 
 def _hydration_cost(run: Runtime, tier: Tier) -> int:

@@ -37,12 +37,20 @@ SendHydration = Callable[[int, str, int], object]
 
 def hold(engine: Engine, activity_id: int, until: datetime, now: datetime) -> None:
     """Keep the hydration of `activity_id` out of the broker until its place at `until`."""
+    hold_many(engine, [(activity_id, until)], now)
+
+
+def hold_many(engine: Engine, places: list[tuple[int, datetime]], now: datetime) -> None:
+    """`hold` for several hydrations, in one transaction."""
+    if not places:
+        return
     with session_scope(engine) as session:
-        session.execute(
-            sa.update(Activity)
-            .where(col(Activity.id) == activity_id)
-            .values(hydration_held_until=until, retry_after=until, updated_at=now)
-        )
+        for activity_id, until in places:
+            session.execute(
+                sa.update(Activity)
+                .where(col(Activity.id) == activity_id)
+                .values(hydration_held_until=until, retry_after=until, updated_at=now)
+            )
 
 
 def release(

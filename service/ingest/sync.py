@@ -66,6 +66,8 @@ LIST_TIERS = {
 }
 
 SendHydration = Callable[[int, str], object]
+# A page's hydrations at once (activity id, tier), so they are admitted together.
+SendHydrations = Callable[[list[tuple[int, str]]], object]
 
 
 class LeaseLost(Exception):
@@ -348,6 +350,7 @@ def run_job(
     send_hydration: SendHydration,
     rng: random.Random | None = None,
     place: Callable[[Tier], datetime] | None = None,
+    send_hydrations: SendHydrations | None = None,
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
     page until it ends, waits for quota, is cancelled, or the slice is over.
@@ -355,7 +358,8 @@ def run_job(
     With `place` (admission's ticket for one request of a tier), each list call first takes
     its place in the queue of its tier, and the job waits for it when it is not now: the
     call then finds the room its place promised instead of taking room promised to queued
-    hydrations."""
+    hydrations. With `send_hydrations`, a page's hydrations are handed over in one call
+    instead of one `send_hydration` each."""
     now = ctx.clock()
     if not claim(ctx.engine, job_id, owner, now, options.lease):
         return NotClaimed()
@@ -377,7 +381,7 @@ def run_job(
                         session, job_id, owner, SyncStatus.RATE_LIMITED, ctx.clock(), retry_after=at
                     )
                 return Wait(at)
-            _list_and_store(ctx, job, cursor, owner, options, send_hydration)
+            _list_and_store(ctx, job, cursor, owner, options, send_hydration, send_hydrations)
             if ctx.clock() >= slice_end:  # at least one page per message
                 with session_scope(ctx.engine) as session:
                     _release(session, job_id, owner, SyncStatus.QUEUED, ctx.clock())
@@ -403,6 +407,7 @@ def _list_and_store(
     owner: str,
     options: SyncOptions,
     send_hydration: SendHydration,
+    send_hydrations: SendHydrations | None = None,
 ) -> None:
     assert job.id is not None
     kind = SyncKind(job.kind)
@@ -443,8 +448,11 @@ def _list_and_store(
         if updated.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(job.id)  # rolls the page back with it
     # After the commit: a hydration must never run for a row that is not stored yet.
-    for activity_id, tier in page.to_hydrate:
-        send_hydration(activity_id, tier.value)
+    if send_hydrations is not None:
+        send_hydrations([(activity_id, tier.value) for activity_id, tier in page.to_hydrate])
+    else:
+        for activity_id, tier in page.to_hydrate:
+            send_hydration(activity_id, tier.value)
     log.info(
         "sync page stored job_id=%s athlete_id=%s listed=%s new=%s updated=%s",
         job.id,
