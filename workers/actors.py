@@ -153,7 +153,8 @@ def _hydration_cost(run: Runtime, tier: Tier) -> int:
 
 
 def _next_place(run: Runtime, tier: Tier) -> datetime:
-    return run.admission.next_place(tier, _hydration_cost(run, tier))
+    # Only after a refusal: the current window is full for the tier.
+    return run.admission.next_place(tier, _hydration_cost(run, tier), refused=True)
 
 
 def _resend_hydration(run: Runtime, activity_id: int, tier: Tier, delay: int) -> None:

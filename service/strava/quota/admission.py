@@ -117,6 +117,7 @@ def issue(
     now: float,
     ahead: Sequence[TicketBook | None] = (),
     cost: int = 1,
+    refused: bool = False,
 ) -> tuple[TicketBook, list[Ticket]]:
     """Hand out ``count`` tickets from ``book`` (``None``: none handed out yet), each for a
     unit of work that makes ``cost`` requests (a hydration with its streams makes two).
@@ -124,6 +125,9 @@ def issue(
     ``ahead`` are the books of the queued tiers above this one: a tier's share counts every
     tier's usage, so their tickets take this tier's room first, and a window up to which they
     have handed out places is full for it too.
+
+    ``refused``: the scheduler has just refused this work, so the current window is full for
+    the tier whatever the book forecast: its places start with the next window.
 
     A book whose window has passed starts again at the current one, with its room now and
     the day's room now: every ticket of earlier windows has been delivered by then. When the
@@ -156,6 +160,8 @@ def issue(
         if target_day != day:
             day, day_taken, day_room = target_day, 0, float(seen.per_day)
 
+    if refused and window == current:
+        move_to(current + 1)
     tickets: list[Ticket] = []
     for _ in range(count):
         while True:
@@ -205,7 +211,9 @@ class Admission(ABC):
             self._outlooks[tier] = (now, window, seen)
         return seen
 
-    def admit(self, tier: Tier, count: int = 1, cost: int = 1) -> list[Ticket]:
+    def admit(
+        self, tier: Tier, count: int = 1, cost: int = 1, *, refused: bool = False
+    ) -> list[Ticket]:
         """``count`` tickets for work of ``tier``, in order, each unit making ``cost``
         requests. Real-time work is never queued: its tickets are for now, and the
         scheduler's reservation decides."""
@@ -214,18 +222,21 @@ class Admission(ABC):
             moment = datetime.fromtimestamp(now, UTC)
             index = window_index(now, self.scheduler.config.window_seconds)
             return [Ticket(moment, index, 0) for _ in range(count)]
-        return self._issue(tier, self._outlook(tier, now), count, now, cost)
+        return self._issue(tier, self._outlook(tier, now), count, now, cost, refused)
 
     @staticmethod
     def _ahead(tier: Tier) -> tuple[Tier, ...]:
         return QUEUED_TIERS[: QUEUED_TIERS.index(tier)]
 
-    def next_place(self, tier: Tier, cost: int = 1) -> datetime:
-        """When one more unit of ``tier`` work should be delivered."""
-        return self.admit(tier, cost=cost)[0].at
+    def next_place(self, tier: Tier, cost: int = 1, *, refused: bool = False) -> datetime:
+        """When one more unit of ``tier`` work should be delivered (``refused``: the
+        scheduler has just refused it, see ``issue``)."""
+        return self.admit(tier, cost=cost, refused=refused)[0].at
 
     @abstractmethod
-    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float, cost: int) -> list[Ticket]:
+    def _issue(
+        self, tier: Tier, seen: Outlook, count: int, now: float, cost: int, refused: bool
+    ) -> list[Ticket]:
         """Atomically apply ``issue`` to the tier's book and keep the new book."""
 
     @abstractmethod
@@ -241,11 +252,20 @@ class MemoryAdmission(Admission):
         self._lock = threading.Lock()
         self._books: dict[Tier, TicketBook] = {}
 
-    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float, cost: int) -> list[Ticket]:
+    def _issue(
+        self, tier: Tier, seen: Outlook, count: int, now: float, cost: int, refused: bool
+    ) -> list[Ticket]:
         with self._lock:
             ahead = [self._books.get(other) for other in self._ahead(tier)]
             book, tickets = issue(
-                self.scheduler.config, self._books.get(tier), seen, count, now, ahead, cost
+                self.scheduler.config,
+                self._books.get(tier),
+                seen,
+                count,
+                now,
+                ahead,
+                cost,
+                refused,
             )
             self._books[tier] = book
             return tickets
@@ -274,7 +294,9 @@ class RedisAdmission(Admission):
     def _key(self, tier: Tier) -> str:
         return f"{self._prefix}tickets:{tier.value}"
 
-    def _issue(self, tier: Tier, seen: Outlook, count: int, now: float, cost: int) -> list[Ticket]:
+    def _issue(
+        self, tier: Tier, seen: Outlook, count: int, now: float, cost: int, refused: bool
+    ) -> list[Ticket]:
         key = self._key(tier)
         others = [self._key(other) for other in self._ahead(tier)]
         with self._client.pipeline(transaction=True) as pipe:
@@ -284,7 +306,7 @@ class RedisAdmission(Admission):
                     ahead = [_book(pipe.hgetall(other)) for other in others]
                     mine = _book(pipe.hgetall(key))
                     config = self.scheduler.config
-                    book, tickets = issue(config, mine, seen, count, now, ahead, cost)
+                    book, tickets = issue(config, mine, seen, count, now, ahead, cost, refused)
                     last = tickets[-1].window if tickets else book.window
                     ends = (last + 1) * self.scheduler.config.window_seconds
                     pipe.multi()

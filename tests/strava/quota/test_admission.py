@@ -243,3 +243,15 @@ def test_two_queued_tiers_delivered_together_are_never_refused(build: Build) -> 
             refused += 1
 
     assert refused == 0
+
+
+def test_refused_work_is_placed_after_the_window_that_refused_it(build: Build) -> None:
+    clock = FakeClock(NOON + 100)
+    _, admission = build(clock)
+    admission.admit(Tier.BACKFILL, 10)
+
+    (place,) = admission.admit(Tier.BACKFILL, refused=True)
+
+    # The book still had room in this window, but the scheduler has just said it is full.
+    assert place.window == int((NOON + 100) // QUARTER) + 1
+    assert place.at.timestamp() == NOON + QUARTER
