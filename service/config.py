@@ -190,6 +190,10 @@ class Settings(DatabaseSettings):
     # A job's log (service/ingest/job_log.py) is for watching and diagnosing recent syncs,
     # not an archive: its entries are pruned by the scheduler once older than this.
     sync_log_retention_days: Annotated[float, Field(gt=0)] = 7.0
+    # Work waiting for quota is delivered when its place in the queue comes (a delayed
+    # message); a hydration whose place is further ahead than this waits in its row instead,
+    # so Redis holds at most this much of a large backlog (service/ingest/held.py).
+    admission_horizon_seconds: Annotated[float, Field(gt=0)] = 3600.0
     # Hydration policy for listed activities (service/ingest/policy.py): the recent window,
     # the sport types hydrated eagerly (comma-separated; empty means all), and whether older
     # ones hydrate at backfill priority ("backfill") or only when asked for ("on_demand").

@@ -137,6 +137,7 @@ class Athlete(SQLModel, table=True):
 
 
 _HYDRATING = "hydration_status IN ('pending', 'partial')"
+_HELD = "hydration_held_until IS NOT NULL"
 
 
 class Activity(SQLModel, table=True):
@@ -166,6 +167,12 @@ class Activity(SQLModel, table=True):
             "athlete_id",
             postgresql_where=sa.text(_HYDRATING),
             sqlite_where=sa.text(_HYDRATING),
+        ),
+        sa.Index(
+            "ix_activities_hydration_held_until",
+            "hydration_held_until",
+            postgresql_where=sa.text(_HELD),
+            sqlite_where=sa.text(_HELD),
         ),
     )
 
@@ -211,6 +218,10 @@ class Activity(SQLModel, table=True):
     # When a reader last queued an on-demand hydration (service/ingest/on_demand.py): while
     # it is recent, no other reader queues another.
     on_demand_requested_at: datetime | None = _timestamp()
+    # Set while the hydration waits outside the broker: its place in the quota queue is
+    # beyond ADMISSION_HORIZON_SECONDS; the release duty sends it when the place is near
+    # (service/ingest/held.py).
+    hydration_held_until: datetime | None = _timestamp()
     # Webhook event ordering (service/ingest/events.py, docs/events.md), in Strava's
     # event_time (unix seconds): the newest event seen for this activity; the event time the
     # last fetch covered; and per locally applied field ("title", "type", "private") the

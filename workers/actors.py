@@ -8,7 +8,8 @@ decorator binds to the global broker at once, creating a default one when none i
 
 Dramatiq's own retries are off: a unit of work that waits for quota or backs off is sent
 again with a delay and its row says why (`rate_limited` / `retry_after`), so a worker never
-sleeps and a long rate limit never dead-letters anything.
+sleeps and a long rate limit never dead-letters anything. Work below the real-time tiers is
+sent for its place in the tier's queue (admission), so a backlog is not refused every window.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import dramatiq
 
-from service.ingest import hydrate, process, sync
+from service.ingest import held, hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
 from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
@@ -36,6 +38,7 @@ from service.messaging import (
     Dispatcher,
 )
 from service.strava.quota import Tier, using_tier
+from service.strava.quota.admission import build_admission
 from workers import log_ids, runtime
 from workers.runtime import Runtime
 
@@ -73,7 +76,7 @@ def hydrate_activity(activity_id: int, tier: str) -> None:
         activity_id,
         Tier(tier),
         lambda: hydrate.hydrate_stored(run.ctx, activity_id, keys),
-        lambda delay: run.dispatcher.send_hydration(activity_id, tier, delay),
+        lambda delay: _resend_hydration(run, activity_id, Tier(tier), delay),
     )
     run.hydration_progress.record(run.ctx.engine, activity_id, Tier(tier), run.ctx.clock())
 
@@ -87,7 +90,9 @@ def run_sync_job(job_id: int) -> None:
         job_id,
         owner=owner,
         options=run.sync_options,
-        send_hydration=run.dispatcher.send_hydration,
+        send_hydration=lambda activity_id, tier: _send_admitted(run, [(activity_id, tier)]),
+        place=run.admission.next_place,
+        send_hydrations=lambda hydrations: _send_admitted(run, hydrations),
     )
     match outcome:
         case sync.Wait(at):
@@ -96,12 +101,15 @@ def run_sync_job(job_id: int) -> None:
             run.dispatcher.send_sync(job_id)
 
 
-# Every actor, by its message's name and queue.
-ACTORS: tuple[tuple[Callable[..., None], str, str], ...] = (
-    (process_event, PROCESS_EVENT, EVENTS_QUEUE),
-    (hydrate_activity, HYDRATE_ACTIVITY, HYDRATE_QUEUE),
-    (hydrate_activity, HYDRATE_ON_DEMAND, ON_DEMAND_QUEUE),
-    (run_sync_job, RUN_SYNC_JOB, SYNC_QUEUE),
+# Every actor, by its message's name and queue, with its dramatiq priority (lower first):
+# queued hydrations come due in bursts at their places, and a webhook event or a reader's
+# on-demand hydration that a worker has pulled beside them must not wait behind them
+# (scripts/bench_admission.py measured webhook p99 5-7 s worse with equal priorities).
+ACTORS: tuple[tuple[Callable[..., None], str, str, int], ...] = (
+    (process_event, PROCESS_EVENT, EVENTS_QUEUE, 0),
+    (hydrate_activity, HYDRATE_ON_DEMAND, ON_DEMAND_QUEUE, 0),
+    (run_sync_job, RUN_SYNC_JOB, SYNC_QUEUE, 5),
+    (hydrate_activity, HYDRATE_ACTIVITY, HYDRATE_QUEUE, 10),
 )
 
 
@@ -119,11 +127,55 @@ def setup_workers(
             backoff=backoff or Backoff(max_attempts=ctx.retry_max_attempts),
             sync_options=sync_options or sync.SyncOptions(),
             dispatcher=Dispatcher(broker),
+            admission=build_admission(ctx.quota),
         )
     )
     log_ids.install(broker)
-    for function, name, queue in ACTORS:
-        dramatiq.actor(broker=broker, actor_name=name, queue_name=queue, max_retries=0)(function)
+    for function, name, queue, priority in ACTORS:
+        dramatiq.actor(
+            broker=broker, actor_name=name, queue_name=queue, max_retries=0, priority=priority
+        )(function)
+
+
+def _send_admitted(run: Runtime, hydrations: list[tuple[int, str]]) -> None:
+    # A hydration is delivered when its place in the tier's queue comes, not refused until
+    # then (service/strava/quota/admission.py); a page's take their places in one step per
+    # tier, and those placed beyond the horizon wait in their rows (held.py).
+    ctx = run.ctx
+    by_tier: dict[Tier, list[int]] = {}
+    for activity_id, tier in hydrations:
+        by_tier.setdefault(Tier(tier), []).append(activity_id)
+    now = ctx.clock()
+    kept: list[tuple[int, datetime]] = []
+    for tier, ids in by_tier.items():
+        tickets = run.admission.admit(tier, len(ids), _hydration_cost(run, tier))
+        for activity_id, ticket in zip(ids, tickets, strict=True):
+            if ticket.at - now > ctx.admission_horizon:
+                kept.append((activity_id, ticket.at))
+            else:
+                run.dispatcher.send_hydration(activity_id, tier.value, ticket.delay_ms(now))
+    held.hold_many(ctx.engine, kept, now)
+
+
+def _hydration_cost(run: Runtime, tier: Tier) -> int:
+    # The detail, and the streams when the policy fetches them at this tier.
+    return 2 if streams_for(run.sync_options.policy, tier) else 1
+
+
+def _next_place(run: Runtime, tier: Tier) -> datetime:
+    # Only after a refusal: the current window is full for the tier.
+    return run.admission.next_place(tier, _hydration_cost(run, tier), refused=True)
+
+
+def _resend_hydration(run: Runtime, activity_id: int, tier: Tier, delay: int) -> None:
+    # A place beyond the horizon waits in the row, not in Redis (service/ingest/held.py).
+    ctx = run.ctx
+    wait = timedelta(milliseconds=delay)
+    if wait > ctx.admission_horizon:
+        now = ctx.clock()
+        held.hold(ctx.engine, activity_id, now + wait, now)
+    else:
+        run.dispatcher.send_hydration(activity_id, tier.value, delay)
 
 
 def _webhook_streams(run: Runtime) -> tuple[str, ...]:
@@ -143,7 +195,7 @@ def _fetch_webhook_streams(activity_id: int, tier: Tier) -> None:
         activity_id,
         tier,
         lambda: hydrate.hydrate_missing_streams(run.ctx, activity_id, keys),
-        lambda delay: run.dispatcher.send_hydration(activity_id, tier.value, delay),
+        lambda delay: _resend_hydration(run, activity_id, tier, delay),
     )
 
 
@@ -168,6 +220,7 @@ def _attempt(
             window_reset=ctx.quota.retry_at,
             backoff=run.backoff,
             rng=run.rng,
+            next_place=lambda tier: _next_place(run, tier),
         )
         # The exception's type and message only: Strava's fault, never request data.
         items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)

@@ -2,7 +2,7 @@
 still to hydrate per athlete
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 """
 

@@ -60,8 +60,10 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
     """Every periodic duty of the service, in one list: the scheduler process and embedded
     mode run exactly these."""
     from service.ingest import job_log
+    from service.ingest.held import release
     from service.ingest.inbox import relay
     from service.ingest.lifecycle import prune
+    from service.ingest.policy import HydrationPolicy
     from service.ingest.reconcile import schedule_reconciliations
     from service.ingest.sync import sweep
     from service.models import utcnow
@@ -104,6 +106,18 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
             "sync-sweep",
             settings.sync_sweep_interval_seconds,
             lambda: sweep(deps.engine, utcnow(), deps.dispatcher.send_sync),
+        ),
+        # Hydrations held in their rows whose place in the quota queue is now near.
+        Duty(
+            "hydration-release",
+            min(60.0, settings.admission_horizon_seconds / 4),
+            lambda: release(
+                deps.engine,
+                HydrationPolicy.from_settings(settings),
+                utcnow(),
+                timedelta(seconds=settings.admission_horizon_seconds),
+                deps.dispatcher.send_hydration,
+            ),
         ),
         Duty(
             "reconcile",

@@ -35,6 +35,8 @@ class IngestContext:
       webhook_fetches_per_window: per athlete and quota window, webhook-priority calls its
         events cause; the rest wait at the `recent` tier (budget.py).
       forged_creates_to_flag: creates Strava answers 404 for before the athlete is flagged.
+      admission_horizon: a hydration whose place in the quota queue is further ahead waits
+        in its row rather than as a delayed message (held.py).
     """
 
     engine: Engine
@@ -49,6 +51,7 @@ class IngestContext:
     retry_max_attempts: int = default("retry_max_attempts")
     webhook_fetches_per_window: int = default("webhook_fetches_per_athlete_per_window")
     forged_creates_to_flag: int = default("forged_creates_to_flag")
+    admission_horizon: timedelta = timedelta(seconds=default("admission_horizon_seconds"))
 
     def close(self) -> None:
         self.strava.close()
@@ -70,4 +73,5 @@ def build_context(
         retry_max_attempts=settings.retry_max_attempts,
         webhook_fetches_per_window=settings.webhook_fetches_per_athlete_per_window,
         forged_creates_to_flag=settings.forged_creates_to_flag,
+        admission_horizon=timedelta(seconds=settings.admission_horizon_seconds),
     )

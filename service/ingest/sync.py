@@ -68,6 +68,8 @@ LIST_TIERS = {
 }
 
 SendHydration = Callable[[int, str], object]
+# A page's hydrations at once (activity id, tier), so they are admitted together.
+SendHydrations = Callable[[list[tuple[int, str]]], object]
 
 
 class LeaseLost(Exception):
@@ -354,11 +356,19 @@ def run_job(
     options: SyncOptions,
     send_hydration: SendHydration,
     rng: random.Random | None = None,
+    place: Callable[[Tier], datetime] | None = None,
+    send_hydrations: SendHydrations | None = None,
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
-    page until it ends, waits for quota, is cancelled, or the slice is over."""
+    page until it ends, waits for quota, is cancelled, or the slice is over.
+
+    With `place` (admission's ticket for one request of a tier), each list call first takes
+    its place in the queue of its tier, and the job waits for it when it is not now: the
+    call then finds the room its place promised instead of taking room promised to queued
+    hydrations. With `send_hydrations`, a page's hydrations are handed over in one call
+    instead of one `send_hydration` each."""
     with log_ids(job_id=job_id):
-        return _run_job(ctx, job_id, owner, options, send_hydration, rng)
+        return _run_job(ctx, job_id, owner, options, send_hydration, rng, place, send_hydrations)
 
 
 def _run_job(
@@ -368,6 +378,8 @@ def _run_job(
     options: SyncOptions,
     send_hydration: SendHydration,
     rng: random.Random | None,
+    place: Callable[[Tier], datetime] | None,
+    send_hydrations: SendHydrations | None,
 ) -> Outcome:
     now = ctx.clock()
     if not claim(ctx.engine, job_id, owner, now, options.lease):
@@ -385,7 +397,13 @@ def _run_job(
             cursor = Cursor.from_json(job.cursor)
             if cursor.done:
                 return _complete(ctx, job, owner)
-            _list_and_store(ctx, job, cursor, owner, options, send_hydration)
+            if place is not None and (at := place(LIST_TIERS[SyncKind(job.kind)])) > ctx.clock():
+                with session_scope(ctx.engine) as session:
+                    _release(
+                        session, job_id, owner, SyncStatus.RATE_LIMITED, ctx.clock(), retry_after=at
+                    )
+                return Wait(at)
+            _list_and_store(ctx, job, cursor, owner, options, send_hydration, send_hydrations)
             if ctx.clock() >= slice_end:  # at least one page per message
                 with session_scope(ctx.engine) as session:
                     _release(session, job_id, owner, SyncStatus.QUEUED, ctx.clock())
@@ -412,6 +430,7 @@ def _list_and_store(
     owner: str,
     options: SyncOptions,
     send_hydration: SendHydration,
+    send_hydrations: SendHydrations | None = None,
 ) -> None:
     assert job.id is not None
     kind = SyncKind(job.kind)
@@ -452,8 +471,11 @@ def _list_and_store(
         if updated.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(job.id)  # rolls the page back with it
     # After the commit: a hydration must never run for a row that is not stored yet.
-    for activity_id, tier in page.to_hydrate:
-        send_hydration(activity_id, tier.value)
+    if send_hydrations is not None:
+        send_hydrations([(activity_id, tier.value) for activity_id, tier in page.to_hydrate])
+    else:
+        for activity_id, tier in page.to_hydrate:
+            send_hydration(activity_id, tier.value)
     job_log.page_stored(
         ctx.engine,
         job,

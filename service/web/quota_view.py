@@ -2,14 +2,16 @@
 operator: it needs an admin key (ADMIN_API_KEYS; service/web/api_keys.py).
 
 The same view as `strava-ingest quota`: per bucket and window the usage, the limit, what each
-tier may use and has used, and when the window resets; plus 429s seen and denials per tier.
-The scheduler's ``as_json`` (also what `strava-ingest quota --json` prints) gives the shape;
-the models below type it for the OpenAPI document.
+tier may use and has used, and when the window resets; plus 429s seen and denials per tier,
+and per tier with work waiting (``backlog``) its counts, rate and when it should finish.
+`report_json` (also what `strava-ingest quota --json` prints) gives the shape; the models
+below type it for the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -17,11 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.ingest.backlog import backlog, quota_now
+from service.ingest.policy import HydrationPolicy
 from service.strava.quota import Tier
+from service.strava.quota.report import report_json
 from service.strava.quota.scheduler import Bucket
 from service.strava.ratelimit import Window
 from service.web.api_spec import Access, ApiRoute, Operation, json_response
-from service.web.state import web_state
+from service.web.state import WebState, web_state
 
 
 class TierUse(BaseModel):
@@ -46,6 +51,19 @@ class WindowReport(BaseModel):
     tiers: dict[Tier, TierUse] = Field(description="Use and allowance of each tier.")
 
 
+class TierBacklogReport(BaseModel):
+    """Work one tier has waiting, the rate it can expect and when it should be done."""
+
+    waiting: int = Field(description="Units of work (hydrations, list calls) waiting.")
+    done: int = Field(description="Units already done, for the jobs still running.")
+    sync_jobs: int = Field(description="Active sync jobs listing at this tier.")
+    rate_per_hour: float = Field(description="Requests an hour the tier can expect today.")
+    finishes_at: datetime | None = Field(
+        description="When the waiting work should be done (UTC); null if never at this rate."
+    )
+    estimate: str = Field(description="The same in words.")
+
+
 class QuotaReport(BaseModel):
     """The quota scheduler's view of every window now."""
 
@@ -57,13 +75,22 @@ class QuotaReport(BaseModel):
     )
     throttled: int = Field(description="429 answers seen since the counters were created.")
     denials: dict[Tier, int] = Field(description="Reservations refused, per tier.")
+    backlog: dict[Tier, TierBacklogReport] = Field(
+        description="Per tier with work waiting: its counts, rate and finish estimate."
+    )
 
 
 async def quota(request: Request) -> Response:
     """Counts are shared by every process using the same Redis (or, embedded, this one)."""
-    # The Redis backend does network I/O; keep it off the event loop.
-    status = await run_in_threadpool(web_state(request).quota.status)
-    return json_response(QuotaReport.model_validate(status.as_json()))
+    # The Redis backend and the database do network I/O; keep them off the event loop.
+    report = await run_in_threadpool(_report, web_state(request))
+    return json_response(QuotaReport.model_validate(report))
+
+
+def _report(state: WebState) -> dict[str, Any]:
+    policy = HydrationPolicy.from_settings(state.settings)
+    waiting = backlog(state.quota, state.engine, policy, quota_now(state.quota))
+    return report_json(state.quota.status(), waiting)
 
 
 def routes() -> list[Route]:

@@ -12,6 +12,7 @@ Keys, under ``prefix`` (by default ``strava-ingest:quota:``):
   nothing accumulates.
 - ``limits``: a hash of limits adopted from Strava's headers (``overall:short`` ...).
 - ``throttled``: the number of 429s seen (a metric); ``denials``: refusals per tier.
+- ``tickets:{tier}``: admission's ticket book of a tier (admission.py), a cursor of six fields.
 """
 
 from __future__ import annotations
@@ -172,6 +173,15 @@ class RedisQuotaScheduler(QuotaScheduler):
     ) -> RedisQuotaScheduler:
         """A scheduler with its own connection pool to ``url``, closed by ``close``."""
         return cls(redis.Redis.from_url(url), config, clock, prefix=prefix, owns_client=True)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client (admission keeps its ticket books beside the counters)."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
 
     def close(self) -> None:
         if self._owns_client:

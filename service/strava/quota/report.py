@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from service.strava.quota.eta import TierBacklog
 from service.strava.quota.scheduler import QuotaStatus, WindowStatus
 from service.strava.quota.tiers import TIERS_BY_PRIORITY
+
+
+def report_json(status: QuotaStatus, backlog: Sequence[TierBacklog] = ()) -> dict[str, Any]:
+    """What GET /quota returns: the windows, and per tier with work waiting its backlog and
+    when it should finish."""
+    return status.as_json() | {"backlog": {row.tier.value: row.as_json() for row in backlog}}
+
+
+def format_backlog(backlog: Sequence[TierBacklog]) -> str:
+    """One line per tier with work waiting: counts, the rate the tier gets, the estimate."""
+    if not backlog:
+        return "backlog: nothing waits"
+    lines = ["backlog (requests/hour the tier can expect, averaged over the day):"]
+    for row in backlog:
+        jobs = f", {row.sync_jobs} sync job{'s' if row.sync_jobs != 1 else ''}"
+        lines.append(
+            f"  {row.tier.value}: {row.estimate.sentence} "
+            f"({row.estimate.rate_per_hour:,.0f}/h{jobs if row.sync_jobs else ''})"
+        )
+    return "\n".join(lines)
 
 
 def format_status(status: QuotaStatus) -> str:

@@ -363,6 +363,26 @@ class QuotaStatus:
         }
 
 
+@dataclass(frozen=True)
+class TierCapacity:
+    """What one tier can expect to spend, from now on: the input of ETAs and admission tickets.
+
+    Parameters:
+        room_now: requests the tier may still make in the current short window (0: none).
+        per_window: requests a full short window is expected to give the tier from the next
+            one on (before the daily budget is counted).
+        window_resets_at: when the current short window ends.
+        daily_room: requests the tier may still make before the UTC day ends.
+        day_resets_at: when the current UTC day ends (the daily budget is whole again).
+    """
+
+    room_now: int
+    per_window: float
+    window_resets_at: datetime
+    daily_room: int
+    day_resets_at: datetime
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -444,6 +464,41 @@ class QuotaScheduler(ABC):
             ),
             throttled=counters.throttled,
             denials=counters.denials,
+        )
+
+    def tier_capacity(self, tier: Tier) -> TierCapacity:
+        """What ``tier`` can expect under today's shares and counters. A read spends both
+        buckets, so each figure is the tightest bucket's. A full window ahead is forecast as
+        the tier's allowance less what real-time work is expected to spend in it: what it
+        wanted in the last one (``blocking_windows`` keeps that free for it now) or has used
+        in this one, whichever is more."""
+        status = self.status()
+        room_now: list[int] = []
+        per_window: list[float] = []
+        daily_room: list[int] = []
+        for bucket in BUCKETS:
+            short, daily = status.window(bucket, "short"), status.window(bucket, "daily")
+            realtime_room = short.allowed[LAST_REALTIME]
+            room = short.allowed[tier] - short.used
+            ahead = float(short.allowed[tier])
+            if yields_to_realtime(tier):
+                room = min(room, realtime_room - short.held_for_realtime - short.used)
+                wanted_before = short.held_for_realtime + sum(
+                    short.used_by_tier[t] for t in REALTIME_TIERS
+                )
+                # A share counts every tier's usage: real-time work spends it too.
+                ahead = min(ahead, realtime_room) - wanted_before
+            room_now.append(room)
+            per_window.append(ahead)
+            daily_room.append(daily.allowed[tier] - daily.used)
+        day_left = max(0, min(daily_room))
+        read = status.window("read", "short")
+        return TierCapacity(
+            room_now=max(0, min(min(room_now), day_left)),
+            per_window=max(0.0, min(per_window)),
+            window_resets_at=read.resets_at,
+            daily_room=day_left,
+            day_resets_at=status.window("read", "daily").resets_at,
         )
 
     def _window_status(
