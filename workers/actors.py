@@ -23,6 +23,7 @@ from service.ingest import hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
 from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
+from service.ingest.sync_status import publish_hydration_state
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
     EVENTS_QUEUE,
@@ -73,6 +74,9 @@ def hydrate_activity(activity_id: int, tier: str) -> None:
         lambda: hydrate.hydrate_stored(run.ctx, activity_id, keys),
         lambda delay: run.dispatcher.send_hydration(activity_id, tier, delay),
     )
+    # Hydrations are the phase after a sync's listing: its progress streams count them.
+    ctx = run.ctx
+    publish_hydration_state(ctx.engine, ctx.quota, ctx.progress, activity_id, ctx.clock)
 
 
 def run_sync_job(job_id: int) -> None:

@@ -32,6 +32,8 @@ from service.strava.quota import QuotaScheduler
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from service.ingest.progress import ProgressLog
+
 log = logging.getLogger(__name__)
 
 
@@ -106,8 +108,11 @@ def _duties_thread(deps: DutyDeps) -> Iterator[None]:
 
 
 @contextmanager
-def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler]]:
-    """Worker threads and the periodic duties beside the web app, in this process."""
+def _embedded_runtime(
+    settings: Settings,
+) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler, ProgressLog]]:
+    """Worker threads and the periodic duties beside the web app, in this process; they
+    share its quota scheduler and its progress log."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
     from workers.actors import setup_workers
@@ -119,7 +124,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, Quo
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
         with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):
-            yield broker, context.quota
+            yield broker, context.quota, context.progress
     finally:
         worker.stop()
         context.close()
@@ -210,8 +215,8 @@ def serve(host: str, port: int, workers: int) -> None:
         if workers != 1:
             # The in-process broker and worker threads cannot be shared between processes.
             raise click.ClickException("embedded mode runs in one process: use --workers 1")
-        with _embedded_runtime(settings) as (broker, quota):
-            app = create_app(settings, broker=broker, quota=quota)
+        with _embedded_runtime(settings) as (broker, quota, progress):
+            app = create_app(settings, broker=broker, quota=quota, progress=progress)
             uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, **options)

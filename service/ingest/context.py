@@ -12,6 +12,7 @@ from service.clock import UtcClock
 from service.config import Settings, default
 from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
+from service.ingest.progress import MemoryProgressLog, ProgressLog, build_progress_log
 from service.models import utcnow
 from service.strava.client import StravaClient
 from service.strava.metered import metered_client
@@ -35,6 +36,7 @@ class IngestContext:
       webhook_fetches_per_window: per athlete and quota window, webhook-priority calls its
         events cause; the rest wait at the `recent` tier (budget.py).
       forged_creates_to_flag: creates Strava answers 404 for before the athlete is flagged.
+      progress: where sync progress is published for the web processes to stream.
     """
 
     engine: Engine
@@ -49,15 +51,20 @@ class IngestContext:
     retry_max_attempts: int = default("retry_max_attempts")
     webhook_fetches_per_window: int = default("webhook_fetches_per_athlete_per_window")
     forged_creates_to_flag: int = default("forged_creates_to_flag")
+    progress: ProgressLog = field(default_factory=MemoryProgressLog)
 
     def close(self) -> None:
         self.strava.close()
         self.quota.close()
+        self.progress.close()
         self.engine.dispose()
 
 
 def build_context(
-    settings: Settings, engine: Engine | None = None, quota: QuotaScheduler | None = None
+    settings: Settings,
+    engine: Engine | None = None,
+    quota: QuotaScheduler | None = None,
+    progress: ProgressLog | None = None,
 ) -> IngestContext:
     quota = quota or build_scheduler(settings)
     return IngestContext(
@@ -70,4 +77,5 @@ def build_context(
         retry_max_attempts=settings.retry_max_attempts,
         webhook_fetches_per_window=settings.webhook_fetches_per_athlete_per_window,
         forged_creates_to_flag=settings.forged_creates_to_flag,
+        progress=progress or build_progress_log(settings),
     )

@@ -34,6 +34,7 @@ from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_
 from service.ingest.context import IngestContext
 from service.ingest.policy import HydrationPolicy
 from service.ingest.retry import Backoff, GiveUp, RetryLater, WaitForQuota, next_step
+from service.ingest.sync_status import publish_job_state
 from service.ingest.tokens import (
     AthleteNotConnected,
     access_token_for,
@@ -349,10 +350,31 @@ def run_job(
     rng: random.Random | None = None,
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
-    page until it ends, waits for quota, is cancelled, or the slice is over."""
+    page until it ends, waits for quota, is cancelled, or the slice is over. Its progress
+    is published when it is claimed, after every page and when it lets go."""
     now = ctx.clock()
     if not claim(ctx.engine, job_id, owner, now, options.lease):
         return NotClaimed()
+    _publish(ctx, job_id)
+    try:
+        return _work(ctx, job_id, now, owner, options, send_hydration, rng)
+    finally:
+        _publish(ctx, job_id)
+
+
+def _publish(ctx: IngestContext, job_id: int) -> None:
+    publish_job_state(ctx.engine, ctx.quota, ctx.progress, job_id, ctx.clock)
+
+
+def _work(
+    ctx: IngestContext,
+    job_id: int,
+    now: datetime,
+    owner: str,
+    options: SyncOptions,
+    send_hydration: SendHydration,
+    rng: random.Random | None,
+) -> Outcome:
     slice_end = now + options.time_slice
     try:
         while True:
@@ -366,6 +388,7 @@ def run_job(
             if cursor.done:
                 return _complete(ctx, job, owner)
             _list_and_store(ctx, job, cursor, owner, options, send_hydration)
+            _publish(ctx, job_id)
             if ctx.clock() >= slice_end:  # at least one page per message
                 with session_scope(ctx.engine) as session:
                     _release(session, job_id, owner, SyncStatus.QUEUED, ctx.clock())

@@ -24,14 +24,16 @@ from service.db import check_schema as require_current_schema
 from service.db import create_db_engine
 from service.heap import settle_after_start_up
 from service.ingest.crypto import TokenCipher
+from service.ingest.progress import ProgressLog, build_progress_log
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import health, metrics, oauth, quota_view, webhooks
+from service.web import health, metrics, oauth, quota_view, syncs, webhooks
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
+from service.web.progress_fanout import ProgressFanout
 from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
 
@@ -48,6 +50,7 @@ def create_app(
     broker: dramatiq.Broker | None = None,
     strava: AsyncStravaClient | None = None,
     quota: QuotaScheduler | None = None,
+    progress: ProgressLog | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. Raises ConfigError for settings the web app must not start with
@@ -76,6 +79,15 @@ def create_app(
             if client is None:
                 client = metered_async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
+
+            progress_log = progress
+            if progress_log is None:
+                progress_log = build_progress_log(settings)
+                owned.callback(progress_log.close)
+            # Stopped (its listener joined) before the log it reads, pushed just before.
+            fanout = ProgressFanout(progress_log, settings.sync_events_subscriber_queue)
+            fanout.start()
+            owned.push_async_callback(fanout.aclose)
 
             counters = WebhookCounters()
             # Closed (drained) before the engine and broker it uses, which were pushed first.
@@ -112,6 +124,7 @@ def create_app(
                     ),
                 ),
                 inbox_batcher=batcher,
+                progress_fanout=fanout,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())
@@ -135,6 +148,7 @@ def create_app(
             *health.routes(),
             *quota_view.routes(),
             *metrics.routes(),
+            *syncs.routes(),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

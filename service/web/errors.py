@@ -75,6 +75,26 @@ class UnknownRoute(WebError):
     disclose_reason = False
 
 
+class NotFound(WebError):
+    """The product API names a resource we do not hold (an unknown athlete): 404 with the
+    reason `not_found`. (Strava's own 404 is service/strava/errors.py `NotFound`.)"""
+
+    status_code = 404
+
+    def __init__(self, message: str, *, reason: str | None = "not_found", **details: Any):
+        super().__init__(message, reason=reason, **details)
+
+
+class Conflict(WebError):
+    """The request conflicts with the resource's current state (e.g. a sync job is already
+    active): 409 with the reason `conflict`, and what it conflicts with."""
+
+    status_code = 409
+
+    def __init__(self, message: str, *, reason: str | None = "conflict", **details: Any):
+        super().__init__(message, reason=reason, **details)
+
+
 class ContentTooLarge(WebError):
     """The request body is larger than anything this endpoint accepts."""
 

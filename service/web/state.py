@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from service.strava.quota import QuotaScheduler
     from service.web.batching import InboxBatcher
     from service.web.metrics import WebhookCounters
+    from service.web.progress_fanout import ProgressFanout
     from service.web.trust import SubscriptionGate
 
 # The name under which the app keeps its WebState, on app.state and in the lifespan state.
@@ -49,6 +50,7 @@ class WebState:
         (``GET /stats/webhooks``).
       subscription_gate: checks an event's subscription id.
       inbox_batcher: commits webhook events to the inbox in shared transactions.
+      progress_fanout: the process's listener on the sync progress log and its subscribers.
     """
 
     settings: Settings
@@ -61,6 +63,7 @@ class WebState:
     webhook_counters: WebhookCounters
     subscription_gate: SubscriptionGate
     inbox_batcher: InboxBatcher
+    progress_fanout: ProgressFanout
 
 
 def web_state(connection: HTTPConnection) -> WebState:
