@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from service.db import session_scope
+from service.ingest.activities import STREAMS
 from service.ingest.progress import ProgressLog
 from service.models import (
     ACTIVE_SYNC_STATUSES,
@@ -237,14 +238,19 @@ def _hydrations(
 ) -> tuple[int, int, datetime | None, int, int]:
     """Waiting hydrations (all; not held back by a retry time), the soonest retry time
     ahead, and hydrations done and given up since `since`."""
-    waiting_filter = sa.or_(
+    # `partial` waits for its streams, unless Strava said it has none for us (kept partial
+    # for good, service/ingest/activities.py `mark_streams_not_available`).
+    streams_refused = sa.and_(
+        sa.func.coalesce(col(Activity.last_hydrate_error), "").like(f"{STREAMS}: %"),
+        col(Activity.retry_after).is_(None),
+    )
+    waiting = sa.or_(
         col(Activity.hydration_status) == HydrationStatus.PENDING.value,
         sa.and_(
             col(Activity.hydration_status) == HydrationStatus.PARTIAL.value,
-            col(Activity.retry_after).is_not(None),
+            sa.not_(streams_refused),
         ),
     )
-    waiting = waiting_filter
     done = sa.and_(
         col(Activity.hydration_status) == HydrationStatus.COMPLETE.value,
         col(Activity.hydrated_at) >= since,
