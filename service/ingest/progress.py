@@ -178,10 +178,12 @@ class RedisProgressLog(ProgressLog):
                 entries, info = pipe.execute()
             except redis.ResponseError:  # no stream yet: nothing was ever published
                 return [], True
-        # Redis records the newest id it ever trimmed: nothing after `after` is lost
-        # unless that id is newer.
-        trimmed = _text(info.get("max-deleted-entry-id", START))
-        return [_event(entry) for entry in entries], id_key(trimmed) <= id_key(after)
+        # Nothing after `after` is lost while the stream still holds `after` (or older), or
+        # has never been trimmed (the stream's ids are sparse, so a gap proves nothing).
+        first = info.get("first-entry")
+        kept = first is not None and id_key(_text(first[0])) <= id_key(after)
+        untrimmed = int(info.get("entries-added", 0)) == int(info.get("length", 0))
+        return [_event(entry) for entry in entries], kept or untrimmed
 
     def close(self) -> None:
         self._redis.close()
