@@ -80,13 +80,13 @@ def _announcer(settings: Settings, engine: Engine) -> Iterator[Callable[[int], o
     """Publishes an athlete's sync state for the progress streams of the web processes
     (in embedded mode they are in `serve`'s process, out of this command's reach)."""
     from service.ingest.progress import build_progress_log
-    from service.ingest.sync_status import publish_sync_state
+    from service.ingest.sync_status import announce_sync_state
     from service.strava.quota import build_scheduler
 
     progress = build_progress_log(settings)
     quota = build_scheduler(settings)
     try:
-        yield lambda athlete_id: publish_sync_state(engine, quota, progress, athlete_id, utcnow)
+        yield lambda athlete_id: announce_sync_state(engine, quota, progress, athlete_id, utcnow)
     finally:
         quota.close()
         progress.close()

@@ -35,6 +35,8 @@ STREAM_KEY = "strava-ingest:sync-progress"
 EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 # Before the first event: every id is after it.
 START = "0-0"
+# Athletes whose last state a publishing process remembers (a bound on its memory).
+REMEMBERED_ATHLETES = 10_000
 
 
 def id_key(event_id: str) -> tuple[int, int]:
@@ -70,6 +72,8 @@ class ProgressLog(ABC):
     def __init__(self) -> None:
         # Publishers in one process append in the order they computed their states.
         self._order = threading.Lock()
+        # What this process last appended per athlete, to skip states that change nothing.
+        self._last: dict[int, str] = {}
 
     @contextmanager
     def ordered(self) -> Iterator[None]:
@@ -77,6 +81,16 @@ class ProgressLog(ABC):
         appends an older state after a newer one (other processes: an advisory lock)."""
         with self._order:
             yield
+
+    def repeats(self, athlete_id: int, fingerprint: str) -> bool:
+        """Whether `fingerprint` is what this process last appended for the athlete; if not,
+        it becomes that. Call while holding `ordered`."""
+        if self._last.get(athlete_id) == fingerprint:
+            return True
+        if len(self._last) >= REMEMBERED_ATHLETES:
+            self._last.clear()
+        self._last[athlete_id] = fingerprint
+        return False
 
     @abstractmethod
     def append(self, athlete_id: int, data: str) -> str:

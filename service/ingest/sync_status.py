@@ -177,8 +177,9 @@ def read_sync_state(
 
 def publish_sync_state(
     engine: Engine, quota: QuotaScheduler, progress: ProgressLog, athlete_id: int, clock: Clock
-) -> str:
-    """Compute the athlete's state and append it to the progress log; returns its event id.
+) -> str | None:
+    """Compute the athlete's state and append it to the progress log; returns its event id
+    (None: the state is the one this process appended last, and nothing is appended).
     Holding the lock while reading and appending keeps the stream's states in order, and
     their `at` too: a state read at `at` holds everything committed before it."""
     with progress.ordered(), session_scope(engine) as session:
@@ -188,7 +189,22 @@ def publish_sync_state(
                 {"key": f"sync-progress:{athlete_id}"},
             )
         state = sync_state(session, quota, athlete_id, clock())
+        # A hydration attempt that changed nothing (one refused quota again) is no change;
+        # the time read and the estimate move on their own.
+        if progress.repeats(athlete_id, state.model_dump_json(exclude={"at", "estimate"})):
+            return None
         return progress.append(athlete_id, state.model_dump_json())
+
+
+def announce_sync_state(
+    engine: Engine, quota: QuotaScheduler, progress: ProgressLog, athlete_id: int, clock: Clock
+) -> None:
+    """`publish_sync_state` for those who changed the state on request (a start, a cancel):
+    never raises, since the change itself is done and the watchers catch up at the next."""
+    try:
+        publish_sync_state(engine, quota, progress, athlete_id, clock)
+    except Exception:
+        log.exception("sync progress not published athlete_id=%s", athlete_id)
 
 
 def publish_job_state(

@@ -17,6 +17,7 @@ plus one read when a stream starts; they never call Strava.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from service.ingest.progress import EVENT_ID, ProgressEvent, id_key
 from service.ingest.sync_control import SyncRequest, UnknownAthlete, cancel_sync, start_sync
-from service.ingest.sync_status import SyncState, publish_sync_state, read_sync_state
+from service.ingest.sync_status import SyncState, announce_sync_state, read_sync_state
 from service.models import Athlete, SyncJob, SyncStatus, utcnow
 from service.web.api_spec import Access, ApiRoute, Operation, json_response, parse_body
 from service.web.errors import Conflict, InvalidRequest, NotFound
@@ -60,10 +61,9 @@ def _athlete_id(request: Request) -> int:
 
 
 def _publisher(web: WebState) -> Callable[[int], object]:
-    def publish(athlete_id: int) -> str:
-        return publish_sync_state(
-            web.engine, web.quota, web.progress_fanout.progress_log, athlete_id, utcnow
-        )
+    def publish(athlete_id: int) -> None:
+        progress = web.progress_fanout.progress_log
+        announce_sync_state(web.engine, web.quota, progress, athlete_id, utcnow)
 
     return publish
 
@@ -133,8 +133,50 @@ async def athlete_events(request: Request) -> Response:
     web = web_state(request)
     athlete_id = _athlete_id(request)
     resume = _last_event_id(request)
-    await run_in_threadpool(_state_of_known, web, athlete_id)  # 404 before streaming
-    return _stream(web, _athlete_stream(web, athlete_id, resume))
+    fanout = web.progress_fanout
+    # Subscribed before anything is read: what happens meanwhile waits in its queue.
+    subscriber = fanout.subscribe(athlete_id)
+    try:
+        opening = await _opening(web, subscriber, athlete_id, resume)
+    except BaseException:
+        fanout.unsubscribe(subscriber)
+        raise
+    return _stream(web, _athlete_stream(web, subscriber, opening))
+
+
+@dataclass(frozen=True)
+class Opening:
+    """How an athlete's stream begins: the events to send first, the id after which live
+    events follow, and whether the first events already end it. `floor`: live events whose
+    state was read at or before it are older than what was sent, and are skipped."""
+
+    first: list[ServerSentEvent]
+    after: str
+    ended: bool
+    floor: datetime | None = None
+
+
+async def _opening(
+    web: WebState, subscriber: Subscriber, athlete_id: int, resume: str | None
+) -> Opening:
+    """The events that start the stream, all read before the answer starts (so that a
+    failure is an error answer, not a broken stream): what followed `resume`; else this
+    process's latest event of the athlete while it is not the end; else the state read
+    from the database now (which also answers 404 for an unknown athlete)."""
+    fanout = web.progress_fanout
+    start = fanout.last_id
+    caught_up = await _catch_up(web, subscriber, resume, start)
+    if caught_up:
+        ends = next((i for i, e in enumerate(caught_up) if e.ends_sync), None)
+        if ends is not None:
+            caught_up = caught_up[: ends + 1]
+        return Opening([_sse(e) for e in caught_up], start, ends is not None)
+    cached = fanout.latest.get(athlete_id)
+    if resume is None and cached is not None and not cached.ends_sync:
+        return Opening([_sse(cached)], cached.id, ended=False)
+    state = await run_in_threadpool(_state_of_known, web, athlete_id)
+    sent = ServerSentEvent(data=state.model_dump_json(), id=start, event=EVENT_NAME)
+    return Opening([sent], start, state.phase == "done", floor=state.at)
 
 
 async def all_events(request: Request) -> Response:
@@ -153,38 +195,22 @@ def _stream(web: WebState, events: AsyncIterator[ServerSentEvent]) -> Response:
 
 
 async def _athlete_stream(
-    web: WebState, athlete_id: int, resume: str | None
+    web: WebState, subscriber: Subscriber, opening: Opening
 ) -> AsyncIterator[ServerSentEvent]:
-    fanout = web.progress_fanout
-    subscriber = fanout.subscribe(athlete_id)
     try:
-        start = fanout.last_id
-        caught_up = await _catch_up(web, subscriber, resume, start)
-        floor: datetime | None = None
-        if caught_up is None or not caught_up:
-            # A first connection, or nothing new since the id: the state now, and from there
-            # only states read after it.
-            state = await run_in_threadpool(
-                read_sync_state, web.engine, web.quota, athlete_id, utcnow()
-            )
-            yield ServerSentEvent(data=state.model_dump_json(), id=start, event=EVENT_NAME)
-            if state.phase == "done":
-                return
-            floor = state.at
-        sent = start
-        for event in caught_up or ():
-            yield _sse(event)
-            sent = event.id
-            if event.ends_sync:
-                return
-        async for event in _live(web, subscriber, sent):
-            if floor is not None and datetime.fromisoformat(event.state["at"]) <= floor:
+        for event in opening.first:
+            yield event
+        if opening.ended:
+            return
+        async for live in _live(web, subscriber, opening.after):
+            floor = opening.floor
+            if floor is not None and datetime.fromisoformat(live.state["at"]) <= floor:
                 continue
-            yield _sse(event)
-            if event.ends_sync:
+            yield _sse(live)
+            if live.ends_sync:
                 return
     finally:
-        fanout.unsubscribe(subscriber)
+        web.progress_fanout.unsubscribe(subscriber)
 
 
 async def _operator_stream(web: WebState, resume: str | None) -> AsyncIterator[ServerSentEvent]:

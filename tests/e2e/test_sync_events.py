@@ -112,7 +112,7 @@ def hydrated(service: Service, athlete_id: int) -> int:
 
 
 def assert_in_order(events: list[Event]) -> None:
-    """Ids rising, counters never falling, nothing after the end."""
+    """Ids rising, counters never falling, the end last."""
     ids = [id_key(e.id or "") for e in events]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)

@@ -13,7 +13,11 @@ from service.ingest.context import IngestContext
 from service.ingest.hydrate import hydrate_stored
 from service.ingest.progress import START
 from service.ingest.sync import SyncOptions, Wait, cancel_job, run_job, start_job
-from service.ingest.sync_status import publish_hydration_state, read_sync_state
+from service.ingest.sync_status import (
+    publish_hydration_state,
+    publish_sync_state,
+    read_sync_state,
+)
 from service.models import SyncKind, SyncStatus
 from service.strava.quota import Tier, using_tier
 
@@ -105,3 +109,16 @@ def test_a_cancelled_job_is_done_and_says_why(
     assert state.phase == "done"
     assert state.estimate is None
     assert state.message == "cancelled: cancelled by an operator"
+
+
+def test_a_state_that_changed_nothing_is_not_published_again(
+    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+) -> None:
+    backfill(ctx, athlete_id)
+
+    first = publish_sync_state(ctx.engine, ctx.quota, ctx.progress, athlete_id, ctx.clock)
+    again = publish_sync_state(ctx.engine, ctx.quota, ctx.progress, athlete_id, ctx.clock)
+
+    assert first is not None
+    assert again is None
+    assert len(published(ctx)) == 1
