@@ -59,11 +59,14 @@ class Subscriber:
         self.closed = True
         self._ready.set()
 
-    async def next_batch(self, timeout: float) -> list[ProgressEvent]:
-        """What has arrived, oldest first; waits up to `timeout` seconds (empty: nothing)."""
+    async def next_batch(self, timeout: float | None = None) -> list[ProgressEvent]:
+        """What has arrived, oldest first; waits for something, or up to `timeout` seconds
+        (empty: nothing came). Empty once closed."""
         if not self._pending and not self.closed:
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                # Not wait_for: it starts a task per call, for every subscriber and event.
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return []
         self._ready.clear()

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
@@ -150,7 +151,7 @@ class Opening:
     events follow, and whether the first events already end it. `floor`: live events whose
     state was read at or before it are older than what was sent, and are skipped."""
 
-    first: list[ServerSentEvent]
+    first: list[ServerSentEvent | bytes]
     after: str
     ended: bool
     floor: datetime | None = None
@@ -186,7 +187,7 @@ async def all_events(request: Request) -> Response:
     return _stream(web, _operator_stream(web, _last_event_id(request)))
 
 
-def _stream(web: WebState, events: AsyncIterator[ServerSentEvent]) -> Response:
+def _stream(web: WebState, events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
     return EventSourceResponse(
         events,
         ping=web.settings.sync_events_heartbeat_seconds,
@@ -196,13 +197,13 @@ def _stream(web: WebState, events: AsyncIterator[ServerSentEvent]) -> Response:
 
 async def _athlete_stream(
     web: WebState, subscriber: Subscriber, opening: Opening
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[ServerSentEvent | bytes]:
     try:
         for event in opening.first:
             yield event
         if opening.ended:
             return
-        async for live in _live(web, subscriber, opening.after):
+        async for live in _live(subscriber, opening.after):
             floor = opening.floor
             if floor is not None and datetime.fromisoformat(live.state["at"]) <= floor:
                 continue
@@ -213,7 +214,9 @@ async def _athlete_stream(
         web.progress_fanout.unsubscribe(subscriber)
 
 
-async def _operator_stream(web: WebState, resume: str | None) -> AsyncIterator[ServerSentEvent]:
+async def _operator_stream(
+    web: WebState, resume: str | None
+) -> AsyncIterator[ServerSentEvent | bytes]:
     fanout = web.progress_fanout
     subscriber = fanout.subscribe(None)
     try:
@@ -226,7 +229,7 @@ async def _operator_stream(web: WebState, resume: str | None) -> AsyncIterator[S
             )
         for event in caught_up:
             yield _sse(event)
-        async for event in _live(web, subscriber, start):
+        async for event in _live(subscriber, start):
             yield _sse(event)
     finally:
         fanout.unsubscribe(subscriber)
@@ -246,16 +249,22 @@ async def _catch_up(
     return [event for event in found if subscriber.wants(event)]
 
 
-async def _live(web: WebState, subscriber: Subscriber, after: str) -> AsyncIterator[ProgressEvent]:
+async def _live(subscriber: Subscriber, after: str) -> AsyncIterator[ProgressEvent]:
     while not subscriber.closed:
-        batch = await subscriber.next_batch(web.settings.sync_events_heartbeat_seconds)
+        batch = await subscriber.next_batch()
         for event in batch:
             if id_key(event.id) > id_key(after):
                 yield event
 
 
-def _sse(event: ProgressEvent) -> ServerSentEvent:
-    return ServerSentEvent(data=event.data, id=event.id, event=EVENT_NAME)
+def _sse(event: ProgressEvent) -> bytes:
+    return _encoded(event.id, event.data)
+
+
+@lru_cache(maxsize=1024)
+def _encoded(event_id: str, data: str) -> bytes:
+    # One event goes to every subscriber of the process: encoded once.
+    return ServerSentEvent(data=data, id=event_id, event=EVENT_NAME).encode()
 
 
 def _last_event_id(request: Request) -> str | None:
