@@ -76,23 +76,17 @@ class UnknownRoute(WebError):
 
 
 class NotFound(WebError):
-    """The product API names a resource we do not hold (an unknown athlete): 404 with the
-    reason `not_found`. (Strava's own 404 is service/strava/errors.py `NotFound`.)"""
+    """The route exists but the resource it names (an athlete, an activity) is unknown: the
+    body says so (reason ``not_found``), unlike `UnknownRoute`."""
 
     status_code = 404
-
-    def __init__(self, message: str, *, reason: str | None = "not_found", **details: Any):
-        super().__init__(message, reason=reason, **details)
 
 
 class Conflict(WebError):
     """The request conflicts with the resource's current state (e.g. a sync job is already
-    active): 409 with the reason `conflict`, and what it conflicts with."""
+    active); the body names what it conflicts with (reason ``conflict``)."""
 
     status_code = 409
-
-    def __init__(self, message: str, *, reason: str | None = "conflict", **details: Any):
-        super().__init__(message, reason=reason, **details)
 
 
 class ContentTooLarge(WebError):

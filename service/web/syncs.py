@@ -93,7 +93,7 @@ async def start(request: Request) -> Response:
         raise _unknown(athlete_id) from None
     if not created:
         job = state.job.model_dump(mode="json") if state.job is not None else None
-        raise Conflict(f"athlete {athlete_id} has an active sync job", job=job)
+        raise Conflict(f"athlete {athlete_id} has an active sync job", reason="conflict", job=job)
     return json_response(state, 202)
 
 
@@ -288,7 +288,7 @@ def _state_of_known(web: WebState, athlete_id: int) -> SyncState:
 
 
 def _unknown(athlete_id: int) -> NotFound:
-    return NotFound(f"athlete {athlete_id} is not known")
+    return NotFound(f"athlete {athlete_id} is not known", reason="not_found")
 
 
 def routes() -> list[Route]:
