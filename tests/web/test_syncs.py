@@ -8,14 +8,21 @@ processes (tests/e2e/test_sync_events.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 from support import ADMIN, READ, Deployed, FakeStrava, connect_emulator_athlete
 
+from service.config import Settings
 from service.ingest.sync import claim
 from service.models import SyncJob, SyncKind, SyncStatus, utcnow
+from service.web.app import create_app
+from service.web.state import WEB_STATE_KEY, WebState
 
 UNKNOWN = 987654321
 WRONG = {"authorization": "Bearer not-a-key-of-this-service-0000"}
@@ -194,3 +201,23 @@ def test_the_stream_of_an_athlete_with_nothing_under_way_sends_the_state_and_end
 def jobs(deployed: Deployed) -> list[SyncJob]:
     with Session(deployed.engine) as session:
         return list(session.exec(select(SyncJob)).all())
+
+
+def test_the_web_apps_listener_starts_with_it_and_stops_at_shutdown(
+    make_settings: Callable[..., Settings], redis_url: str, engine: Engine
+) -> None:
+    app = create_app(make_settings(broker_url=redis_url), engine=engine)
+
+    with TestClient(app):
+        fanout = web_state_of(app).progress_fanout
+        listener = fanout._thread
+        assert listener is not None
+        assert listener.is_alive()
+
+    assert not listener.is_alive()
+
+
+def web_state_of(app: Starlette) -> WebState:
+    state = getattr(app.state, WEB_STATE_KEY)
+    assert isinstance(state, WebState)
+    return state
