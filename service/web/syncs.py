@@ -203,12 +203,16 @@ async def _athlete_stream(
             yield event
         if opening.ended:
             return
-        async for live in _live(subscriber, opening.after):
-            floor = opening.floor
-            if floor is not None and datetime.fromisoformat(live.state["at"]) <= floor:
-                continue
-            yield _sse(live)
-            if live.ends_sync:
+        floor = opening.floor
+        async for batch in _live(subscriber, opening.after):
+            if floor is not None:
+                batch = [e for e in batch if datetime.fromisoformat(e.state["at"]) > floor]
+            end = next((i for i, e in enumerate(batch) if e.ends_sync), None)
+            if end is not None:
+                batch = batch[: end + 1]
+            if batch:
+                yield _joined(batch)
+            if end is not None:
                 return
     finally:
         web.progress_fanout.unsubscribe(subscriber)
@@ -229,8 +233,8 @@ async def _operator_stream(
             )
         for event in caught_up:
             yield _sse(event)
-        async for event in _live(subscriber, start):
-            yield _sse(event)
+        async for batch in _live(subscriber, start):
+            yield _joined(batch)
     finally:
         fanout.unsubscribe(subscriber)
 
@@ -249,12 +253,18 @@ async def _catch_up(
     return [event for event in found if subscriber.wants(event)]
 
 
-async def _live(subscriber: Subscriber, after: str) -> AsyncIterator[ProgressEvent]:
+async def _live(subscriber: Subscriber, after: str) -> AsyncIterator[list[ProgressEvent]]:
+    """The subscriber's events after `after`, a batch at a time: what arrived together is
+    sent together, one write for a burst rather than one per event."""
+    floor = id_key(after)
     while not subscriber.closed:
-        batch = await subscriber.next_batch()
-        for event in batch:
-            if id_key(event.id) > id_key(after):
-                yield event
+        batch = [e for e in await subscriber.next_batch() if id_key(e.id) > floor]
+        if batch:
+            yield batch
+
+
+def _joined(events: list[ProgressEvent]) -> bytes:
+    return b"".join(_sse(event) for event in events)
 
 
 def _sse(event: ProgressEvent) -> bytes:
