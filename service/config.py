@@ -194,6 +194,15 @@ class Settings(DatabaseSettings):
     # message); a hydration whose place is further ahead than this waits in its row instead,
     # so Redis holds at most this much of a large backlog (service/ingest/held.py).
     admission_horizon_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    # Sync progress streams (service/ingest/progress.py, service/web/progress_fanout.py): how
+    # many progress events Redis keeps (a reconnect further behind than that gets the latest
+    # state instead of every event), how many events one subscriber may have waiting before
+    # it is dropped to the latest state per athlete (a slow client never holds up the
+    # others), and how often an idle stream sends a heartbeat comment (proxies close quiet
+    # connections).
+    sync_events_retained: Annotated[int, Field(ge=100)] = 10_000
+    sync_events_subscriber_queue: Annotated[int, Field(ge=1)] = 256
+    sync_events_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
     # Hydration policy for listed activities (service/ingest/policy.py): the recent window,
     # the sport types hydrated eagerly (comma-separated; empty means all), and whether older
     # ones hydrate at backfill priority ("backfill") or only when asked for ("on_demand").

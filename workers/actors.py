@@ -25,6 +25,7 @@ from service.ingest import held, hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
 from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
+from service.ingest.sync_status import publish_hydration_state
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
     EVENTS_QUEUE,
@@ -79,6 +80,9 @@ def hydrate_activity(activity_id: int, tier: str) -> None:
         lambda delay: _resend_hydration(run, activity_id, Tier(tier), delay),
     )
     run.hydration_progress.record(run.ctx.engine, activity_id, Tier(tier), run.ctx.clock())
+    # Hydrations are the phase after a sync's listing: its progress streams count them.
+    ctx = run.ctx
+    publish_hydration_state(ctx.engine, ctx.quota, ctx.progress, activity_id, ctx.clock)
 
 
 def run_sync_job(job_id: int) -> None:

@@ -42,6 +42,8 @@ from service.strava.quota import QuotaScheduler, Tier, build_scheduler, using_ti
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from service.ingest.progress import ProgressLog
+
 log = logging.getLogger(__name__)
 
 
@@ -177,11 +179,13 @@ class EmbeddedRuntime:
     broker: dramatiq.Broker
     quota: QuotaScheduler
     heartbeats: HeartbeatStore
+    progress: ProgressLog
 
 
 @contextmanager
 def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
-    """Worker threads and the periodic duties beside the web app, in this process."""
+    """Worker threads and the periodic duties beside the web app, in this process; they
+    share its quota scheduler and its progress log."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
     from workers import liveness
@@ -197,7 +201,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     try:
         deps = DutyDeps(settings, context.engine, Dispatcher(broker), context.strava)
         with _duties_thread(deps, heartbeats):
-            yield EmbeddedRuntime(broker, context.quota, heartbeats)
+            yield EmbeddedRuntime(broker, context.quota, heartbeats, context.progress)
     finally:
         worker.stop()
         context.close()
@@ -294,6 +298,7 @@ def serve(host: str, port: int, workers: int) -> None:
                 broker=runtime.broker,
                 quota=runtime.quota,
                 heartbeats=runtime.heartbeats,
+                progress=runtime.progress,
             )
             uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:

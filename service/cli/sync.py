@@ -12,7 +12,7 @@ the workers live inside `strava-ingest serve`, so this command runs the job itse
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,7 +28,6 @@ from service.models import (
     Activity,
     LogLevel,
     SyncJob,
-    SyncKind,
     SyncStatus,
     utcnow,
 )
@@ -58,33 +57,48 @@ def start(athlete_id: int, full: bool, wait: bool) -> None:
     """Start (or join) the athlete's sync job."""
     from datetime import timedelta
 
-    from service.ingest.reconcile import history_listed, start_incremental
-    from service.ingest.sync import start_job
-    from service.models import Athlete
+    from service.ingest.sync_control import SyncRequest, UnknownAthlete, start_sync
 
-    with database() as (settings, engine):
-        with Session(engine) as session:
-            if session.get(Athlete, athlete_id) is None:
-                raise click.ClickException(f"athlete {athlete_id} is not connected")
-        now = utcnow()
-        if full:
-            started = start_job(engine, athlete_id, SyncKind.FULL_REFRESH, now)
-        else:
-            overlap = timedelta(days=settings.reconcile_overlap_days)
-            listed = history_listed(engine, athlete_id)
-            started = start_incremental(engine, athlete_id, overlap, now, listed=listed)
+    with database() as (settings, engine), _announcer(settings, engine) as publish:
+        embedded = settings.broker_url == "memory://"
+        try:
+            started = start_sync(
+                engine,
+                athlete_id,
+                SyncRequest.FULL if full else SyncRequest.INCREMENTAL,
+                utcnow(),
+                overlap=timedelta(days=settings.reconcile_overlap_days),
+                send=None if embedded else lambda job_id: _send(settings, job_id),
+                publish=publish,
+            )
+        except UnknownAthlete:
+            raise click.ClickException(f"athlete {athlete_id} is not connected") from None
         job, created = started.job, started.created
         assert job.id is not None
         verb = "started" if created else "already active:"
         click.echo(f"{verb} job {job.id} ({job.kind}) for athlete {athlete_id}")
-        if settings.broker_url == "memory://":
+        if embedded:
             _run_here(settings, engine, job.id)
-        else:
-            if created:
-                _send(settings, job.id)
-            if wait:
-                _watch(engine, job.id)
+        elif wait:
+            _watch(engine, job.id)
         _print_jobs([_get(engine, job.id)])
+
+
+@contextmanager
+def _announcer(settings: Settings, engine: Engine) -> Iterator[Callable[[int], object]]:
+    """Publishes an athlete's sync state for the progress streams of the web processes
+    (in embedded mode they are in `serve`'s process, out of this command's reach)."""
+    from service.ingest.progress import build_progress_log
+    from service.ingest.sync_status import announce_sync_state
+    from service.strava.quota import build_scheduler
+
+    progress = build_progress_log(settings)
+    quota = build_scheduler(settings)
+    try:
+        yield lambda athlete_id: announce_sync_state(engine, quota, progress, athlete_id, utcnow)
+    finally:
+        quota.close()
+        progress.close()
 
 
 def _send(settings: Settings, job_id: int) -> None:
@@ -167,10 +181,15 @@ def _stored(engine: Engine, athlete_id: int) -> int:
 def cancel(athlete_id: int) -> None:
     """Cancel the athlete's active job; a running one stops at its next page boundary.
     A later `sync ATHLETE` continues from where it stopped."""
-    from service.ingest.sync import cancel_job
+    from service.ingest.sync_control import UnknownAthlete, cancel_sync
 
-    with database() as (_settings, engine):
-        job = cancel_job(engine, athlete_id, "cancelled by an operator", utcnow())
+    with database() as (settings, engine), _announcer(settings, engine) as publish:
+        try:
+            job = cancel_sync(
+                engine, athlete_id, "cancelled by an operator", utcnow(), publish=publish
+            )
+        except UnknownAthlete:
+            raise click.ClickException(f"athlete {athlete_id} is not connected") from None
     if job is None:
         raise click.ClickException(f"athlete {athlete_id} has no active sync job")
     state = "cancelled" if job.status == SyncStatus.CANCELLED else "stops at its next page"

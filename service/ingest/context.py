@@ -12,6 +12,7 @@ from service.clock import UtcClock
 from service.config import Settings, default
 from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
+from service.ingest.progress import MemoryProgressLog, ProgressLog, build_progress_log
 from service.models import utcnow
 from service.strava.client import StravaClient
 from service.strava.metered import metered_client
@@ -37,6 +38,7 @@ class IngestContext:
       forged_creates_to_flag: creates Strava answers 404 for before the athlete is flagged.
       admission_horizon: a hydration whose place in the quota queue is further ahead waits
         in its row rather than as a delayed message (held.py).
+      progress: where sync progress is published for the web processes to stream.
     """
 
     engine: Engine
@@ -52,15 +54,20 @@ class IngestContext:
     webhook_fetches_per_window: int = default("webhook_fetches_per_athlete_per_window")
     forged_creates_to_flag: int = default("forged_creates_to_flag")
     admission_horizon: timedelta = timedelta(seconds=default("admission_horizon_seconds"))
+    progress: ProgressLog = field(default_factory=MemoryProgressLog)
 
     def close(self) -> None:
         self.strava.close()
         self.quota.close()
+        self.progress.close()
         self.engine.dispose()
 
 
 def build_context(
-    settings: Settings, engine: Engine | None = None, quota: QuotaScheduler | None = None
+    settings: Settings,
+    engine: Engine | None = None,
+    quota: QuotaScheduler | None = None,
+    progress: ProgressLog | None = None,
 ) -> IngestContext:
     quota = quota or build_scheduler(settings)
     return IngestContext(
@@ -74,4 +81,5 @@ def build_context(
         webhook_fetches_per_window=settings.webhook_fetches_per_athlete_per_window,
         forged_creates_to_flag=settings.forged_creates_to_flag,
         admission_horizon=timedelta(seconds=settings.admission_horizon_seconds),
+        progress=progress or build_progress_log(settings),
     )

@@ -35,6 +35,7 @@ from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_
 from service.ingest.context import IngestContext
 from service.ingest.policy import HydrationPolicy
 from service.ingest.retry import Backoff, GiveUp, RetryLater, WaitForQuota, next_step
+from service.ingest.sync_status import publish_job_state
 from service.ingest.tokens import (
     AthleteNotConnected,
     access_token_for,
@@ -360,7 +361,8 @@ def run_job(
     send_hydrations: SendHydrations | None = None,
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
-    page until it ends, waits for quota, is cancelled, or the slice is over.
+    page until it ends, waits for quota, is cancelled, or the slice is over. Its progress
+    is published when it is claimed, after every page and when it lets go.
 
     With `place` (admission's ticket for one request of a tier), each list call first takes
     its place in the queue of its tier, and the job waits for it when it is not now: the
@@ -368,22 +370,40 @@ def run_job(
     hydrations. With `send_hydrations`, a page's hydrations are handed over in one call
     instead of one `send_hydration` each."""
     with log_ids(job_id=job_id):
-        return _run_job(ctx, job_id, owner, options, send_hydration, rng, place, send_hydrations)
+        now = ctx.clock()
+        if not claim(ctx.engine, job_id, owner, now, options.lease):
+            return NotClaimed()
+        _publish(ctx, job_id)
+        try:
+            hand_over = _HandOver(send_hydration, send_hydrations, place)
+            return _work(ctx, job_id, now, owner, options, hand_over, rng)
+        finally:
+            _publish(ctx, job_id)
 
 
-def _run_job(
+@dataclass(frozen=True)
+class _HandOver:
+    """How a job hands its work on: hydrations one by one or a page at once, and, with
+    admission, the place each list call must wait for."""
+
+    send_hydration: SendHydration
+    send_hydrations: SendHydrations | None
+    place: Callable[[Tier], datetime] | None
+
+
+def _publish(ctx: IngestContext, job_id: int) -> None:
+    publish_job_state(ctx.engine, ctx.quota, ctx.progress, job_id, ctx.clock)
+
+
+def _work(
     ctx: IngestContext,
     job_id: int,
+    now: datetime,
     owner: str,
     options: SyncOptions,
-    send_hydration: SendHydration,
+    hand_over: _HandOver,
     rng: random.Random | None,
-    place: Callable[[Tier], datetime] | None,
-    send_hydrations: SendHydrations | None,
 ) -> Outcome:
-    now = ctx.clock()
-    if not claim(ctx.engine, job_id, owner, now, options.lease):
-        return NotClaimed()
     slice_end = now + options.time_slice
     try:
         while True:
@@ -397,13 +417,24 @@ def _run_job(
             cursor = Cursor.from_json(job.cursor)
             if cursor.done:
                 return _complete(ctx, job, owner)
-            if place is not None and (at := place(LIST_TIERS[SyncKind(job.kind)])) > ctx.clock():
+            if (place := hand_over.place) is not None and (
+                at := place(LIST_TIERS[SyncKind(job.kind)])
+            ) > ctx.clock():
                 with session_scope(ctx.engine) as session:
                     _release(
                         session, job_id, owner, SyncStatus.RATE_LIMITED, ctx.clock(), retry_after=at
                     )
                 return Wait(at)
-            _list_and_store(ctx, job, cursor, owner, options, send_hydration, send_hydrations)
+            _list_and_store(
+                ctx,
+                job,
+                cursor,
+                owner,
+                options,
+                hand_over.send_hydration,
+                hand_over.send_hydrations,
+            )
+            _publish(ctx, job_id)
             if ctx.clock() >= slice_end:  # at least one page per message
                 with session_scope(ctx.engine) as session:
                     _release(session, job_id, owner, SyncStatus.QUEUED, ctx.clock())

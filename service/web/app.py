@@ -28,15 +28,27 @@ from service.heap import settle_after_start_up
 from service.heartbeats import WEB, Heartbeat, HeartbeatStore, build_heartbeats
 from service.ingest.context import build_context
 from service.ingest.crypto import TokenCipher
+from service.ingest.progress import ProgressLog, build_progress_log
 from service.messaging import Dispatcher, build_broker
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
-from service.web import activities, athletes, health, metrics, oauth, quota_view, sync_log, webhooks
+from service.web import (
+    activities,
+    athletes,
+    health,
+    metrics,
+    oauth,
+    quota_view,
+    sync_log,
+    syncs,
+    webhooks,
+)
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
 from service.web.openapi import document_routes
+from service.web.progress_fanout import ProgressFanout
 from service.web.request_ids import RequestIds
 from service.web.state import WEB_STATE_KEY, WebState
 from service.web.trust import RedactPathSecret, SubscriptionGate
@@ -55,6 +67,7 @@ def create_app(
     strava: AsyncStravaClient | None = None,
     quota: QuotaScheduler | None = None,
     heartbeats: HeartbeatStore | None = None,
+    progress: ProgressLog | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. Raises ConfigError for settings the web app must not start with
@@ -86,8 +99,17 @@ def create_app(
                 client = metered_async_client(settings, scheduler)
                 owned.push_async_callback(client.aclose)
 
-            # Closes only its own Strava client: the engine and the quota are closed above.
-            ingest = build_context(settings, engine=db, quota=scheduler)
+            progress_log = progress
+            if progress_log is None:
+                progress_log = build_progress_log(settings)
+                owned.callback(progress_log.close)
+            # Stopped (its listener joined) before the log it reads, pushed just before.
+            fanout = ProgressFanout(progress_log, settings.sync_events_subscriber_queue)
+            fanout.start()
+            owned.push_async_callback(fanout.aclose)
+            # Closes only its own Strava client: the engine, the quota and the progress log
+            # are closed above.
+            ingest = build_context(settings, engine=db, quota=scheduler, progress=progress_log)
             owned.callback(ingest.strava.close)
             beats = heartbeats
             if beats is None:
@@ -135,6 +157,7 @@ def create_app(
                 inbox_batcher=batcher,
                 ingest=ingest,
                 heartbeats=beats,
+                progress_fanout=fanout,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())
@@ -161,6 +184,7 @@ def create_app(
             *athletes.routes(),
             *sync_log.routes(),
             *activities.routes(),
+            *syncs.routes(),
         ],
         exception_handlers=exception_handlers(),
         # Each request's id is on every log line of it and in its answer.

@@ -82,6 +82,13 @@ class NotFound(WebError):
     status_code = 404
 
 
+class Conflict(WebError):
+    """The request conflicts with the resource's current state (e.g. a sync job is already
+    active); the body names what it conflicts with (reason ``conflict``)."""
+
+    status_code = 409
+
+
 class ContentTooLarge(WebError):
     """The request body is larger than anything this endpoint accepts."""
 

@@ -57,6 +57,7 @@ from service.config import Settings, oauth_base_url
 from service.db import session_scope
 from service.ingest.athletes import connect_athlete
 from service.ingest.sync import start_job
+from service.ingest.sync_status import announce_sync_state
 from service.log_ids import add_log_ids
 from service.models import OAuthState, SyncKind, utcnow
 from service.strava.client import AsyncStravaClient
@@ -394,6 +395,11 @@ async def callback(request: Request) -> Response:
     add_log_ids(job_id=started.job.id)
     if started.created and started.job.id is not None:
         await run_in_threadpool(web.dispatcher.send_sync, started.job.id)
+        # The queued job, for the progress streams of the page that called us back.
+        progress = web.progress_fanout.progress_log
+        await run_in_threadpool(
+            announce_sync_state, engine, web.quota, progress, athlete.id, utcnow
+        )
     body = {
         "athlete_id": athlete.id,
         "scopes": [scope for scope in athlete.scopes.split(",") if scope],

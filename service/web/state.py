@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from service.strava.quota import QuotaScheduler
     from service.web.batching import InboxBatcher
     from service.web.metrics import WebhookCounters
+    from service.web.progress_fanout import ProgressFanout
     from service.web.trust import SubscriptionGate
 
 # The name under which the app keeps its WebState, on app.state and in the lifespan state.
@@ -55,6 +56,7 @@ class WebState:
         refresh and revoke on disconnect), with a synchronous Strava client through ``quota``.
       heartbeats: the processes' heartbeats (``GET /readyz`` reports the workers and the
         scheduler seen alive).
+      progress_fanout: the process's listener on the sync progress log and its subscribers.
     """
 
     settings: Settings
@@ -69,6 +71,7 @@ class WebState:
     inbox_batcher: InboxBatcher
     ingest: IngestContext
     heartbeats: HeartbeatStore
+    progress_fanout: ProgressFanout
 
 
 def web_state(connection: HTTPConnection) -> WebState:

@@ -14,22 +14,35 @@ from service.db import create_db_engine, upgrade_schema
 
 
 @pytest.fixture
+def service_settings() -> dict[str, str]:
+    """Extra environment of the service's processes; a test module overrides it."""
+    return {}
+
+
+@pytest.fixture
 def production(
-    strava: FakeStrava, engine: Engine, database_url: str, redis_url: str, tmp_path: Path
+    strava: FakeStrava,
+    engine: Engine,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    service_settings: dict[str, str],
 ) -> Iterator[Service]:
     """PostgreSQL, Redis, and the web and worker processes of the Procfile."""
-    env = service_env(database_url, strava, redis_url)
+    env = service_env(database_url, strava, redis_url, **service_settings)
     with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
         yield Service(url, engine, env)
 
 
 @pytest.fixture
-def embedded(strava: FakeStrava, tmp_path: Path) -> Iterator[Service]:
+def embedded(
+    strava: FakeStrava, tmp_path: Path, service_settings: dict[str, str]
+) -> Iterator[Service]:
     """SQLite and the in-process broker: one `strava-ingest serve` process."""
     database_url = f"sqlite:///{tmp_path / 'strava_ingest.db'}"
     upgrade_schema(database_url)
     engine = create_db_engine(database_url)
-    env = service_env(database_url, strava, "memory://")
+    env = service_env(database_url, strava, "memory://", **service_settings)
     with web(env, tmp_path) as url:
         yield Service(url, engine, env)
     engine.dispose()
