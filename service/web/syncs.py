@@ -33,7 +33,7 @@ from service.ingest.progress import EVENT_ID, ProgressEvent, id_key
 from service.ingest.sync_control import SyncRequest, UnknownAthlete, cancel_sync, start_sync
 from service.ingest.sync_status import SyncState, announce_sync_state, read_sync_state
 from service.models import Athlete, SyncJob, SyncStatus, utcnow
-from service.web.api_spec import Access, ApiRoute, Operation, json_response, parse_body
+from service.web.api_spec import Access, ApiError, ApiRoute, Operation, json_response, parse_body
 from service.web.errors import Conflict, InvalidRequest, NotFound
 from service.web.progress_fanout import Subscriber
 from service.web.state import WebState, web_state
@@ -311,7 +311,8 @@ def routes() -> list[Route]:
                 summary="Start the athlete's sync (incremental or full)",
                 access=Access.READ,
                 body=SyncBody,
-                responses={202: SyncState},
+                # 409: another job is active; the body names it (`job`).
+                responses={202: SyncState, 409: ApiError},
                 tags=TAGS,
             ),
         ),
