@@ -160,7 +160,7 @@ class Settings(DatabaseSettings):
     # Retention of Strava's data (service/ingest/retention.py), for operators bound by
     # Strava's caching rules (docs/strava.md §5.2); unset keeps everything. Raw JSON goes by
     # when we got it, streams by when they were fetched, activities by their start date
-    # (which reconciliation then never lists again).
+    # (which no listing then asks Strava for again).
     raw_json_retention_days: Annotated[float, Field(gt=0)] | None = None
     streams_retention_days: Annotated[float, Field(gt=0)] | None = None
     activity_retention_days: Annotated[float, Field(gt=0)] | None = None

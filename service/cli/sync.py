@@ -59,7 +59,6 @@ def start(athlete_id: int, full: bool, wait: bool) -> None:
     from datetime import timedelta
 
     from service.ingest.reconcile import history_listed, start_incremental
-    from service.ingest.retention import keep_activities_since
     from service.ingest.sync import start_job
     from service.models import Athlete
 
@@ -73,11 +72,7 @@ def start(athlete_id: int, full: bool, wait: bool) -> None:
         else:
             overlap = timedelta(days=settings.reconcile_overlap_days)
             listed = history_listed(engine, athlete_id)
-            # Never list what activity retention removes (service/ingest/retention.py).
-            keep_since = keep_activities_since(settings, now)
-            started = start_incremental(
-                engine, athlete_id, overlap, now, listed=listed, keep_since=keep_since
-            )
+            started = start_incremental(engine, athlete_id, overlap, now, listed=listed)
         job, created = started.job, started.created
         assert job.id is not None
         verb = "started" if created else "already active:"

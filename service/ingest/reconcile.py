@@ -27,7 +27,6 @@ from sqlmodel import Session, col, select
 
 from service.config import Settings
 from service.ingest.backfill import Cursor
-from service.ingest.retention import keep_activities_since
 from service.ingest.sync import Started, start_job
 from service.models import Activity, Athlete, AthleteStatus, SyncJob, SyncKind, SyncStatus
 from service.strava.quota import QuotaConfig, Tier
@@ -36,37 +35,20 @@ from service.strava.quota.scheduler import allowance
 log = logging.getLogger(__name__)
 
 
-def reconcile_after(
-    newest_start: datetime | None, overlap: timedelta, keep_since: datetime | None = None
-) -> int | None:
-    """The listing's lower bound (epoch seconds, exclusive), or None to list everything.
-
-    `keep_since` is activity retention's bound (retention.py::keep_activities_since): the
-    listing never goes below it, so an activity retention removed is not listed, stored
-    and removed again on every pass; nor, when retention removed them all (no newest
-    start), is the whole history listed again."""
-    bounds = []
-    if newest_start is not None:
-        bounds.append(int((newest_start - overlap).timestamp()))
-    if keep_since is not None:
-        bounds.append(int(keep_since.timestamp()))
-    return max(bounds) if bounds else None
+def reconcile_after(newest_start: datetime | None, overlap: timedelta) -> int | None:
+    """The listing's lower bound (epoch seconds, exclusive), or None to list everything."""
+    if newest_start is None:
+        return None
+    return int((newest_start - overlap).timestamp())
 
 
-def start_reconcile(
-    engine: Engine,
-    athlete_id: int,
-    overlap: timedelta,
-    now: datetime,
-    keep_since: datetime | None = None,
-) -> Started:
-    """Create the athlete's reconciliation job (or return the active job), listing nothing
-    that started before `keep_since` (activity retention's bound)."""
+def start_reconcile(engine: Engine, athlete_id: int, overlap: timedelta, now: datetime) -> Started:
+    """Create the athlete's reconciliation job (or return the active job)."""
     with Session(engine) as session:
         newest = session.exec(
             select(sa.func.max(Activity.start_date)).where(Activity.athlete_id == athlete_id)
         ).one()
-    cursor = Cursor(after=reconcile_after(newest, overlap, keep_since))
+    cursor = Cursor(after=reconcile_after(newest, overlap))
     return start_job(engine, athlete_id, SyncKind.RECONCILE, now, cursor=cursor)
 
 
@@ -86,19 +68,13 @@ def history_listed(engine: Engine, athlete_id: int) -> bool:
 
 
 def start_incremental(
-    engine: Engine,
-    athlete_id: int,
-    overlap: timedelta,
-    now: datetime,
-    *,
-    listed: bool,
-    keep_since: datetime | None = None,
+    engine: Engine, athlete_id: int, overlap: timedelta, now: datetime, *, listed: bool
 ) -> Started:
     """An incremental sync: a reconciliation pass once the athlete's history has been
     listed to its end (`listed`, see history_listed), else the backfill, continued from its
     cursor."""
     if listed:
-        return start_reconcile(engine, athlete_id, overlap, now, keep_since)
+        return start_reconcile(engine, athlete_id, overlap, now)
     return start_job(engine, athlete_id, SyncKind.BACKFILL, now)
 
 
@@ -159,16 +135,10 @@ def schedule_reconciliations(
     overlap = timedelta(days=settings.reconcile_overlap_days)
     budget = daily_budget(QuotaConfig.from_settings(settings), settings.quota_read_limit_daily)
     chosen = choose(_candidates(engine), now, period, _spent_today(engine, now), budget)
-    keep_since = keep_activities_since(settings, now)
     started = 0
     for candidate in chosen:
         result = start_incremental(
-            engine,
-            candidate.athlete_id,
-            overlap,
-            now,
-            listed=candidate.backfilled,
-            keep_since=keep_since,
+            engine, candidate.athlete_id, overlap, now, listed=candidate.backfilled
         )
         if result.created and result.job.id is not None:
             send(result.job.id)

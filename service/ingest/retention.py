@@ -17,8 +17,8 @@ Three independent limits, each off (keep for ever) unless configured:
   than the limit are removed with what derives from them (`remove_activities`, the one
   removal path). By start date, not fetch time, for two reasons: Strava's listing filters
   by start date (`after`, §4.1), so reconciliation can leave out exactly what retention
-  removes (`keep_activities_since`, used by service/ingest/reconcile.py) and a pruned
-  activity is never listed again; and an activity is fetched after it starts, so removing
+  removes (`within_retention`, applied to every listing by service/ingest/sync.py) and a
+  pruned activity is never listed again; and an activity is fetched after it starts, so removing
   by start date removes at least everything first fetched longer ago than the limit.
   Activities without a start date are kept.
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ from sqlmodel import col
 from service.config import Settings, default
 from service.db import session_scope
 from service.ingest.activities import remove_activities
+from service.ingest.backfill import Cursor
 from service.models import Activity, ActivityStream
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,19 @@ class RetentionPolicy:
         )
 
 
-def keep_activities_since(settings: Settings, now: datetime) -> datetime | None:
-    """The oldest start date activity retention keeps at `now`, or None when it keeps all.
-    Listings that must not bring pruned activities back list only after it."""
-    activities = RetentionPolicy.from_settings(settings).activities
-    return None if activities is None else now - activities
+def within_retention(cursor: Cursor, keep: timedelta | None, now: datetime) -> Cursor:
+    """The listing's cursor raised to activity retention's bound: a backfill, a full
+    refresh or a reconciliation lists only activities that started after `now - keep`.
+    Without it, a reconciliation whose overlap reaches past the bound would list pruned
+    activities back on every pass, and one for an athlete whose activities were all pruned
+    (no newest start) would list their whole history. The bound is stored with the cursor,
+    so the range the listing removes vanished activities from stays above it too."""
+    if keep is None:
+        return cursor
+    floor = int((now - keep).timestamp())
+    if cursor.after is not None and cursor.after >= floor:
+        return cursor
+    return replace(cursor, after=floor)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the emulator never lists a pruned activity back."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -262,8 +263,13 @@ def scheduled_reconciliation(ctx: IngestContext, settings: Settings, now: dateti
     sent: list[int] = []
     later = now + timedelta(minutes=2)
     assert schedule_reconciliations(ctx.engine, settings, later, sent.append) == 1
-    assert run_to_end(ctx, sent[0], OPTIONS) == Finished(SyncStatus.COMPLETED)
+    assert run_to_end(ctx, sent[0], as_workers_run(settings)) == Finished(SyncStatus.COMPLETED)
     return sent[0]
+
+
+def as_workers_run(settings: Settings) -> SyncOptions:
+    """The workers' sync options (from the settings), with small pages."""
+    return replace(SyncOptions.from_settings(settings), per_page=2)
 
 
 def test_reconciliation_does_not_list_back_what_retention_removed_inside_its_overlap(
@@ -306,3 +312,23 @@ def test_reconciliation_does_not_list_the_whole_history_back_when_retention_remo
 
     assert activities(ctx.engine, athlete_id) == {}
     assert (job(ctx.engine, job_id).listed, job(ctx.engine, job_id).new) == (0, 0)
+
+
+@pytest.mark.parametrize("kind", [SyncKind.BACKFILL, SyncKind.FULL_REFRESH])
+def test_a_history_listing_lists_nothing_older_than_activity_retention_keeps(
+    ctx: IngestContext, strava: FakeStrava, make_settings: Callable[..., Settings], kind: SyncKind
+) -> None:
+    athlete_id = connect_new_emulator_athlete(ctx.engine, strava)
+    now = utcnow()
+    recent = strava.emulator.create_activity(athlete_id, start_date=int((now - DAY).timestamp()))[
+        "id"
+    ]
+    strava.emulator.create_activity(athlete_id, start_date=int((now - 60 * DAY).timestamp()))
+    settings = make_settings(activity_retention_days=30)
+    started = start_job(ctx.engine, athlete_id, kind, now).job
+    assert started.id is not None
+
+    outcome = run_to_end(ctx, started.id, as_workers_run(settings))
+
+    assert outcome == Finished(SyncStatus.COMPLETED)
+    assert set(activities(ctx.engine, athlete_id)) == {recent}
