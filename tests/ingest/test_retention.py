@@ -29,6 +29,7 @@ from service.models import (
     Activity,
     ActivityRemoval,
     ActivityStream,
+    Athlete,
     HydrationStatus,
     InboxEvent,
     SyncJob,
@@ -332,3 +333,24 @@ def test_a_history_listing_lists_nothing_older_than_activity_retention_keeps(
 
     assert outcome == Finished(SyncStatus.COMPLETED)
     assert set(activities(ctx.engine, athlete_id)) == {recent}
+
+
+def test_embedded_mode_applies_every_limit_on_sqlite(sqlite_engine: Engine) -> None:
+    now = utcnow()
+    with Session(sqlite_engine) as session:
+        session.add(Athlete(id=7))
+        session.commit()
+    add_activity(sqlite_engine, 7, 1, started=now - 40 * DAY, written=now)
+    add_activity(sqlite_engine, 7, 2, started=now - DAY, written=now - 20 * DAY,
+                 streams_fetched=now - 20 * DAY)  # fmt: skip
+    add_activity(sqlite_engine, 7, 3, started=now - DAY, written=now, streams_fetched=now)
+    policy = RetentionPolicy(raw_json=10 * DAY, streams=10 * DAY, activities=30 * DAY)
+
+    run = enforce(sqlite_engine, policy, now)
+
+    assert run == RetentionRun(raw_json_cleared=1, streams_deleted=2, activities_deleted=1)
+    stored = rows(sqlite_engine, Activity)
+    assert sorted(stored) == [(2,), (3,)]
+    assert (stored[(2,)]["raw_summary"], stored[(2,)]["raw_detail"]) == (None, None)
+    assert stored[(3,)]["raw_detail"] == {"id": 3, "name": "detail", "laps": []}
+    assert sorted(rows(sqlite_engine, ActivityStream)) == [(3, "heartrate"), (3, "time")]
