@@ -117,9 +117,15 @@ def _revoke_and_purge(settings: Settings, engine: Engine, athlete_id: int) -> No
     """The product's disconnect (service/ingest/disconnect.py): revoke, then purge."""
     from service.ingest.context import build_context
     from service.ingest.disconnect import disconnect_athlete
+    from service.ingest.purge import purge_athlete
     from service.strava.errors import StravaError
     from service.strava.quota import QuotaExceeded
 
+    if athlete_state(engine, athlete_id).status == AthleteStatus.DEAUTHORIZED:
+        # No grant left to revoke; the purge runs again, as a repeated deauthorization does.
+        click.echo(f"athlete {athlete_id}: already deauthorized, nothing to revoke")
+        purge_athlete(engine, athlete_id, utcnow())
+        return
     ctx = build_context(settings, engine)
     try:
         disconnect_athlete(ctx, athlete_id)

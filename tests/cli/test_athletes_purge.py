@@ -224,3 +224,19 @@ def test_an_unknown_athlete_is_refused(
 
     assert result.exit_code == 1
     assert "athlete 424242 is unknown" in result.output
+
+
+def test_with_revoke_an_athlete_already_deauthorized_is_purged_again_without_a_call(
+    engine: Engine, database_url: str, strava: FakeStrava
+) -> None:
+    athlete_id = connect_new_emulator_athlete(engine, strava)
+    purge_athlete(engine, athlete_id, utcnow())
+    with_data(engine, athlete_id)  # rows that arrived after the purge
+    strava.emulator.reset_calls()
+
+    result = purge(database_url, strava, str(athlete_id), "--yes", "--revoke")
+
+    assert result.exit_code == 0, result.output
+    assert "already deauthorized, nothing to revoke" in result.output
+    assert sum(strava.emulator.calls.values()) == 0
+    assert what_is_left(engine, athlete_id)["Activity"] == 0
