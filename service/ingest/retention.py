@@ -3,13 +3,17 @@
 Three independent limits, each off (keep for ever) unless configured:
 
 - raw JSON (`RAW_JSON_RETENTION_DAYS`): an activity's `raw_summary` and `raw_detail` are
-  cleared once the row was last written from Strava longer ago than the limit. Strava's
-  caching rules are about how long we keep what we got from it (docs/strava.md §5.2), so the
-  clock is the time we got it, not the activity's start: `updated_at`, which every write of
-  Strava's data sets (a listing that changed the summary, a detail fetch, stored streams, an
-  update pushed by a webhook). A listing that finds a summary unchanged does not rewrite the
-  row, so the clock never runs later than the data's arrival: the JSON goes at the latest
-  `limit` after we got it. Only those two columns change; nothing else of the row.
+  cleared once the row was last written longer ago than the limit. Strava's caching rules
+  are about how long we keep what we got from it (docs/strava.md §5.2), so the clock is the
+  time we got it, not the activity's start: `updated_at`, which every write of Strava's data
+  sets (a listing that changed the summary, a detail fetch, stored streams, an update pushed
+  by a webhook). A listing that finds a summary unchanged does not rewrite the row, so that
+  write never postpones the clearing. The row's other writes move the clock too: the
+  bookkeeping of a failed or waiting hydration, and marking it not available; so JSON of an
+  activity whose hydration keeps failing may outlive the limit by its retries (at most
+  RETRY_MAX_ATTEMPTS, then it is `failed` and left alone). A column of its own for the
+  fetch time would remove that slack; the schema has none today. Only the two raw columns
+  change; nothing else of the row, not even `updated_at`.
 - streams (`STREAMS_RETENTION_DAYS`): stored streams are deleted once fetched
   (`activity_streams.fetched_at`) longer ago than the limit. The activity row is left as it
   is (still `complete`), so no hydration fetches them again.
@@ -18,8 +22,9 @@ Three independent limits, each off (keep for ever) unless configured:
   removal path). By start date, not fetch time, for two reasons: Strava's listing filters
   by start date (`after`, §4.1), so reconciliation can leave out exactly what retention
   removes (`within_retention`, applied to every listing by service/ingest/sync.py) and a
-  pruned activity is never listed again; and an activity is fetched after it starts, so removing
-  by start date removes at least everything first fetched longer ago than the limit.
+  pruned activity is never listed again; and an activity is fetched after it starts, so
+  removing by start date removes at least everything first fetched longer ago than the
+  limit.
   Activities without a start date are kept.
 
 Work is bounded: `batch` rows per transaction, at most `max_batches` transactions per limit
