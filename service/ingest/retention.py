@@ -9,10 +9,10 @@ Three independent limits, each off (keep for ever) unless configured:
   sets (a listing that changed the summary, a detail fetch, stored streams, an update pushed
   by a webhook). A listing that finds a summary unchanged does not rewrite the row, so that
   write never postpones the clearing. The row's other writes move the clock too: the
-  bookkeeping of a failed or waiting hydration, and marking it not available; so JSON of an
-  activity whose hydration keeps failing may outlive the limit by its retries (at most
-  RETRY_MAX_ATTEMPTS, then it is `failed` and left alone). A column of its own for the
-  fetch time would remove that slack; the schema has none today. Only the two raw columns
+  bookkeeping of each hydration attempt that fails or waits for quota, and marking it not
+  available; so the raw summary of an activity whose hydration is still waiting is kept
+  until the limit has passed since its last attempt. A column of its own for the fetch
+  time would remove that slack; the schema has none today. Only the two raw columns
   change; nothing else of the row, not even `updated_at`.
 - streams (`STREAMS_RETENTION_DAYS`): stored streams are deleted once fetched
   (`activity_streams.fetched_at`) longer ago than the limit. The activity row is left as it
