@@ -203,6 +203,19 @@ class Settings(DatabaseSettings):
     sync_events_retained: Annotated[int, Field(ge=100)] = 10_000
     sync_events_subscriber_queue: Annotated[int, Field(ge=1)] = 256
     sync_events_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
+    # Retention of Strava's data (service/ingest/retention.py), for operators bound by
+    # Strava's caching rules (docs/strava.md §5.2); unset keeps everything. Raw JSON goes by
+    # when we got it, streams by when they were fetched, activities by their start date
+    # (which no listing then asks Strava for again).
+    raw_json_retention_days: Annotated[float, Field(gt=0)] | None = None
+    streams_retention_days: Annotated[float, Field(gt=0)] | None = None
+    activity_retention_days: Annotated[float, Field(gt=0)] | None = None
+    # Retention works in bounded transactions, so a first run on a large table never holds
+    # locks for long: this many rows each, at most this many per limit and run, every
+    # RETENTION_INTERVAL_SECONDS (10,000 rows per limit a run, 1.4 million a day).
+    retention_batch_size: Annotated[int, Field(gt=0, le=100_000)] = 500
+    retention_batches_per_run: Annotated[int, Field(gt=0)] = 20
+    retention_interval_seconds: Annotated[float, Field(gt=0)] = 600.0
     # Hydration policy for listed activities (service/ingest/policy.py): the recent window,
     # the sport types hydrated eagerly (comma-separated; empty means all), and whether older
     # ones hydrate at backfill priority ("backfill") or only when asked for ("on_demand").

@@ -3,6 +3,8 @@ operator at a terminal (service/ingest/athlete_status.py computes both).
 
     strava-ingest athletes [--status S ...] [--json]   every athlete, a table (or a JSON array)
     strava-ingest athletes show ID [--json]            one athlete
+    strava-ingest athletes purge ID --yes [--revoke]   delete the athlete's data, as a
+                                                       deauthorization does
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import click
 from sqlalchemy.engine import Engine
 
 from service.cli.common import database
+from service.config import Settings
 from service.ingest.athlete_status import (
     MAX_PAGE_SIZE,
     AthleteState,
@@ -21,7 +24,8 @@ from service.ingest.athlete_status import (
     athlete_page,
     athlete_state,
 )
-from service.models import AthleteStatus
+from service.ingest.purge import PurgeScope
+from service.models import AthleteStatus, utcnow
 
 # The columns of the table: header, and the cell of an athlete.
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -78,6 +82,82 @@ def show(athlete_id: int, as_json: bool) -> None:
         except UnknownAthlete as error:
             raise click.ClickException(str(error)) from None
     click.echo(state.model_dump_json(indent=2) if as_json else details(state))
+
+
+@athletes_command.command("purge")
+@click.argument("athlete_id", type=int)
+@click.option("--yes", is_flag=True, help="Delete: without it, only say what would go.")
+@click.option(
+    "--revoke",
+    is_flag=True,
+    help="First revoke the athlete's grant at Strava; nothing is deleted unless Strava "
+    "confirms it is gone.",
+)
+def purge(athlete_id: int, yes: bool, revoke: bool) -> None:
+    """Delete the athlete's data as a deauthorization does (tokens, activities, streams,
+    pending fetches, event payloads, profile), keeping the athlete as a tombstone: when
+    they ask for it, or after they revoked access in a way no event told us of."""
+    from service.ingest.purge import purge_athlete, purge_scope
+
+    with database() as (settings, engine):
+        scope = purge_scope(engine, athlete_id)
+        if scope is None:
+            raise click.ClickException(f"athlete {athlete_id} is unknown")
+        if not yes:
+            click.echo(describe_scope(athlete_id, scope))
+            raise click.ClickException("nothing deleted: add --yes to purge")
+        if revoke:
+            _revoke_and_purge(settings, engine, athlete_id)
+        elif not purge_athlete(engine, athlete_id, utcnow()):
+            raise click.ClickException(f"athlete {athlete_id} is unknown")
+        click.echo(f"athlete {athlete_id} purged: {scope.activities} activities deleted")
+
+
+def _revoke_and_purge(settings: Settings, engine: Engine, athlete_id: int) -> None:
+    """The product's disconnect (service/ingest/disconnect.py): revoke, then purge."""
+    from service.ingest.context import build_context
+    from service.ingest.disconnect import disconnect_athlete
+    from service.ingest.purge import purge_athlete
+    from service.strava.errors import StravaError
+    from service.strava.quota import QuotaExceeded
+
+    if athlete_state(engine, athlete_id).status == AthleteStatus.DEAUTHORIZED:
+        # No grant left to revoke; the purge runs again, as a repeated deauthorization does.
+        click.echo(f"athlete {athlete_id}: already deauthorized, nothing to revoke")
+        purge_athlete(engine, athlete_id, utcnow())
+        return
+    ctx = build_context(settings, engine)
+    try:
+        disconnect_athlete(ctx, athlete_id)
+    except QuotaExceeded as error:
+        raise click.ClickException(
+            f"nothing deleted: Strava's quota is spent ({error}); try again later"
+        ) from None
+    except StravaError as error:
+        raise click.ClickException(
+            f"nothing deleted: Strava did not confirm the revoke ({error})"
+        ) from None
+    finally:
+        ctx.close()
+    click.echo(f"athlete {athlete_id}: grant revoked at Strava")
+
+
+def describe_scope(athlete_id: int, scope: PurgeScope) -> str:
+    """What a purge would delete, a line per kind."""
+    return "\n".join(
+        [
+            f"a purge of athlete {athlete_id} would delete:",
+            f"  activities        {scope.activities}",
+            f"  streams           {scope.streams}",
+            f"  pending fetches   {scope.pending_fetches}",
+            f"  tombstones        {scope.tombstones}",
+            f"  event payloads    {scope.event_payloads}",
+            f"  tokens            {'yes' if scope.tokens else 'none stored'}",
+            f"  profile           {'yes' if scope.profile else 'none stored'}",
+            f"and cancel {scope.active_sync_jobs} active sync job(s); "
+            "the athlete stays as a deauthorized tombstone",
+        ]
+    )
 
 
 def _every_athlete(engine: Engine, statuses: list[AthleteStatus]) -> Iterator[AthleteState]:

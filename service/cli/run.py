@@ -67,6 +67,7 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
     from service.ingest.lifecycle import prune
     from service.ingest.policy import HydrationPolicy
     from service.ingest.reconcile import schedule_reconciliations
+    from service.ingest.retention import RetentionPolicy, enforce
     from service.ingest.sync import sweep
     from service.models import utcnow
 
@@ -102,6 +103,13 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
                 older_than=timedelta(days=settings.sync_log_retention_days),
                 now=utcnow(),
             ),
+        ),
+        # Retention of Strava's data (service/ingest/retention.py): nothing unless one of
+        # its limits is set; bounded work per run, the next run goes on.
+        Duty(
+            "retention",
+            settings.retention_interval_seconds,
+            lambda: enforce(deps.engine, RetentionPolicy.from_settings(settings), utcnow()),
         ),
         # Sync jobs whose worker died (expired lease) or whose message was lost.
         Duty(
@@ -362,7 +370,7 @@ def _shared_deps() -> Iterator[DutyDeps]:
 
 @click.command()
 def scheduler() -> None:
-    """Run the periodic duties (Procfile `scheduler`): the relay, …"""
+    """Run the periodic duties (Procfile `scheduler`): the relay, pruning, retention, …"""
     with _shared_deps() as deps:
         heartbeats = build_heartbeats(deps.settings)
         try:

@@ -12,6 +12,7 @@ the time of deauthorization, so late events for them are recognised and ignored.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -21,12 +22,15 @@ from sqlmodel import Session, col
 from service.db import session_scope
 from service.ingest.sync import cancel_active_jobs
 from service.models import (
+    ACTIVE_SYNC_STATUSES,
     Activity,
     ActivityRemoval,
+    ActivityStream,
     Athlete,
     AthleteStatus,
     InboxEvent,
     PendingHydration,
+    SyncJob,
 )
 
 log = logging.getLogger(__name__)
@@ -69,3 +73,71 @@ def purge_athlete(engine: Engine, athlete_id: int, now: datetime) -> bool:
     Idempotent; returns False when the athlete was never known."""
     with session_scope(engine) as session:
         return purge_athlete_in(session, athlete_id, now)
+
+
+@dataclass(frozen=True)
+class PurgeScope:
+    """What a purge of the athlete would delete, counted (`strava-ingest athletes purge`
+    shows it before the operator confirms)."""
+
+    activities: int
+    streams: int
+    pending_fetches: int
+    tombstones: int
+    event_payloads: int
+    active_sync_jobs: int
+    tokens: bool
+    profile: bool
+
+
+def purge_scope(engine: Engine, athlete_id: int) -> PurgeScope | None:
+    """What `purge_athlete` would delete now; None for an athlete never known."""
+    with session_scope(engine) as session:
+        athlete = session.get(Athlete, athlete_id)
+        if athlete is None:
+            return None
+
+        def count(query: sa.Select[tuple[int]] | sa.Select[int]) -> int:
+            return int(session.execute(query).scalar_one())
+
+        of_athlete = sa.select(sa.func.count()).select_from(Activity)
+        streams = (
+            sa.select(sa.func.count())
+            .select_from(ActivityStream)
+            .join(Activity, col(Activity.id) == col(ActivityStream.activity_id))
+            .where(col(Activity.athlete_id) == athlete_id)
+        )
+        payloads = (
+            sa.select(sa.func.count())
+            .select_from(InboxEvent)
+            .where(col(InboxEvent.owner_id) == athlete_id)
+            .where(col(InboxEvent.object_type) == "activity")
+            .where(sa.cast(col(InboxEvent.updates), sa.Text) != "{}")
+        )
+        active = (
+            sa.select(sa.func.count())
+            .select_from(SyncJob)
+            .where(col(SyncJob.athlete_id) == athlete_id)
+            .where(col(SyncJob.status).in_([s.value for s in ACTIVE_SYNC_STATUSES]))
+        )
+        return PurgeScope(
+            activities=count(of_athlete.where(col(Activity.athlete_id) == athlete_id)),
+            streams=count(streams),
+            pending_fetches=count(
+                sa.select(sa.func.count())
+                .select_from(PendingHydration)
+                .where(col(PendingHydration.athlete_id) == athlete_id)
+            ),
+            tombstones=count(
+                sa.select(sa.func.count())
+                .select_from(ActivityRemoval)
+                .where(col(ActivityRemoval.athlete_id) == athlete_id)
+            ),
+            event_payloads=count(payloads),
+            active_sync_jobs=count(active),
+            tokens=athlete.access_token_enc is not None or athlete.refresh_token_enc is not None,
+            profile=any(
+                v is not None
+                for v in (athlete.username, athlete.firstname, athlete.lastname, athlete.raw)
+            ),
+        )

@@ -153,13 +153,16 @@ def _candidates(engine: Engine) -> Sequence[Candidate]:
         athletes = session.exec(
             select(Athlete.id).where(Athlete.status == AthleteStatus.CONNECTED.value)
         ).all()
-        last = dict(
-            session.execute(
+        # Pairs unpacked row by row: a Result has keys(), so dict() would take it for a
+        # mapping and fail.
+        last = {
+            athlete_id: created_at
+            for athlete_id, created_at in session.execute(
                 sa.select(col(SyncJob.athlete_id), sa.func.max(SyncJob.created_at)).group_by(
                     col(SyncJob.athlete_id)
                 )
-            ).tuples()
-        )
+            )
+        }
         backfilled = set(session.exec(select(SyncJob.athlete_id).where(*_HISTORY_LISTED)).all())
     return [Candidate(a, last.get(a), a in backfilled) for a in athletes]
 

@@ -34,6 +34,7 @@ from service.ingest.activities import remove_activities
 from service.ingest.backfill import Cursor, advance, listed, missing_in, upsert_summaries
 from service.ingest.context import IngestContext
 from service.ingest.policy import HydrationPolicy
+from service.ingest.retention import RetentionPolicy, within_retention
 from service.ingest.retry import Backoff, GiveUp, RetryLater, WaitForQuota, next_step
 from service.ingest.sync_status import publish_job_state
 from service.ingest.tokens import (
@@ -89,6 +90,8 @@ class SyncOptions:
       time_slice: one message works at most this long, then sends the job on again, so a
         long import never holds a worker past dramatiq's time limit.
       backoff: for transient failures of the job's list calls.
+      keep_activities: activity retention (ACTIVITY_RETENTION_DAYS): no listing goes below
+        `now - this`, so what retention removes is never listed back (retention.py).
     """
 
     per_page: int = default("sync_page_size")
@@ -97,6 +100,7 @@ class SyncOptions:
     reconcile_overlap: timedelta = timedelta(days=default("reconcile_overlap_days"))
     time_slice: timedelta = timedelta(seconds=60)
     backoff: Backoff = field(default_factory=Backoff)
+    keep_activities: timedelta | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncOptions:
@@ -105,6 +109,7 @@ class SyncOptions:
             lease=timedelta(seconds=settings.sync_lease_seconds),
             policy=HydrationPolicy.from_settings(settings),
             reconcile_overlap=timedelta(days=settings.reconcile_overlap_days),
+            keep_activities=RetentionPolicy.from_settings(settings).activities,
         )
 
 
@@ -425,6 +430,7 @@ def _work(
                         session, job_id, owner, SyncStatus.RATE_LIMITED, ctx.clock(), retry_after=at
                     )
                 return Wait(at)
+            cursor = within_retention(cursor, options.keep_activities, ctx.clock())
             _list_and_store(
                 ctx,
                 job,

@@ -3,6 +3,7 @@ and a pass that would delete everything aborts; plus the scheduler's pure decisi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -10,8 +11,16 @@ from sqlmodel import Session
 from support import FakeStrava
 from sync_support import activities, job, run_to_end
 
+from service.config import Settings
 from service.ingest.context import IngestContext
-from service.ingest.reconcile import Candidate, choose, due, reconcile_after, start_reconcile
+from service.ingest.reconcile import (
+    Candidate,
+    choose,
+    due,
+    reconcile_after,
+    schedule_reconciliations,
+    start_reconcile,
+)
 from service.ingest.sync import Finished, SyncOptions, start_job
 from service.models import Activity, SyncKind, SyncStatus, utcnow
 
@@ -153,3 +162,19 @@ def test_stored_rows_unknown_to_strava_are_untouched_by_a_plain_backfill(
     backfilled(ctx, athlete_id)
 
     assert activities(ctx.engine, athlete_id)[1].name == "local"
+
+
+def test_the_periodic_duty_starts_a_pass_for_a_due_athlete_whose_history_was_listed(
+    ctx: IngestContext, athlete_id: int, make_settings: Callable[..., Settings]
+) -> None:
+    backfilled(ctx, athlete_id)
+    # A one-minute period: two minutes on, the athlete's slot has come since the backfill.
+    settings = make_settings(reconcile_period_seconds=60)
+    sent: list[int] = []
+
+    started = schedule_reconciliations(
+        ctx.engine, settings, utcnow() + timedelta(minutes=2), sent.append
+    )
+
+    assert started == 1
+    assert job(ctx.engine, sent[0]).kind == SyncKind.RECONCILE
