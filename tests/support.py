@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
+from service.cli.run import DutyDeps
+from service.config import Settings
 from service.emulator import Emulator
 from service.emulator.server import EmulatorServer
 from service.ingest.athletes import connect_athlete
@@ -23,7 +26,9 @@ from service.ingest.events import WebhookEvent
 from service.ingest.inbox import store_event
 from service.messaging import Dispatcher
 from service.models import InboxEvent, InboxStatus, utcnow
-from service.strava.quota import Tier
+from service.strava.metered import metered_client
+from service.strava.quota import QuotaConfig, Tier
+from service.strava.quota.memory import MemoryQuotaScheduler
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
 
@@ -287,3 +292,14 @@ class LoopbackProxy:
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def duty_deps(settings: Settings, engine: Engine) -> DutyDeps:
+    """The periodic duties' dependencies: no broker behind the dispatcher, and Strava's client
+    metered by an in-memory quota."""
+    return DutyDeps(
+        settings,
+        engine,
+        Dispatcher(StubBroker()),
+        metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))),
+    )

@@ -11,14 +11,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dramatiq.brokers.stub import StubBroker
 from launch import wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from support import FakeStrava, FakeUtcClock, connect_new_emulator_athlete, exhaust_quota
+from support import (
+    FakeStrava,
+    FakeUtcClock,
+    connect_new_emulator_athlete,
+    duty_deps,
+    exhaust_quota,
+)
 from sync_support import Sent, job, run_to_end
 
-from service.cli.run import DutyDeps, periodic_duties
+from service.cli.run import periodic_duties
 from service.config import Settings
 from service.db import create_db_engine
 from service.ingest import hydrate, job_log, sync
@@ -32,7 +37,6 @@ from service.ingest.job_log import (
 )
 from service.ingest.policy import HydrationPolicy
 from service.ingest.sync import Finished, SyncOptions, Wait, cancel_job, start_job
-from service.messaging import Dispatcher
 from service.models import LogLevel, SyncJobLogEntry, SyncKind, SyncStatus, utcnow
 from service.strava.quota import Tier, using_tier
 
@@ -375,9 +379,7 @@ def test_the_scheduler_prunes_the_log_after_sync_log_retention_days(
     job_id = new_job(ctx, athlete_id)
     now = utcnow()
     job_log.write(ctx.engine, job_id, athlete_id, LogLevel.INFO, "old", now=now - timedelta(days=3))
-    deps = DutyDeps(
-        make_settings(sync_log_retention_days=2), ctx.engine, Dispatcher(StubBroker()), ctx.strava
-    )
+    deps = duty_deps(make_settings(sync_log_retention_days=2), ctx.engine)
     duty = next(d for d in periodic_duties(deps) if d.name == "sync-log-prune")
 
     duty.run()

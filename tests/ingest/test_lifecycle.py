@@ -5,12 +5,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from support import inbox_row, inbox_statuses
+from support import duty_deps, inbox_row, inbox_statuses
 
-from service.cli.run import DutyDeps, periodic_duties
+from service.cli.run import periodic_duties
 from service.config import Settings
 from service.ingest.lifecycle import (
     counts_by_status,
@@ -19,11 +18,7 @@ from service.ingest.lifecycle import (
     replay,
     reset_for_replay,
 )
-from service.messaging import Dispatcher
 from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus, utcnow
-from service.strava.metered import metered_client
-from service.strava.quota import QuotaConfig
-from service.strava.quota.memory import MemoryQuotaScheduler
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=utcnow().tzinfo)
 RETENTION = timedelta(days=14)
@@ -125,16 +120,6 @@ def test_prune_deletes_activity_tombstones_older_than_the_retention(engine: Engi
     with Session(engine) as session:
         assert session.get(ActivityRemoval, 1) is None
         assert session.get(ActivityRemoval, 2) is not None
-
-
-def duty_deps(settings: Settings, engine: Engine) -> DutyDeps:
-    """The duties' dependencies, Strava's client metered by an in-memory quota."""
-    return DutyDeps(
-        settings,
-        engine,
-        Dispatcher(StubBroker()),
-        metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))),
-    )
 
 
 def test_pruning_is_one_of_the_periodic_duties(

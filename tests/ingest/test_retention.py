@@ -12,19 +12,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
-from support import FakeStrava, connect_new_emulator_athlete, stored_event
+from support import FakeStrava, connect_new_emulator_athlete, duty_deps, stored_event
 from sync_support import activities, job, run_to_end
 
-from service.cli.run import DutyDeps, periodic_duties
+from service.cli.run import periodic_duties
 from service.config import Settings
 from service.ingest.context import IngestContext
 from service.ingest.reconcile import schedule_reconciliations
 from service.ingest.retention import RetentionPolicy, RetentionRun, enforce
 from service.ingest.sync import Finished, SyncOptions, start_job
-from service.messaging import Dispatcher
 from service.models import (
     Activity,
     ActivityRemoval,
@@ -236,11 +234,7 @@ def test_the_scheduler_applies_the_configured_retention(
     settings = make_settings(
         activity_retention_days=30, streams_retention_days=10, raw_json_retention_days=10
     )
-    duty = next(
-        d
-        for d in periodic_duties(DutyDeps(settings, engine, Dispatcher(StubBroker())))
-        if d.name == "retention"
-    )
+    duty = next(d for d in periodic_duties(duty_deps(settings, engine)) if d.name == "retention")
 
     duty.run()
 
