@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from service.ingest.job_view import SyncJobView, job_view
 from service.models import Activity, Athlete, AthleteStatus, HydrationStatus, SyncJob
 
 MAX_PAGE_SIZE = 200
@@ -39,20 +40,6 @@ class HydrationCounts(BaseModel):
     total: int = Field(0, description="All stored activities of the athlete.")
 
 
-class SyncJobSummary(BaseModel):
-    """The athlete's active sync job, or their last one when none is active: what it is and
-    where it stands (its full progress is the sync routes' business)."""
-
-    id: int = Field(description="The job's id.")
-    kind: str = Field(description="backfill, reconcile or full_refresh.")
-    status: str = Field(
-        description="queued, running, rate_limited (active); completed, failed, cancelled."
-    )
-    created_at: datetime = Field(description="When the job was started (UTC).")
-    started_at: datetime | None = Field(None, description="When a worker first ran it (UTC).")
-    finished_at: datetime | None = Field(None, description="When it ended (UTC).")
-
-
 class AthleteState(BaseModel):
     """One athlete as the product sees them."""
 
@@ -70,7 +57,7 @@ class AthleteState(BaseModel):
         None, description="When the grant was found gone (deauthorized only, UTC)."
     )
     activities: HydrationCounts = Field(description="Stored activities by hydration status.")
-    sync_job: SyncJobSummary | None = Field(
+    sync_job: SyncJobView | None = Field(
         None, description="The active sync job, else the last one; null if none ever ran."
     )
 
@@ -157,7 +144,7 @@ def _hydration_counts(session: Session, ids: list[int]) -> dict[int, HydrationCo
     }
 
 
-def _latest_jobs(session: Session, ids: list[int]) -> dict[int, SyncJobSummary]:
+def _latest_jobs(session: Session, ids: list[int]) -> dict[int, SyncJobView]:
     # One job per athlete is active at most and none starts while it is, so the active job
     # is always the athlete's newest: the newest job is "the active one, else the last".
     if not ids:
@@ -175,14 +162,4 @@ def _latest_jobs(session: Session, ids: list[int]) -> dict[int, SyncJobSummary]:
     jobs = session.exec(
         select(SyncJob).join(newest, col(SyncJob.id) == newest.c.id).where(newest.c.rank == 1)
     ).all()
-    return {
-        job.athlete_id: SyncJobSummary(
-            id=job.id or 0,
-            kind=job.kind,
-            status=job.status,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
-        for job in jobs
-    }
+    return {job.athlete_id: job_view(job) for job in jobs}

@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 
 from service.db import session_scope
 from service.ingest.activities import STREAMS
+from service.ingest.job_view import SyncJobView, job_view
 from service.ingest.progress import ProgressLog
 from service.models import (
     ACTIVE_SYNC_STATUSES,
@@ -49,21 +50,6 @@ Phase = Literal["listing", "hydrating", "done"]
 Clock = Callable[[], datetime]
 # Hydration statuses that end an activity's hydration without its detail.
 _GAVE_UP = (HydrationStatus.FAILED.value, HydrationStatus.NOT_AVAILABLE.value)
-
-
-class SyncJobView(BaseModel):
-    """One sync job of the athlete."""
-
-    id: int = Field(description="The job's id.")
-    kind: str = Field(description="backfill, reconcile or full_refresh.")
-    status: str = Field(
-        description="queued, running, rate_limited, completed, failed or cancelled."
-    )
-    cancel_requested: bool = Field(description="A cancel was asked for; it stops at a page.")
-    created_at: datetime = Field(description="When the job was created (UTC).")
-    started_at: datetime | None = Field(description="When a worker first took it (UTC).")
-    finished_at: datetime | None = Field(description="When it ended (UTC).")
-    last_error: str | None = Field(description="Why it failed or was cancelled, if it did.")
 
 
 class SyncCounters(BaseModel):
@@ -157,7 +143,7 @@ def sync_state(
         )
     return SyncState(
         athlete_id=athlete_id,
-        job=_view(job) if job is not None else None,
+        job=job_view(job) if job is not None else None,
         phase=phase,
         counters=counters,
         rate_limited=rate_limited,
@@ -295,20 +281,6 @@ def _phase(job: SyncJob | None, waiting: int) -> Phase:
     if job.status == SyncStatus.COMPLETED and waiting > 0:
         return "hydrating"
     return "done"
-
-
-def _view(job: SyncJob) -> SyncJobView:
-    assert job.id is not None
-    return SyncJobView(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
-        cancel_requested=job.cancel_requested,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        last_error=job.last_error,
-    )
 
 
 def _message(

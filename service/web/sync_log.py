@@ -24,6 +24,7 @@ from service.ingest.job_log import (
     UnknownJob,
     read_log,
 )
+from service.ingest.job_view import SyncJobView, job_view
 from service.models import LogLevel, SyncJobLogEntry
 from service.web.api_spec import Access, ApiRoute, Operation, json_response, parse_query
 from service.web.errors import NotFound
@@ -63,23 +64,11 @@ class SyncLogEntry(BaseModel):
     )
 
 
-class SyncLogJob(BaseModel):
-    """The job the entries belong to."""
-
-    id: int = Field(description="The job's id.")
-    kind: str = Field(description="backfill, reconcile or full_refresh.")
-    status: str = Field(
-        description="queued, running, rate_limited, completed, failed or cancelled."
-    )
-    created_at: datetime = Field(description="When the job was created (UTC).")
-    finished_at: datetime | None = Field(description="When it ended (UTC); null while active.")
-
-
 class SyncLog(BaseModel):
     """A page of a job's log, oldest entry first."""
 
     athlete_id: int = Field(description="The athlete whose job it is.")
-    job: SyncLogJob = Field(description="The job the entries belong to.")
+    job: SyncJobView = Field(description="The job the entries belong to.")
     entries: list[SyncLogEntry] = Field(description="At most `limit` entries, oldest first.")
     next_after: int | None = Field(
         description="Pass as `after` to read on; null when the job has no entries yet."
@@ -112,17 +101,9 @@ async def sync_log(request: Request) -> Response:
 
 
 def _answer(athlete_id: int, page: LogPage) -> SyncLog:
-    job = page.job
-    assert job.id is not None
     return SyncLog(
         athlete_id=athlete_id,
-        job=SyncLogJob(
-            id=job.id,
-            kind=job.kind,
-            status=job.status,
-            created_at=job.created_at,
-            finished_at=job.finished_at,
-        ),
+        job=job_view(page.job),
         entries=[_entry(entry) for entry in page.entries],
         next_after=page.next_after,
         more=page.more,

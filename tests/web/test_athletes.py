@@ -167,9 +167,11 @@ def test_an_athlete_shows_status_scopes_counts_by_hydration_status_and_the_last_
         "id": job.id,
         "kind": "backfill",
         "status": "queued",
+        "cancel_requested": False,
         "created_at": body["sync_job"]["created_at"],
         "started_at": None,
         "finished_at": None,
+        "last_error": None,
     }
 
 
