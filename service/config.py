@@ -144,6 +144,12 @@ class Settings(DatabaseSettings):
     inbox_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     worker_threads: Annotated[int, Field(gt=0)] = 4
     log_level: str = "INFO"
+    # Prometheus scrapers rarely send bearer keys: when set, `serve`, `worker` and
+    # `scheduler` also serve GET /metrics on this port, without a key, on every interface
+    # (firewall it; GET /metrics on the web app always needs an admin key). Every process
+    # answers for the whole deployment (service/metrics/), so the first process of a host to
+    # bind the port serves it and the others log that it is taken.
+    metrics_port: Annotated[int, Field(gt=0, le=65535)] | None = None
 
     # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is

@@ -26,6 +26,7 @@ from service.cli.common import settings as load_settings
 from service.config import ConfigError, Mode, Settings, bind_url, check_web_settings
 from service.logs import configure_logging
 from service.messaging import Dispatcher
+from service.metrics.events import EventMetrics
 from service.periodic import Duty, run_duties
 from service.strava.quota import QuotaScheduler
 
@@ -117,21 +118,37 @@ def _duties_thread(deps: DutyDeps) -> Iterator[None]:
         thread.join(timeout=10)
 
 
+@dataclass(frozen=True)
+class EmbeddedRuntime:
+    """What the embedded web app shares with the worker threads beside it."""
+
+    broker: dramatiq.Broker
+    quota: QuotaScheduler
+    metrics: EventMetrics
+
+
 @contextmanager
-def _embedded_runtime(settings: Settings) -> Iterator[tuple[dramatiq.Broker, QuotaScheduler]]:
+def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     """Worker threads and the periodic duties beside the web app, in this process."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
+    from service.metrics.dramatiq_series import DramatiqMetrics
+    from service.metrics.events import build_event_store
     from workers.actors import setup_workers
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
-    context = build_context(settings)  # one quota scheduler for the web app and the workers
+    # One set of counters for the web app and the worker threads: the worker's boot starts
+    # it and its shutdown closes it (service/metrics/dramatiq_series.py).
+    metrics = EventMetrics(build_event_store(settings.broker_url))
+    broker.add_middleware(DramatiqMetrics(metrics))
+    # One quota scheduler for the web app and the workers.
+    context = build_context(settings, metrics=metrics)
     setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
         with _duties_thread(DutyDeps(settings, context.engine, Dispatcher(broker))):
-            yield broker, context.quota
+            yield EmbeddedRuntime(broker, context.quota, metrics)
     finally:
         worker.stop()
         context.close()
@@ -222,8 +239,10 @@ def serve(host: str, port: int, workers: int) -> None:
         if workers != 1:
             # The in-process broker and worker threads cannot be shared between processes.
             raise click.ClickException("embedded mode runs in one process: use --workers 1")
-        with _embedded_runtime(settings) as (broker, quota):
-            app = create_app(settings, broker=broker, quota=quota)
+        with _embedded_runtime(settings) as shared:
+            app = create_app(
+                settings, broker=shared.broker, quota=shared.quota, event_metrics=shared.metrics
+            )
             uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, **options)
@@ -282,7 +301,34 @@ def _shared_deps() -> Iterator[DutyDeps]:
 def scheduler() -> None:
     """Run the periodic duties (Procfile `scheduler`): the relay, …"""
     with _shared_deps() as deps:
-        run_duties(periodic_duties(deps), threading.Event())
+        stop_metrics = _serve_metrics(deps)
+        try:
+            run_duties(periodic_duties(deps), threading.Event())
+        finally:
+            stop_metrics()
+
+
+def _serve_metrics(deps: DutyDeps) -> Callable[[], None]:
+    """With METRICS_PORT, the deployment's metrics on it (the scheduler counts no events
+    of its own: it reads what the others published)."""
+    port = deps.settings.metrics_port
+    if port is None:
+        return lambda: None
+    from service.metrics.collect import build_registry
+    from service.metrics.events import build_event_store
+    from service.metrics.exposition import serve_metrics
+    from service.strava.quota import build_scheduler
+
+    quota = build_scheduler(deps.settings)
+    events = build_event_store(deps.settings.broker_url)
+    stop = serve_metrics(port, build_registry(deps.engine, deps.dispatcher.broker, quota, events))
+
+    def close() -> None:
+        stop()
+        events.close()
+        quota.close()
+
+    return close
 
 
 @click.command()

@@ -26,6 +26,9 @@ from service.heap import settle_after_start_up
 from service.ingest.context import build_context
 from service.ingest.crypto import TokenCipher
 from service.messaging import Dispatcher, build_broker
+from service.metrics.collect import build_registry
+from service.metrics.events import EventMetrics, build_event_store
+from service.metrics.exposition import serve_metrics
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
@@ -49,11 +52,13 @@ def create_app(
     broker: dramatiq.Broker | None = None,
     strava: AsyncStravaClient | None = None,
     quota: QuotaScheduler | None = None,
+    event_metrics: EventMetrics | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. Raises ConfigError for settings the web app must not start with
     (service/config.py `check_web_settings`). With ``check_schema`` (the default) start-up
-    fails with SchemaBehind when the database is not migrated to the code's head revision."""
+    fails with SchemaBehind when the database is not migrated to the code's head revision.
+    ``event_metrics`` (embedded mode shares the workers') is started and closed by its owner."""
     check_web_settings(settings)
 
     @asynccontextmanager
@@ -73,16 +78,24 @@ def create_app(
             if scheduler is None:
                 scheduler = build_scheduler(settings)
                 owned.callback(scheduler.close)
+            events = event_metrics
+            if events is None:
+                events = EventMetrics(build_event_store(settings.broker_url))
+                events.start()
+                owned.callback(events.close)
+            registry = build_registry(db, queue, scheduler, events.store)
+            if settings.metrics_port is not None:
+                owned.callback(serve_metrics(settings.metrics_port, registry))
             client = strava
             if client is None:
-                client = metered_async_client(settings, scheduler)
+                client = metered_async_client(settings, scheduler, events)
                 owned.push_async_callback(client.aclose)
 
             # Closes only its own Strava client: the engine and the quota are closed above.
-            ingest = build_context(settings, engine=db, quota=scheduler)
+            ingest = build_context(settings, engine=db, quota=scheduler, metrics=events)
             owned.callback(ingest.strava.close)
 
-            counters = WebhookCounters()
+            counters = WebhookCounters(on_rejection=events.rejection)
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(
                 db,
@@ -118,6 +131,8 @@ def create_app(
                 ),
                 inbox_batcher=batcher,
                 ingest=ingest,
+                metrics=events,
+                metrics_registry=registry,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())

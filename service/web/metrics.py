@@ -1,4 +1,9 @@
-"""Webhook counters, and `GET /stats/webhooks` that shows them as JSON.
+"""Webhook counters, and `GET /stats/webhooks` that shows them as JSON; `GET /metrics`, the
+deployment's Prometheus metrics (service/metrics/).
+
+Both routes need an admin key. Prometheus sends one with ``authorization: {credentials: …}``
+in its scrape config; METRICS_PORT serves the same registry without a key.
+
 
 The route needs an admin key (ADMIN_API_KEYS; service/web/api_keys.py). Counts live in the
 process, on the app's ``WebState.webhook_counters`` (service/web/state.py), like the quota
@@ -10,11 +15,14 @@ on the event loop's thread, so plain integers need no lock.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.web.api_keys import requires_admin_key
@@ -33,6 +41,7 @@ class WebhookCounters:
       batches: group commits of the inbox; ``batched_events`` events in all,
         ``largest_batch`` at most.
       handoff_failures: batches the broker refused (their rows wait for the relay).
+      on_rejection: also told each rejection's reason (the Prometheus counter).
     """
 
     accepted: int = 0
@@ -42,6 +51,12 @@ class WebhookCounters:
     batched_events: int = 0
     largest_batch: int = 0
     handoff_failures: int = 0
+    on_rejection: Callable[[str], None] | None = None
+
+    def count_rejection(self, reason: str) -> None:
+        self.rejected[reason] += 1
+        if self.on_rejection is not None:
+            self.on_rejection(reason)
 
     def count_batch(self, size: int) -> None:
         self.batches += 1
@@ -65,5 +80,15 @@ async def webhook_stats(request: Request) -> JSONResponse:
     return JSONResponse(web_state(request).webhook_counters.as_json())
 
 
+@requires_admin_key
+async def prometheus_metrics(request: Request) -> Response:
+    # Collecting queries PostgreSQL and Redis: off the event loop.
+    body = await run_in_threadpool(generate_latest, web_state(request).metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 def routes() -> list[Route]:
-    return [Route("/stats/webhooks", webhook_stats, methods=["GET"])]
+    return [
+        Route("/stats/webhooks", webhook_stats, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
+    ]

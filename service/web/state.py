@@ -20,12 +20,14 @@ from starlette.requests import HTTPConnection
 # this module (so do api_keys.py and rejections.py, which it imports).
 if TYPE_CHECKING:
     import dramatiq
+    from prometheus_client import CollectorRegistry
     from sqlalchemy.engine import Engine
 
     from service.config import Settings
     from service.ingest.context import IngestContext
     from service.ingest.crypto import TokenCipher
     from service.messaging import Dispatcher
+    from service.metrics.events import EventMetrics
     from service.strava.client import AsyncStravaClient
     from service.strava.quota import QuotaScheduler
     from service.web.batching import InboxBatcher
@@ -52,6 +54,9 @@ class WebState:
       inbox_batcher: commits webhook events to the inbox in shared transactions.
       ingest: the domain's dependencies for the work a route runs in a worker thread (token
         refresh and revoke on disconnect), with a synchronous Strava client through ``quota``.
+      metrics: this process's event counters (service/metrics/events.py); routes that open
+        or close a progress stream report it with ``metrics.sse_subscribers_changed``.
+      metrics_registry: every Prometheus series of the deployment (``GET /metrics``).
     """
 
     settings: Settings
@@ -65,6 +70,8 @@ class WebState:
     subscription_gate: SubscriptionGate
     inbox_batcher: InboxBatcher
     ingest: IngestContext
+    metrics: EventMetrics
+    metrics_registry: CollectorRegistry
 
 
 def web_state(connection: HTTPConnection) -> WebState:
