@@ -68,7 +68,7 @@ class EventStore(ABC):
 
     @abstractmethod
     def publish_gauges(self, process: str, values: Mapping[SeriesKey, float]) -> None:
-        """Replace ``process``'s gauges, valid for GAUGE_TTL_SECONDS."""
+        """Replace ``process``'s gauges, valid for a while (GAUGE_TTL_SECONDS)."""
 
     @abstractmethod
     def drop_gauges(self, process: str) -> None:
@@ -123,10 +123,17 @@ class RedisEventStore(EventStore):
     Parameters:
         client: a Redis client (the broker's Redis).
         prefix: the keys' prefix.
+        gauge_ttl: seconds a process's gauges outlive its last publication.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "strava_ingest:metrics:") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "strava_ingest:metrics:",
+        gauge_ttl: float = GAUGE_TTL_SECONDS,
+    ) -> None:
         self._client = client
+        self._gauge_ttl_ms = int(gauge_ttl * 1000)
         self._counters_key = f"{prefix}counters"
         self._gauges_prefix = f"{prefix}gauges:"
 
@@ -148,7 +155,7 @@ class RedisEventStore(EventStore):
         pipe.delete(key)
         if values:
             pipe.hset(key, mapping={_field(series): value for series, value in values.items()})
-            pipe.pexpire(key, int(GAUGE_TTL_SECONDS * 1000))
+            pipe.pexpire(key, self._gauge_ttl_ms)
         pipe.execute()
 
     def drop_gauges(self, process: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -82,9 +82,12 @@ async def webhook_stats(request: Request) -> JSONResponse:
 
 @requires_admin_key
 async def prometheus_metrics(request: Request) -> Response:
+    # The format the scraper asks for (text 0.0.4 without an Accept header, OpenMetrics on
+    # request), as prometheus-client's own server chooses it.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
     # Collecting queries PostgreSQL and Redis: off the event loop.
-    body = await run_in_threadpool(generate_latest, web_state(request).metrics_registry)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    body = await run_in_threadpool(encode, web_state(request).metrics_registry)
+    return Response(body, headers={"Content-Type": content_type})
 
 
 def routes() -> list[Route]:
