@@ -20,7 +20,7 @@ import redis
 import sqlalchemy as sa
 from e2e.processes import connect, subscribe
 from e2e.processes import web as start_web
-from launch import command, free_port, running, wait_until
+from launch import DeadlineExceeded, command, free_port, running, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy.engine import Engine
@@ -172,7 +172,21 @@ def test_metrics_add_up_across_two_web_and_two_worker_processes(
         assert connect(web_a) == first_athlete
         wait_until(lambda: all_complete(engine, first_athlete), timeout=DEADLINE, what="sync 1")
 
-        # The second worker takes over: the first stops, publishing what it counted.
+        # What the first worker counted reaches the shared totals while it runs (about once
+        # a second), before the second takes over and the first stops.
+        first_calls = strava.emulator.calls["GET /activities/{id}"]
+        wait_until(
+            lambda: (
+                value(
+                    scrape(f"{web_a}/metrics"),
+                    "strava_ingest_strava_request_duration_seconds_count",
+                    endpoint="/activities/{id}",
+                )
+                == first_calls
+            ),
+            timeout=30,
+            what="the first worker's counts published",
+        )
         processes.enter_context(worker(env, tmp_path / "w2", "worker-2", consumers=2))
         first_worker.close()
         strava.emulator.login(second_athlete)
@@ -207,6 +221,12 @@ def test_metrics_add_up_across_two_web_and_two_worker_processes(
 
         calls = strava.emulator.calls
 
+        expected = {
+            endpoint: calls[f"{'POST' if 'oauth' in endpoint else 'GET'} {endpoint}"]
+            for endpoint in COMPARED
+        }
+        last: dict[str, object] = {}
+
         def added_up() -> dict[str, list[Sample]] | None:
             families = scrape(f"{web_b}/metrics")
             counted = {
@@ -217,16 +237,18 @@ def test_metrics_add_up_across_two_web_and_two_worker_processes(
                 )
                 for endpoint in COMPARED
             }
-            expected = {
-                endpoint: calls[f"{'POST' if 'oauth' in endpoint else 'GET'} {endpoint}"]
-                for endpoint in COMPARED
-            }
             rejected = value(
                 families, "strava_ingest_rejected_requests_total", reason="invalid_json"
             )
+            last.update(counted=counted, rejected=rejected)
             return families if counted == expected and rejected == 5 else None
 
-        families = wait_until(added_up, timeout=20, what="every process's counts published")
+        try:
+            families = wait_until(added_up, timeout=30, what="every process's counts published")
+        except DeadlineExceeded:
+            # The figures that never added up, for the failure message.
+            assert last == {"counted": expected, "rejected": 5}
+            raise
         assert isinstance(families, dict)
 
         # Served unauthenticated on METRICS_PORT, by the web process that was given it.
