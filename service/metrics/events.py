@@ -272,12 +272,17 @@ class EventMetrics:
             gauges = dict(self._gauges)
         try:
             self.store.add(pending)
-            self.store.publish_gauges(self.process, gauges)
         except (redis.RedisError, OSError) as error:
             with self._lock:
                 for key, amount in pending.items():
                     self._pending[key] += amount
             log.warning("metrics not published error=%s", type(error).__name__)
+            return
+        # Apart from the counters: a failure here must not put sums already added back.
+        try:
+            self.store.publish_gauges(self.process, gauges)
+        except (redis.RedisError, OSError) as error:
+            log.warning("metrics gauges not published error=%s", type(error).__name__)
 
     def start(self) -> None:
         if self._thread is not None:
