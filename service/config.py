@@ -177,6 +177,13 @@ class Settings(DatabaseSettings):
     # gone. The TTL spans a few beats, so one slow beat is not an outage.
     heartbeat_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
     heartbeat_ttl_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    log_level: str = "INFO"
+    # Prometheus scrapers rarely send bearer keys: when set, `serve`, `worker` and
+    # `scheduler` also serve GET /metrics on this port, without a key, on every interface
+    # (firewall it; GET /metrics on the web app always needs an admin key). Every process
+    # answers for the whole deployment (service/metrics/), so the first process of a host to
+    # bind the port serves it and the others log that it is taken.
+    metrics_port: Annotated[int, Field(gt=0, le=65535)] | None = None
 
     # OAuth connect (service/web/oauth.py): how long a signed `state` is valid, and
     # the return URLs `/auth/strava/connect?return_to=` accepts (comma-separated; a URL is

@@ -16,6 +16,10 @@ from service.heartbeats import WORKER, Heartbeat, build_heartbeats
 from service.ingest.context import build_context
 from service.ingest.sync import SyncOptions
 from service.logs import configure_logging
+from service.metrics.collect import build_registry
+from service.metrics.dramatiq_series import DramatiqMetrics
+from service.metrics.events import EventMetrics, build_event_store
+from service.metrics.exposition import serve_metrics
 from workers import liveness
 from workers.actors import setup_workers
 from workers.broker import setup_broker
@@ -30,10 +34,19 @@ def start() -> dramatiq.Broker:
         sys.exit(str(error))
     configure_logging(settings.log_level, settings.log_format_in_effect)
     broker = setup_broker(settings.broker_url)
-    context = build_context(settings)
+    # Started when this process's worker boots and closed when it shuts down.
+    metrics = EventMetrics(build_event_store(settings.broker_url))
+    broker.add_middleware(DramatiqMetrics(metrics))
+    context = build_context(settings, metrics=metrics)
     check_schema(context.engine)
     setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
     # Its store lives as long as the process: the heartbeat beats until the worker stops.
     heartbeats = build_heartbeats(settings)
     liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
+    if settings.metrics_port is not None:
+        # Stopped with the process: dramatiq's worker processes exit when it shuts down.
+        serve_metrics(
+            settings.metrics_port,
+            build_registry(context.engine, broker, context.quota, metrics.store),
+        )
     return broker

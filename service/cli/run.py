@@ -34,6 +34,7 @@ from service.heartbeats import (
 )
 from service.logs import configure_logging
 from service.messaging import Dispatcher
+from service.metrics.events import EventMetrics
 from service.periodic import Duty, run_duties
 from service.strava.client import StravaClient
 from service.strava.metered import metered_client
@@ -188,20 +189,28 @@ class EmbeddedRuntime:
     quota: QuotaScheduler
     heartbeats: HeartbeatStore
     progress: ProgressLog
+    metrics: EventMetrics
 
 
 @contextmanager
 def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     """Worker threads and the periodic duties beside the web app, in this process; they
-    share its quota scheduler and its progress log."""
+    share its quota scheduler, its progress log and its event counters."""
     from service.ingest.context import build_context
     from service.ingest.sync import SyncOptions
+    from service.metrics.dramatiq_series import DramatiqMetrics
+    from service.metrics.events import build_event_store
     from workers import liveness
     from workers.actors import setup_workers
     from workers.broker import setup_broker, start_embedded_worker
 
     broker = setup_broker(settings.broker_url)
-    context = build_context(settings)  # one quota scheduler for the web app and the workers
+    # One set of counters for the web app and the worker threads: the worker's boot starts
+    # it and its shutdown closes it (service/metrics/dramatiq_series.py).
+    metrics = EventMetrics(build_event_store(settings.broker_url))
+    broker.add_middleware(DramatiqMetrics(metrics))
+    # One quota scheduler for the web app and the workers.
+    context = build_context(settings, metrics=metrics)
     heartbeats = MemoryHeartbeats()  # every role lives in this process
     setup_workers(broker, context, sync_options=SyncOptions.from_settings(settings))
     liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
@@ -209,7 +218,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     try:
         deps = DutyDeps(settings, context.engine, Dispatcher(broker), context.strava)
         with _duties_thread(deps, heartbeats):
-            yield EmbeddedRuntime(broker, context.quota, heartbeats, context.progress)
+            yield EmbeddedRuntime(broker, context.quota, heartbeats, context.progress, metrics)
     finally:
         worker.stop()
         context.close()
@@ -307,6 +316,7 @@ def serve(host: str, port: int, workers: int) -> None:
                 quota=runtime.quota,
                 heartbeats=runtime.heartbeats,
                 progress=runtime.progress,
+                event_metrics=runtime.metrics,
             )
             uvicorn.run(app, host=host, port=port, **options)
     elif workers == 1:
@@ -373,11 +383,36 @@ def scheduler() -> None:
     """Run the periodic duties (Procfile `scheduler`): the relay, pruning, retention, …"""
     with _shared_deps() as deps:
         heartbeats = build_heartbeats(deps.settings)
+        stop_metrics = _serve_metrics(deps)
         try:
             with _beating(heartbeats, SCHEDULER, deps.settings):
                 run_duties(periodic_duties(deps), threading.Event())
         finally:
+            stop_metrics()
             heartbeats.close()
+
+
+def _serve_metrics(deps: DutyDeps) -> Callable[[], None]:
+    """With METRICS_PORT, the deployment's metrics on it (the scheduler counts no events
+    of its own: it reads what the others published)."""
+    port = deps.settings.metrics_port
+    if port is None:
+        return lambda: None
+    from service.metrics.collect import build_registry
+    from service.metrics.events import build_event_store
+    from service.metrics.exposition import serve_metrics
+    from service.strava.quota import build_scheduler
+
+    quota = build_scheduler(deps.settings)
+    events = build_event_store(deps.settings.broker_url)
+    stop = serve_metrics(port, build_registry(deps.engine, deps.dispatcher.broker, quota, events))
+
+    def close() -> None:
+        stop()
+        events.close()
+        quota.close()
+
+    return close
 
 
 @click.command()

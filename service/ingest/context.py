@@ -13,6 +13,7 @@ from service.config import Settings, default
 from service.db import create_db_engine
 from service.ingest.crypto import TokenCipher
 from service.ingest.progress import MemoryProgressLog, ProgressLog, build_progress_log
+from service.metrics.events import EventMetrics
 from service.models import utcnow
 from service.strava.client import StravaClient
 from service.strava.metered import metered_client
@@ -68,12 +69,14 @@ def build_context(
     engine: Engine | None = None,
     quota: QuotaScheduler | None = None,
     progress: ProgressLog | None = None,
+    metrics: EventMetrics | None = None,
 ) -> IngestContext:
+    """The context for these settings; with ``metrics``, Strava calls are timed into it."""
     quota = quota or build_scheduler(settings)
     return IngestContext(
         engine=engine or create_db_engine(settings.database_url),
         quota=quota,
-        strava=metered_client(settings, quota),
+        strava=metered_client(settings, quota, metrics),
         cipher=TokenCipher(settings.token_key.get_secret_value()),
         refresh_margin=timedelta(seconds=settings.token_refresh_margin_seconds),
         coalesce_window=timedelta(seconds=settings.event_coalesce_seconds),

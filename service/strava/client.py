@@ -75,11 +75,14 @@ class RequestInfo:
         operation: the client method, e.g. ``"get_activity"``.
         kind: how it spends quota, see ``RequestKind``.
         method: the HTTP method.
+        endpoint: the path template, ids as ``{id}`` (``/activities/{id}``): what metrics
+            label a call with, so that no id becomes a label value. Empty when not given.
     """
 
     operation: str
     kind: RequestKind
     method: str
+    endpoint: str = ""
 
 
 class RequestHooks(Protocol):
@@ -158,7 +161,7 @@ class _Calls:
         # docs/strava.md §3.2: form-encoded POST to /oauth/token.
         form = {**self._app_credentials(), "code": code, "grant_type": "authorization_code"}
         return _Call(
-            info=RequestInfo("exchange_code", "oauth", "POST"),
+            info=RequestInfo("exchange_code", "oauth", "POST", "/oauth/token"),
             url=f"{self._oauth_url}/token",
             form=form,
             parse=_parse_token,
@@ -172,7 +175,7 @@ class _Calls:
             "refresh_token": refresh_token,
         }
         return _Call(
-            info=RequestInfo("refresh_token", "oauth", "POST"),
+            info=RequestInfo("refresh_token", "oauth", "POST", "/oauth/token"),
             url=f"{self._oauth_url}/token",
             form=form,
             parse=_parse_token,
@@ -181,7 +184,7 @@ class _Calls:
     def deauthorize(self, access_token: str) -> _Call[None]:
         # docs/strava.md §3.4: the Bearer header is enough; the answer echoes the token.
         return _Call(
-            info=RequestInfo("deauthorize", "oauth", "POST"),
+            info=RequestInfo("deauthorize", "oauth", "POST", "/oauth/deauthorize"),
             url=f"{self._oauth_url}/deauthorize",
             access_token=access_token,
             parse=_ignore,
@@ -190,7 +193,7 @@ class _Calls:
 
     def get_athlete(self, access_token: str) -> _Call[DetailedAthlete]:
         return _Call(
-            info=RequestInfo("get_athlete", "read", "GET"),
+            info=RequestInfo("get_athlete", "read", "GET", "/athlete"),
             url=f"{self._api_url}/athlete",
             access_token=access_token,
             parse=_parse_athlete,
@@ -211,7 +214,7 @@ class _Calls:
         if after is not None:
             params["after"] = after
         return _Call(
-            info=RequestInfo("list_activities", "read", "GET"),
+            info=RequestInfo("list_activities", "read", "GET", "/athlete/activities"),
             url=f"{self._api_url}/athlete/activities",
             params=params,
             access_token=access_token,
@@ -220,7 +223,7 @@ class _Calls:
 
     def get_activity(self, access_token: str, activity_id: int) -> _Call[DetailedActivity]:
         return _Call(
-            info=RequestInfo("get_activity", "read", "GET"),
+            info=RequestInfo("get_activity", "read", "GET", "/activities/{id}"),
             url=f"{self._api_url}/activities/{activity_id}",
             access_token=access_token,
             parse=_parse_activity,
@@ -228,7 +231,7 @@ class _Calls:
 
     def list_activity_laps(self, access_token: str, activity_id: int) -> _Call[list[Lap]]:
         return _Call(
-            info=RequestInfo("list_activity_laps", "read", "GET"),
+            info=RequestInfo("list_activity_laps", "read", "GET", "/activities/{id}/laps"),
             url=f"{self._api_url}/activities/{activity_id}/laps",
             access_token=access_token,
             parse=_parse_laps,
@@ -246,7 +249,7 @@ class _Calls:
             params["keys"] = ",".join(keys)
         params["key_by_type"] = "true"
         return _Call(
-            info=RequestInfo("get_activity_streams", "read", "GET"),
+            info=RequestInfo("get_activity_streams", "read", "GET", "/activities/{id}/streams"),
             url=f"{self._api_url}/activities/{activity_id}/streams",
             params=params,
             access_token=access_token,
@@ -262,7 +265,7 @@ class _Calls:
             "verify_token": verify_token,
         }
         return _Call(
-            info=RequestInfo("create_subscription", "write", "POST"),
+            info=RequestInfo("create_subscription", "write", "POST", "/push_subscriptions"),
             url=f"{self._api_url}/push_subscriptions",
             form=form,
             parse=_parse_subscription,
@@ -271,7 +274,7 @@ class _Calls:
     def list_subscriptions(self) -> _Call[list[Subscription]]:
         # docs/strava.md §1.1: the credentials go in the query; the answer is a 0- or 1-item list.
         return _Call(
-            info=RequestInfo("list_subscriptions", "read", "GET"),
+            info=RequestInfo("list_subscriptions", "read", "GET", "/push_subscriptions"),
             url=f"{self._api_url}/push_subscriptions",
             params=self._app_credentials(),
             parse=_parse_subscriptions,
@@ -280,7 +283,7 @@ class _Calls:
     def delete_subscription(self, subscription_id: int) -> _Call[None]:
         # docs/strava.md §1.1: 204 No Content, empty body.
         return _Call(
-            info=RequestInfo("delete_subscription", "write", "DELETE"),
+            info=RequestInfo("delete_subscription", "write", "DELETE", "/push_subscriptions/{id}"),
             url=f"{self._api_url}/push_subscriptions/{subscription_id}",
             params=self._app_credentials(),
             parse=_ignore,

@@ -1,11 +1,14 @@
-"""The service's Strava clients, metered: every call they make passes through the quota."""
+"""The service's Strava clients, metered: every call they make passes through the quota,
+and, given an `EventMetrics`, is timed and counted (service/metrics/strava_calls.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from service.config import Settings
-from service.strava.client import AsyncStravaClient, StravaClient
+from service.metrics.events import EventMetrics
+from service.metrics.strava_calls import AsyncTimedHooks, TimedHooks
+from service.strava.client import AsyncRequestHooks, AsyncStravaClient, RequestHooks, StravaClient
 from service.strava.quota import AsyncQuotaHooks, QuotaHooks, QuotaScheduler
 
 
@@ -19,9 +22,19 @@ def _options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def metered_client(settings: Settings, quota: QuotaScheduler) -> StravaClient:
-    return StravaClient(**_options(settings), hooks=QuotaHooks(quota))
+def metered_client(
+    settings: Settings, quota: QuotaScheduler, metrics: EventMetrics | None = None
+) -> StravaClient:
+    hooks: RequestHooks = QuotaHooks(quota)
+    if metrics is not None:
+        hooks = TimedHooks(hooks, metrics)
+    return StravaClient(**_options(settings), hooks=hooks)
 
 
-def metered_async_client(settings: Settings, quota: QuotaScheduler) -> AsyncStravaClient:
-    return AsyncStravaClient(**_options(settings), hooks=AsyncQuotaHooks(quota))
+def metered_async_client(
+    settings: Settings, quota: QuotaScheduler, metrics: EventMetrics | None = None
+) -> AsyncStravaClient:
+    hooks: AsyncRequestHooks = AsyncQuotaHooks(quota)
+    if metrics is not None:
+        hooks = AsyncTimedHooks(hooks, metrics)
+    return AsyncStravaClient(**_options(settings), hooks=hooks)

@@ -30,6 +30,9 @@ from service.ingest.context import build_context
 from service.ingest.crypto import TokenCipher
 from service.ingest.progress import ProgressLog, build_progress_log
 from service.messaging import Dispatcher, build_broker
+from service.metrics.collect import build_registry
+from service.metrics.events import EventMetrics, build_event_store
+from service.metrics.exposition import serve_metrics
 from service.strava.client import AsyncStravaClient
 from service.strava.metered import metered_async_client
 from service.strava.quota import QuotaScheduler, build_scheduler
@@ -68,13 +71,15 @@ def create_app(
     quota: QuotaScheduler | None = None,
     heartbeats: HeartbeatStore | None = None,
     progress: ProgressLog | None = None,
+    event_metrics: EventMetrics | None = None,
     check_schema: bool = True,
 ) -> Starlette:
     """Build the app. Raises ConfigError for settings the web app must not start with
     (service/config.py `check_web_settings`). With ``check_schema`` (the default) start-up
     fails with SchemaBehind when the database is not migrated to the code's head revision.
     ``heartbeats``: where processes report alive (embedded mode shares one store between the
-    app, its worker threads and its duties); by default the settings' store."""
+    app, its worker threads and its duties); by default the settings' store.
+    ``event_metrics`` (embedded mode shares the workers') is started and closed by its owner."""
     check_web_settings(settings)
 
     @asynccontextmanager
@@ -94,9 +99,17 @@ def create_app(
             if scheduler is None:
                 scheduler = build_scheduler(settings)
                 owned.callback(scheduler.close)
+            events = event_metrics
+            if events is None:
+                events = EventMetrics(build_event_store(settings.broker_url))
+                events.start()
+                owned.callback(events.close)
+            registry = build_registry(db, queue, scheduler, events.store)
+            if settings.metrics_port is not None:
+                owned.callback(serve_metrics(settings.metrics_port, registry))
             client = strava
             if client is None:
-                client = metered_async_client(settings, scheduler)
+                client = metered_async_client(settings, scheduler, events)
                 owned.push_async_callback(client.aclose)
 
             progress_log = progress
@@ -109,7 +122,9 @@ def create_app(
             owned.push_async_callback(fanout.aclose)
             # Closes only its own Strava client: the engine, the quota and the progress log
             # are closed above.
-            ingest = build_context(settings, engine=db, quota=scheduler, progress=progress_log)
+            ingest = build_context(
+                settings, engine=db, quota=scheduler, progress=progress_log, metrics=events
+            )
             owned.callback(ingest.strava.close)
             beats = heartbeats
             if beats is None:
@@ -120,7 +135,7 @@ def create_app(
             beating.start()
             owned.callback(beating.stop)
 
-            counters = WebhookCounters()
+            counters = WebhookCounters(on_rejection=events.rejection)
             # Closed (drained) before the engine and broker it uses, which were pushed first.
             batcher = InboxBatcher(
                 db,
@@ -158,6 +173,8 @@ def create_app(
                 ingest=ingest,
                 heartbeats=beats,
                 progress_fanout=fanout,
+                metrics=events,
+                metrics_registry=registry,
             )
             if settings.webhook_secret is not None:
                 _redact_in_access_log(owned, settings.webhook_secret.get_secret_value())

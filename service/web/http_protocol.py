@@ -106,7 +106,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _count_rejection(self, reason: str) -> None:
         state = find_web_state(self.app_state)
         if state is not None:  # on the event loop's thread, like the app
-            state.webhook_counters.rejected[reason] += 1
+            state.webhook_counters.count_rejection(reason)
 
     def _arm(self) -> None:
         self._disarm()

@@ -1,4 +1,9 @@
-"""Webhook counters, and `GET /stats/webhooks` that shows them as JSON.
+"""Webhook counters, and `GET /stats/webhooks` that shows them as JSON; `GET /metrics`, the
+deployment's Prometheus metrics (service/metrics/).
+
+Both routes need an admin key. Prometheus sends one with ``authorization: {credentials: …}``
+in its scrape config; METRICS_PORT serves the same registry without a key.
+
 
 The route needs an admin key (ADMIN_API_KEYS; service/web/api_keys.py). Counts live in the
 process, on the app's ``WebState.webhook_counters`` (service/web/state.py), like the quota
@@ -10,13 +15,17 @@ on the event loop's thread, so plain integers need no lock.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.web.api_keys import requires_admin_key
 from service.web.api_spec import Access, ApiRoute, Operation, json_response
 from service.web.state import web_state
 
@@ -49,6 +58,7 @@ class WebhookCounters:
       batches: group commits of the inbox; ``batched_events`` events in all,
         ``largest_batch`` at most.
       handoff_failures: batches the broker refused (their rows wait for the relay).
+      on_rejection: also told each rejection's reason (the Prometheus counter).
     """
 
     accepted: int = 0
@@ -58,6 +68,12 @@ class WebhookCounters:
     batched_events: int = 0
     largest_batch: int = 0
     handoff_failures: int = 0
+    on_rejection: Callable[[str], None] | None = None
+
+    def count_rejection(self, reason: str) -> None:
+        self.rejected[reason] += 1
+        if self.on_rejection is not None:
+            self.on_rejection(reason)
 
     def count_batch(self, size: int) -> None:
         self.batches += 1
@@ -81,6 +97,16 @@ async def webhook_stats(request: Request) -> Response:
     return json_response(web_state(request).webhook_counters.report())
 
 
+@requires_admin_key
+async def prometheus_metrics(request: Request) -> Response:
+    # The format the scraper asks for (text 0.0.4 without an Accept header, OpenMetrics on
+    # request), as prometheus-client's own server chooses it.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    # Collecting queries PostgreSQL and Redis: off the event loop.
+    body = await run_in_threadpool(encode, web_state(request).metrics_registry)
+    return Response(body, headers={"Content-Type": content_type})
+
+
 def routes() -> list[Route]:
     return [
         ApiRoute(
@@ -93,5 +119,7 @@ def routes() -> list[Route]:
                 responses={200: WebhookStats},
                 tags=("operator",),
             ),
-        )
+        ),
+        # Prometheus text, not JSON: outside the product API's document.
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
     ]

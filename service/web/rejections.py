@@ -27,7 +27,7 @@ def counted(what: str) -> Callable[[Endpoint], Endpoint]:
                 return await endpoint(request)
             except WebError as error:
                 reason = error.reason or type(error).__name__
-                web_state(request).webhook_counters.rejected[reason] += 1
+                web_state(request).webhook_counters.count_rejection(reason)
                 # Never the body, the path (it may hold a secret) or header values; the
                 # method is the request's own text, so it is logged escaped (%r).
                 log.warning(

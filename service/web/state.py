@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 # this module (so do api_keys.py and rejections.py, which it imports).
 if TYPE_CHECKING:
     import dramatiq
+    from prometheus_client import CollectorRegistry
     from sqlalchemy.engine import Engine
 
     from service.config import Settings
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from service.ingest.context import IngestContext
     from service.ingest.crypto import TokenCipher
     from service.messaging import Dispatcher
+    from service.metrics.events import EventMetrics
     from service.strava.client import AsyncStravaClient
     from service.strava.quota import QuotaScheduler
     from service.web.batching import InboxBatcher
@@ -57,6 +59,9 @@ class WebState:
       heartbeats: the processes' heartbeats (``GET /readyz`` reports the workers and the
         scheduler seen alive).
       progress_fanout: the process's listener on the sync progress log and its subscribers.
+      metrics: this process's event counters (service/metrics/events.py); routes that open
+        or close a progress stream report it with ``metrics.sse_subscribers_changed``.
+      metrics_registry: every Prometheus series of the deployment (``GET /metrics``).
     """
 
     settings: Settings
@@ -72,6 +77,8 @@ class WebState:
     ingest: IngestContext
     heartbeats: HeartbeatStore
     progress_fanout: ProgressFanout
+    metrics: EventMetrics
+    metrics_registry: CollectorRegistry
 
 
 def web_state(connection: HTTPConnection) -> WebState:

@@ -17,7 +17,7 @@ from service.config import Settings, describe_validation_error
 from service.web.api_keys import bearer_key, key_matches
 from service.web.app import create_app
 
-ADMIN_ROUTES = ["/quota", "/stats/webhooks"]
+ADMIN_ROUTES = ["/quota", "/stats/webhooks", "/metrics"]
 SECOND_KEY = "second-admin-key-abcdefghij"
 
 
