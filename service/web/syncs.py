@@ -189,10 +189,22 @@ async def all_events(request: Request) -> Response:
 
 def _stream(web: WebState, events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
     return EventSourceResponse(
-        events,
+        _counted(web, events),
         ping=web.settings.sync_events_heartbeat_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _counted(
+    web: WebState, events: AsyncIterator[ServerSentEvent | bytes]
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    # The open streams of this process, for strava_ingest_sse_subscribers.
+    web.metrics.sse_subscribers_changed(+1)
+    try:
+        async for event in events:
+            yield event
+    finally:
+        web.metrics.sse_subscribers_changed(-1)
 
 
 async def _athlete_stream(
