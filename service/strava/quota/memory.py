@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 from service.clock import Clock
 from service.strava.quota.scheduler import (
     BUCKETS,
+    FORECAST_WINDOWS,
     WINDOWS,
     Bucket,
     Counters,
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
+    WindowPlan,
     blocking_windows,
-    held_for_realtime,
+    window_demand,
     window_index,
 )
 from service.strava.quota.tiers import REALTIME_TIERS, Tier
@@ -36,8 +38,13 @@ class _WindowCounts:
     def realtime_used(self, bucket: Bucket) -> int:
         return sum(self.by_tier[(bucket, tier)] for tier in REALTIME_TIERS)
 
-    def realtime_wanted(self, bucket: Bucket) -> int:
-        return self.realtime_used(bucket) + sum(self.denied[tier] for tier in REALTIME_TIERS)
+    def demand(self, bucket: Bucket) -> int:
+        return window_demand(
+            self.used[bucket],
+            sum(count for (b, _tier), count in self.by_tier.items() if b == bucket),
+            self.realtime_used(bucket),
+            sum(self.denied[tier] for tier in REALTIME_TIERS),
+        )
 
 
 class MemoryQuotaScheduler(QuotaScheduler):
@@ -56,8 +63,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
         super().__init__(config, clock)
         self._lock = threading.Lock()
         self._windows: dict[Window, _WindowCounts] = {}
-        # The short window before the current one (for held_for_realtime).
-        self._previous_short = _WindowCounts(-1)
+        # The short windows before the current one, by index (what the forecast learns from).
+        self._history: dict[int, _WindowCounts] = {}
         self._limits: dict[tuple[Bucket, Window], int] = {}
         self._throttled = 0
         self._denials: Counter[Tier] = Counter()
@@ -69,17 +76,37 @@ class MemoryQuotaScheduler(QuotaScheduler):
         index = window_index(now, self.config.length(window))
         counts = self._windows.get(window)
         if counts is None or counts.index != index:
-            if window == "short":
-                self._previous_short = _WindowCounts(index - 1)
-                if counts is not None and counts.index == index - 1:
-                    self._previous_short = counts
+            if window == "short" and counts is not None:
+                self._history[counts.index] = counts
+                for old in [i for i in self._history if i < index - FORECAST_WINDOWS]:
+                    del self._history[old]
             counts = self._windows[window] = _WindowCounts(index)
         return counts
 
-    def _held(self, bucket: Bucket, now: float) -> int:
-        return held_for_realtime(
-            self._previous_short.realtime_wanted(bucket),
-            self._current("short", now).realtime_used(bucket),
+    def _read(self, now: float) -> Counters:
+        """The counters at ``now``; the caller holds the lock."""
+        current = {window: self._current(window, now) for window in WINDOWS}
+        index = current["short"].index
+        history = [self._history.get(index - back) for back in range(1, FORECAST_WINDOWS + 1)]
+        return Counters(
+            used={
+                (bucket, window): count
+                for window, counts in current.items()
+                for bucket, count in counts.used.items()
+            },
+            used_by_tier={
+                (bucket, window, tier): count
+                for window, counts in current.items()
+                for (bucket, tier), count in counts.by_tier.items()
+            },
+            limits=dict(self._limits),
+            throttled=self._throttled,
+            denials=dict(self._denials),
+            demand_history={
+                bucket: tuple(0 if past is None else past.demand(bucket) for past in history)
+                for bucket in BUCKETS
+            },
+            demand_now={bucket: current["short"].demand(bucket) for bucket in BUCKETS},
         )
 
     def _limit(self, bucket: Bucket, window: Window) -> int:
@@ -87,15 +114,11 @@ class MemoryQuotaScheduler(QuotaScheduler):
 
     def _reserve(self, now: float, tier: Tier, buckets: tuple[Bucket, ...]) -> tuple[Window, ...]:
         with self._lock:
-            current = {window: self._current(window, now) for window in WINDOWS}
+            plan = WindowPlan(self.config, now, self._read(now))
             blocked = blocking_windows(
-                self.config,
-                tier,
-                buckets,
-                used=lambda bucket, window: current[window].used[bucket],
-                limit=self._limit,
-                held=lambda bucket: self._held(bucket, now),
+                self.config, tier, buckets, used=plan.used, limit=plan.limit, kept=plan.kept_in
             )
+            current = {window: self._current(window, now) for window in WINDOWS}
             if blocked:
                 self._denials[tier] += 1
                 current["short"].denied[tier] += 1
@@ -121,22 +144,4 @@ class MemoryQuotaScheduler(QuotaScheduler):
 
     def _counters(self, now: float) -> Counters:
         with self._lock:
-            current = {window: self._current(window, now) for window in WINDOWS}
-            return Counters(
-                used={
-                    (bucket, window): count
-                    for window, counts in current.items()
-                    for bucket, count in counts.used.items()
-                },
-                used_by_tier={
-                    (bucket, window, tier): count
-                    for window, counts in current.items()
-                    for (bucket, tier), count in counts.by_tier.items()
-                },
-                limits=dict(self._limits),
-                throttled=self._throttled,
-                denials=dict(self._denials),
-                realtime_wanted_before={
-                    bucket: self._previous_short.realtime_wanted(bucket) for bucket in BUCKETS
-                },
-            )
+            return self._read(now)

@@ -8,8 +8,8 @@ Keys, under ``prefix`` (by default ``strava-ingest:quota:``):
 
 - ``{window}:{length}:{index}``: a hash per window instance with ``overall``, ``read``,
   ``{bucket}:{tier}`` and (short windows) ``denied:{tier}`` counts; it expires shortly after
-  its window ends (a short window's after the next one, which reads its real-time counts), so
-  nothing accumulates.
+  its window ends (a short window's after the ``FORECAST_WINDOWS`` that follow it, whose
+  forecast learns from its counts), so nothing accumulates.
 - ``limits``: a hash of limits adopted from Strava's headers (``overall:short`` ...).
 - ``throttled``: the number of 429s seen (a metric); ``denials``: refusals per tier.
 """
@@ -26,17 +26,21 @@ from service.clock import Clock
 from service.strava.quota.scheduler import (
     ALLOWANCE_TOLERANCE,
     BUCKETS,
+    FORECAST_WINDOWS,
     LAST_REALTIME,
+    OBSERVED_FLOOR,
     WINDOWS,
     Bucket,
     Counters,
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
+    window_demand,
     window_index,
+    window_position,
     yields_to_realtime,
 )
-from service.strava.quota.tiers import REALTIME_TIERS, Tier
+from service.strava.quota.tiers import REALTIME_TIERS, TIERS_BY_PRIORITY, Tier
 from service.strava.ratelimit import Window
 
 DEFAULT_PREFIX = "strava-ingest:quota:"
@@ -47,27 +51,60 @@ EXPIRY_GRACE_SECONDS = 60
 
 # The same rule as scheduler.blocking_windows: one more request must fit under
 # floor(limit x factor + tolerance) in every (window, bucket) and, for a tier below the
-# real-time ones in the short window, leave held_for_realtime free under the real-time tiers'
-# room; else nothing is counted but the denial (in all, and per short window as
-# `denied:{tier}`). KEYS[5] is the previous short window.
+# real-time ones, leave the room kept (scheduler.kept_for_realtime, the same arithmetic in the
+# same order) free under the real-time tiers' allowance; else nothing is counted but the
+# denial (in all, and per short window as `denied:{tier}`). KEYS[5..] are the previous short
+# windows, the most recent first.
 _RESERVE = """
 local tier, tolerance = ARGV[1], tonumber(ARGV[6])
-local yields, realtime_factor = ARGV[7] == '1', tonumber(ARGV[8])
+local yields = ARGV[7] == '1'
+local realtime_factor = {short = tonumber(ARGV[8]), daily = tonumber(ARGV[9])}
+local elapsed, left, floor = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local realtime_tiers = {@REALTIME_TIERS@}
+local all_tiers = {@ALL_TIERS@}
 local windows = {
   {key = KEYS[1], name = 'short', factor = tonumber(ARGV[2]), ttl = ARGV[4]},
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
 }
 local buckets = {}
-for i = 9, #ARGV, 3 do
+for i = 13, #ARGV, 3 do
   table.insert(buckets, {name = ARGV[i], short = ARGV[i + 1], daily = ARGV[i + 2]})
 end
-local function realtime(key, prefix)
-  local total = 0
-  for _, name in ipairs(realtime_tiers) do
-    total = total + tonumber(redis.call('HGET', key, prefix .. ':' .. name) or '0')
+local function counts(key)
+  local flat = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #flat, 2 do
+    fields[flat[i]] = tonumber(flat[i + 1])
   end
-  return total
+  return fields
+end
+local function demand(fields, bucket)
+  local realtime, denied, ours = 0, 0, 0
+  for _, name in ipairs(realtime_tiers) do
+    realtime = realtime + (fields[bucket .. ':' .. name] or 0)
+    denied = denied + (fields['denied:' .. name] or 0)
+  end
+  for _, name in ipairs(all_tiers) do
+    ours = ours + (fields[bucket .. ':' .. name] or 0)
+  end
+  return realtime + denied + math.max(0, (fields[bucket] or 0) - ours)
+end
+local history = {}
+for i = 5, #KEYS do
+  table.insert(history, counts(KEYS[i]))
+end
+local current = counts(KEYS[1])
+local function kept(bucket)
+  local peak, total = 0, 0
+  for _, fields in ipairs(history) do
+    local d = demand(fields, bucket)
+    peak = math.max(peak, d)
+    total = total + d
+  end
+  local mean = total / #history
+  local rate = math.max(peak, demand(current, bucket) / math.max(elapsed, floor))
+  local short = rate * (1.0 - elapsed)
+  return {short = short, daily = math.max(mean * left, short)}
 end
 local blocked = {}
 for _, w in ipairs(windows) do
@@ -75,10 +112,9 @@ for _, w in ipairs(windows) do
     local limit = tonumber(redis.call('HGET', KEYS[3], b.name .. ':' .. w.name) or b[w.name])
     local used = tonumber(redis.call('HGET', w.key, b.name) or '0')
     local full = used + 1 > math.floor(limit * w.factor + tolerance)
-    if not full and yields and w.name == 'short' then
-      local wanted = realtime(KEYS[5], b.name) + realtime(KEYS[5], 'denied')
-      local held = math.max(0, wanted - realtime(w.key, b.name))
-      full = used + 1 + held > math.floor(limit * realtime_factor + tolerance)
+    if not full and yields then
+      local top = math.floor(limit * realtime_factor[w.name] + tolerance) + tolerance
+      full = used + 1 + kept(b.name)[w.name] > top
     end
     if full then
       table.insert(blocked, w.name)
@@ -100,7 +136,9 @@ for _, w in ipairs(windows) do
   redis.call('EXPIRE', w.key, w.ttl)
 end
 return blocked
-""".replace("@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in REALTIME_TIERS))
+""".replace("@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in REALTIME_TIERS)).replace(
+    "@ALL_TIERS@", ", ".join(f"'{tier.value}'" for tier in TIERS_BY_PRIORITY)
+)
 
 # Applies a scheduler.Reconciliation: adopt limits, raise (never lower) counts to the reported
 # usage, and on a 429 count it and raise the refused buckets to their limit.
@@ -184,8 +222,8 @@ class RedisQuotaScheduler(QuotaScheduler):
     def _ttl(self, window: Window, now: float) -> int:
         length = self.config.length(window)
         ends = (window_index(now, length) + 1) * length
-        # The next short window reads this one's real-time counts (held_for_realtime).
-        kept = length if window == "short" else 0
+        # The next short windows' forecast reads this one's counts.
+        kept = length * FORECAST_WINDOWS if window == "short" else 0
         return max(1, math.ceil(ends - now)) + kept + EXPIRY_GRACE_SECONDS
 
     def _shared_keys(self, now: float) -> list[str]:
@@ -195,7 +233,16 @@ class RedisQuotaScheduler(QuotaScheduler):
             f"{self._prefix}limits",
         ]
 
+    def _history_keys(self, now: float) -> list[str]:
+        length = self.config.window_seconds
+        return [
+            self._window_key("short", now - back * length)
+            for back in range(1, FORECAST_WINDOWS + 1)
+        ]
+
     def _reserve(self, now: float, tier: Tier, buckets: tuple[Bucket, ...]) -> tuple[Window, ...]:
+        # Fractions of time from the pure policy, so both backends use the very same numbers.
+        elapsed, windows_left_today = window_position(self.config, now)
         args: list[str | int | float] = [
             tier.value,
             repr(self.config.factor(tier, "short")),
@@ -205,6 +252,10 @@ class RedisQuotaScheduler(QuotaScheduler):
             repr(ALLOWANCE_TOLERANCE),
             "1" if yields_to_realtime(tier) else "0",
             repr(self.config.factor(LAST_REALTIME, "short")),
+            repr(self.config.factor(LAST_REALTIME, "daily")),
+            repr(elapsed),
+            repr(windows_left_today),
+            repr(OBSERVED_FLOOR),
         ]
         for bucket in buckets:
             args += [
@@ -212,8 +263,7 @@ class RedisQuotaScheduler(QuotaScheduler):
                 self.config.default_limit(bucket, "short"),
                 self.config.default_limit(bucket, "daily"),
             ]
-        previous = self._window_key("short", now - self.config.window_seconds)
-        keys = [*self._shared_keys(now), f"{self._prefix}denials", previous]
+        keys = [*self._shared_keys(now), f"{self._prefix}denials", *self._history_keys(now)]
         blocked: list[bytes] = self._reserve_script(keys=keys, args=args)
         return tuple(w for w in WINDOWS if w.encode() in blocked)
 
@@ -242,38 +292,47 @@ class RedisQuotaScheduler(QuotaScheduler):
         pipe.hgetall(f"{self._prefix}limits")
         pipe.get(f"{self._prefix}throttled")
         pipe.hgetall(f"{self._prefix}denials")
-        pipe.hgetall(self._window_key("short", now - self.config.window_seconds))
-        *per_window, limits, throttled, denials, before = pipe.execute()
-        previous = _decoded(before)
-        refused = sum(previous.get(f"denied:{tier.value}", 0) for tier in REALTIME_TIERS)
+        for key in self._history_keys(now):
+            pipe.hgetall(key)
+        short, daily, limits, throttled, denials, *history = pipe.execute()
         used: dict[tuple[Bucket, Window], int] = {}
         used_by_tier: dict[tuple[Bucket, Window, Tier], int] = {}
-        for window, fields in zip(WINDOWS, per_window, strict=True):
+        for window, fields in (("short", short), ("daily", daily)):
             for name, value in _decoded(fields).items():
                 bucket, _, tier = name.partition(":")
                 if bucket not in BUCKETS:
                     continue
                 if tier:
-                    used_by_tier[(_bucket(bucket), window, Tier(tier))] = value
+                    used_by_tier[(_bucket(bucket), _window(window), Tier(tier))] = value
                 else:
-                    used[(_bucket(bucket), window)] = value
+                    used[(_bucket(bucket), _window(window))] = value
         adopted: dict[tuple[Bucket, Window], int] = {}
         for name, value in _decoded(limits).items():
             bucket, _, window_name = name.partition(":")
             if bucket in BUCKETS and window_name in WINDOWS:
                 adopted[(_bucket(bucket), _window(window_name))] = value
+        past = [_decoded(fields) for fields in history]
         return Counters(
             used=used,
             used_by_tier=used_by_tier,
             limits=adopted,
             throttled=int(throttled or 0),
             denials={Tier(name): value for name, value in _decoded(denials).items()},
-            realtime_wanted_before={
-                bucket: refused
-                + sum(previous.get(f"{bucket}:{tier.value}", 0) for tier in REALTIME_TIERS)
-                for bucket in BUCKETS
+            demand_history={
+                bucket: tuple(_demand(fields, bucket) for fields in past) for bucket in BUCKETS
             },
+            demand_now={bucket: _demand(_decoded(short), bucket) for bucket in BUCKETS},
         )
+
+
+def _demand(fields: dict[str, int], bucket: Bucket) -> int:
+    """``window_demand`` of one short window's hash."""
+    return window_demand(
+        fields.get(bucket, 0),
+        sum(fields.get(f"{bucket}:{tier.value}", 0) for tier in TIERS_BY_PRIORITY),
+        sum(fields.get(f"{bucket}:{tier.value}", 0) for tier in REALTIME_TIERS),
+        sum(fields.get(f"denied:{tier.value}", 0) for tier in REALTIME_TIERS),
+    )
 
 
 def _decoded(fields: dict[bytes, bytes]) -> dict[str, int]:
