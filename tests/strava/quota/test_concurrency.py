@@ -150,7 +150,7 @@ def test_no_window_exceeds_the_limit_with_four_processes_and_another_client(
 
     granted = Counter(moment for _, grants, _ in reports for moment in grants)
     spent = Counter(moment for _, _, spends in reports for moment in spends)
-    by_role = Counter()
+    by_role: Counter[tuple[str, int]] = Counter()
     for role, grants, _ in reports:
         for window, _ in grants:
             by_role[(role, window)] += 1
