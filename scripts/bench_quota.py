@@ -124,7 +124,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="dropped and recreated",
     )
     add("--redis-url", default="redis://127.0.0.1:6379/11", help="flushed")
-    add("--day", action="store_true", help="run the day-scale simulation instead (in process)")
     add("--log-level", default="WARNING", help="of the service's processes")
     args = parser.parse_args(argv)
     return Options(

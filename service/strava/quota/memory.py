@@ -14,6 +14,7 @@ from service.strava.quota.scheduler import (
     WINDOWS,
     Bucket,
     Counters,
+    DayDemand,
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
@@ -63,8 +64,10 @@ class MemoryQuotaScheduler(QuotaScheduler):
         super().__init__(config, clock)
         self._lock = threading.Lock()
         self._windows: dict[Window, _WindowCounts] = {}
-        # The short windows before the current one, by index (what the forecast learns from).
+        # The short windows before the current one, by index, and the day before the current
+        # one: what the forecast learns from.
         self._history: dict[int, _WindowCounts] = {}
+        self._yesterday = _WindowCounts(-1)
         self._limits: dict[tuple[Bucket, Window], int] = {}
         self._throttled = 0
         self._denials: Counter[Tier] = Counter()
@@ -80,6 +83,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
                 self._history[counts.index] = counts
                 for old in [i for i in self._history if i < index - FORECAST_WINDOWS]:
                     del self._history[old]
+            if window == "daily" and counts is not None:
+                self._yesterday = counts
             counts = self._windows[window] = _WindowCounts(index)
         return counts
 
@@ -107,6 +112,17 @@ class MemoryQuotaScheduler(QuotaScheduler):
                 for bucket in BUCKETS
             },
             demand_now={bucket: current["short"].demand(bucket) for bucket in BUCKETS},
+            day_demand={
+                bucket: DayDemand(
+                    yesterday=(
+                        self._yesterday.demand(bucket)
+                        if self._yesterday.index == current["daily"].index - 1
+                        else 0
+                    ),
+                    today=current["daily"].demand(bucket),
+                )
+                for bucket in BUCKETS
+            },
         )
 
     def _limit(self, bucket: Bucket, window: Window) -> int:
@@ -121,7 +137,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
             current = {window: self._current(window, now) for window in WINDOWS}
             if blocked:
                 self._denials[tier] += 1
-                current["short"].denied[tier] += 1
+                for counts in current.values():
+                    counts.denied[tier] += 1
                 return blocked
             for counts in current.values():
                 for bucket in buckets:

@@ -26,12 +26,14 @@ from service.clock import Clock
 from service.strava.quota.scheduler import (
     ALLOWANCE_TOLERANCE,
     BUCKETS,
+    DAY_HEADROOM,
     FORECAST_WINDOWS,
     LAST_REALTIME,
     OBSERVED_FLOOR,
     WINDOWS,
     Bucket,
     Counters,
+    DayDemand,
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
@@ -53,13 +55,14 @@ EXPIRY_GRACE_SECONDS = 60
 # floor(limit x factor + tolerance) in every (window, bucket) and, for a tier below the
 # real-time ones, leave the room kept (scheduler.kept_for_realtime, the same arithmetic in the
 # same order) free under the real-time tiers' allowance; else nothing is counted but the
-# denial (in all, and per short window as `denied:{tier}`). KEYS[5..] are the previous short
-# windows, the most recent first.
+# denial (in all, and per window as `denied:{tier}`). KEYS[5] is yesterday's daily window,
+# KEYS[6..] the previous short windows, the most recent first.
 _RESERVE = """
 local tier, tolerance = ARGV[1], tonumber(ARGV[6])
 local yields = ARGV[7] == '1'
 local realtime_factor = {short = tonumber(ARGV[8]), daily = tonumber(ARGV[9])}
 local elapsed, left, floor = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local day_elapsed, day_headroom = tonumber(ARGV[13]), tonumber(ARGV[14])
 local realtime_tiers = {@REALTIME_TIERS@}
 local all_tiers = {@ALL_TIERS@}
 local windows = {
@@ -67,7 +70,7 @@ local windows = {
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
 }
 local buckets = {}
-for i = 13, #ARGV, 3 do
+for i = 15, #ARGV, 3 do
   table.insert(buckets, {name = ARGV[i], short = ARGV[i + 1], daily = ARGV[i + 2]})
 end
 local function counts(key)
@@ -90,10 +93,11 @@ local function demand(fields, bucket)
   return realtime + denied + math.max(0, (fields[bucket] or 0) - ours)
 end
 local history = {}
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   table.insert(history, counts(KEYS[i]))
 end
 local current = counts(KEYS[1])
+local today, yesterday = counts(KEYS[2]), counts(KEYS[5])
 local function kept(bucket)
   local peak, total = 0, 0
   for _, fields in ipairs(history) do
@@ -102,9 +106,15 @@ local function kept(bucket)
     total = total + d
   end
   local mean = total / #history
+  local today_rate = demand(today, bucket) / math.max(day_elapsed, floor)
+  local daily_rate = math.max(demand(yesterday, bucket), today_rate)
+  local windows_per_day = left / (1.0 - day_elapsed)
   local rate = math.max(peak, demand(current, bucket) / math.max(elapsed, floor))
-  local short = rate * (1.0 - elapsed)
-  return {short = short, daily = math.max(mean * left, short)}
+  local in_window = daily_rate / windows_per_day * (1.0 - elapsed)
+  local short = math.max(rate * (1.0 - elapsed), in_window + day_headroom * math.sqrt(in_window))
+  local expected = daily_rate * (1.0 - day_elapsed)
+  local daily = math.max(expected + day_headroom * math.sqrt(expected), mean * left, short)
+  return {short = short, daily = daily}
 end
 local blocked = {}
 for _, w in ipairs(windows) do
@@ -124,8 +134,10 @@ for _, w in ipairs(windows) do
 end
 if #blocked > 0 then
   redis.call('HINCRBY', KEYS[4], tier, 1)
-  redis.call('HINCRBY', KEYS[1], 'denied:' .. tier, 1)
-  redis.call('EXPIRE', KEYS[1], windows[1].ttl)
+  for _, w in ipairs(windows) do
+    redis.call('HINCRBY', w.key, 'denied:' .. tier, 1)
+    redis.call('EXPIRE', w.key, w.ttl)
+  end
   return blocked
 end
 for _, w in ipairs(windows) do
@@ -222,8 +234,8 @@ class RedisQuotaScheduler(QuotaScheduler):
     def _ttl(self, window: Window, now: float) -> int:
         length = self.config.length(window)
         ends = (window_index(now, length) + 1) * length
-        # The next short windows' forecast reads this one's counts.
-        kept = length * FORECAST_WINDOWS if window == "short" else 0
+        # The next short windows' forecast reads this one's counts, and tomorrow's today's.
+        kept = length * FORECAST_WINDOWS if window == "short" else length
         return max(1, math.ceil(ends - now)) + kept + EXPIRY_GRACE_SECONDS
 
     def _shared_keys(self, now: float) -> list[str]:
@@ -242,7 +254,7 @@ class RedisQuotaScheduler(QuotaScheduler):
 
     def _reserve(self, now: float, tier: Tier, buckets: tuple[Bucket, ...]) -> tuple[Window, ...]:
         # Fractions of time from the pure policy, so both backends use the very same numbers.
-        elapsed, windows_left_today = window_position(self.config, now)
+        elapsed, windows_left_today, day_elapsed = window_position(self.config, now)
         args: list[str | int | float] = [
             tier.value,
             repr(self.config.factor(tier, "short")),
@@ -256,6 +268,8 @@ class RedisQuotaScheduler(QuotaScheduler):
             repr(elapsed),
             repr(windows_left_today),
             repr(OBSERVED_FLOOR),
+            repr(day_elapsed),
+            repr(DAY_HEADROOM),
         ]
         for bucket in buckets:
             args += [
@@ -263,7 +277,12 @@ class RedisQuotaScheduler(QuotaScheduler):
                 self.config.default_limit(bucket, "short"),
                 self.config.default_limit(bucket, "daily"),
             ]
-        keys = [*self._shared_keys(now), f"{self._prefix}denials", *self._history_keys(now)]
+        keys = [
+            *self._shared_keys(now),
+            f"{self._prefix}denials",
+            self._window_key("daily", now - self.config.day_seconds),
+            *self._history_keys(now),
+        ]
         blocked: list[bytes] = self._reserve_script(keys=keys, args=args)
         return tuple(w for w in WINDOWS if w.encode() in blocked)
 
@@ -292,9 +311,10 @@ class RedisQuotaScheduler(QuotaScheduler):
         pipe.hgetall(f"{self._prefix}limits")
         pipe.get(f"{self._prefix}throttled")
         pipe.hgetall(f"{self._prefix}denials")
+        pipe.hgetall(self._window_key("daily", now - self.config.day_seconds))
         for key in self._history_keys(now):
             pipe.hgetall(key)
-        short, daily, limits, throttled, denials, *history = pipe.execute()
+        short, daily, limits, throttled, denials, yesterday, *history = pipe.execute()
         used: dict[tuple[Bucket, Window], int] = {}
         used_by_tier: dict[tuple[Bucket, Window, Tier], int] = {}
         for window, fields in (("short", short), ("daily", daily)):
@@ -322,6 +342,13 @@ class RedisQuotaScheduler(QuotaScheduler):
                 bucket: tuple(_demand(fields, bucket) for fields in past) for bucket in BUCKETS
             },
             demand_now={bucket: _demand(_decoded(short), bucket) for bucket in BUCKETS},
+            day_demand={
+                bucket: DayDemand(
+                    yesterday=_demand(_decoded(yesterday), bucket),
+                    today=_demand(_decoded(daily), bucket),
+                )
+                for bucket in BUCKETS
+            },
         )
 
 

@@ -180,6 +180,13 @@ FORECAST_WINDOWS = 4
 # make the forecast for the window hundreds.
 OBSERVED_FLOOR = 0.25
 
+# Standard deviations of headroom over the demand expected at the daily rate for the rest of the
+# window and of the day: a request refused waits for the next window or midnight, so both keep
+# room for bursts beyond the mean (Poisson counts: the deviation is the square root of the
+# expected count). For sparse real-time work it is what keeps room at all: a webhook an hour
+# is 0.5 calls a window, and the recent peak is often nothing.
+DAY_HEADROOM = 4.0
+
 # A lower tier refused because of the room kept comes back no sooner than this fraction of a
 # window later: the room shrinks continuously, and each waiting unit of work tried at every
 # step of it would be refused many times per window.
@@ -220,21 +227,47 @@ class Kept:
     daily: float
 
 
+@dataclass(frozen=True)
+class DayDemand:
+    """``window_demand`` of whole UTC days: yesterday's, and today's so far."""
+
+    yesterday: int = 0
+    today: int = 0
+
+
 def kept_for_realtime(
-    forecast: Forecast, demand_now: int, elapsed: float, windows_left_today: float
+    forecast: Forecast,
+    demand_now: int,
+    elapsed: float,
+    windows_left_today: float,
+    day: DayDemand,
+    day_elapsed: float,
 ) -> Kept:
     """The room kept for real-time work and other clients for the rest of the window and day.
 
-    ``elapsed`` is the fraction of the short window gone; ``windows_left_today`` the short
-    windows (fractional) before midnight, the current one's remainder included. In the short
-    window: the rate per window (the recent peak, or this window's demand so far when that
-    runs hotter) times what is left of it. In the day: the recent mean rate times the windows
-    left, and never less than the short window's. Both reach nothing at their boundary.
+    ``elapsed`` and ``day_elapsed`` are the fractions of the short window and of the day gone;
+    ``windows_left_today`` the short windows (fractional) before midnight, the current one's
+    remainder included. The daily rate is yesterday's demand, or today's so far when that runs
+    hotter. In the short window: the rate per window (the recent peak, or this window's demand
+    so far when that runs hotter) times what is left of it, and at least the daily rate's
+    share of what is left plus ``DAY_HEADROOM`` deviations. In the day: the daily rate times
+    what is left of the day, plus ``DAY_HEADROOM`` deviations; never less than the recent mean
+    rate over the windows left, nor than the short window's. All reach nothing at their
+    boundary.
     The Lua script of the Redis backend repeats this arithmetic step for step.
     """
+    daily_rate = max(float(day.yesterday), day.today / max(day_elapsed, OBSERVED_FLOOR))
+    windows_per_day = windows_left_today / (1.0 - day_elapsed)
     rate = max(forecast.peak, demand_now / max(elapsed, OBSERVED_FLOOR))
-    short = rate * (1.0 - elapsed)
-    return Kept(short=short, daily=max(forecast.mean * windows_left_today, short))
+    in_window = daily_rate / windows_per_day * (1.0 - elapsed)
+    short = max(rate * (1.0 - elapsed), in_window + DAY_HEADROOM * math.sqrt(in_window))
+    expected = daily_rate * (1.0 - day_elapsed)
+    daily = max(
+        expected + DAY_HEADROOM * math.sqrt(expected),
+        forecast.mean * windows_left_today,
+        short,
+    )
+    return Kept(short=short, daily=daily)
 
 
 def blocking_windows(
@@ -378,6 +411,7 @@ class Counters:
         demand_history: per bucket, ``window_demand`` of the previous short windows, the
             most recent first (``FORECAST_WINDOWS`` of them; a window without counts is 0).
         demand_now: per bucket, ``window_demand`` of the current short window so far.
+        day_demand: per bucket, ``window_demand`` of yesterday and of today so far.
     """
 
     used: Mapping[tuple[Bucket, Window], int]
@@ -387,6 +421,7 @@ class Counters:
     denials: Mapping[Tier, int]
     demand_history: Mapping[Bucket, tuple[int, ...]] = field(default_factory=dict)
     demand_now: Mapping[Bucket, int] = field(default_factory=dict)
+    day_demand: Mapping[Bucket, DayDemand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -478,13 +513,14 @@ class TierCapacity:
     day_resets_at: datetime
 
 
-def window_position(config: QuotaConfig, now: float) -> tuple[float, float]:
-    """The fraction of the current short window gone, and the short windows (fractional) left
-    before the daily window ends: the time inputs of ``kept_for_realtime``."""
-    length = config.window_seconds
+def window_position(config: QuotaConfig, now: float) -> tuple[float, float, float]:
+    """The fraction of the current short window gone, the short windows (fractional) left
+    before the daily window ends, and the fraction of the day gone: the time inputs of
+    ``kept_for_realtime``."""
+    length, day = config.window_seconds, config.day_seconds
     elapsed = now / length - window_index(now, length)
-    day_end = (window_index(now, config.day_seconds) + 1) * config.day_seconds
-    return elapsed, (day_end - now) / length
+    day_end = (window_index(now, day) + 1) * day
+    return elapsed, (day_end - now) / length, now / day - window_index(now, day)
 
 
 class WindowPlan:
@@ -502,7 +538,7 @@ class WindowPlan:
         self.now = now
         self.counters = counters
         self.short_index = window_index(now, config.window_seconds)
-        self.elapsed, self.windows_left_today = window_position(config, now)
+        self.elapsed, self.windows_left_today, self.day_elapsed = window_position(config, now)
         self.forecasts = {
             bucket: forecast_demand(counters.demand_history.get(bucket, ())) for bucket in BUCKETS
         }
@@ -512,6 +548,8 @@ class WindowPlan:
                 counters.demand_now.get(bucket, 0),
                 self.elapsed,
                 self.windows_left_today,
+                counters.day_demand.get(bucket, DayDemand()),
+                self.day_elapsed,
             )
             for bucket in BUCKETS
         }
@@ -530,12 +568,24 @@ class WindowPlan:
         length = self.config.length(window)
         return window_start(window_index(self.now, length) + offset, length)
 
+    def kept_at(self, bucket: Bucket, moment: float) -> Kept:
+        """The room kept at a later ``moment`` of the same windows, if nothing else is spent."""
+        elapsed, windows_left, day_elapsed = window_position(self.config, moment)
+        return kept_for_realtime(
+            self.forecasts[bucket],
+            self.counters.demand_now.get(bucket, 0),
+            elapsed,
+            windows_left,
+            self.counters.day_demand.get(bucket, DayDemand()),
+            day_elapsed,
+        )
+
     def fits_again_at(self, tier: Tier, buckets: tuple[Bucket, ...], window: Window) -> datetime:
         """When one more request of ``tier`` should fit in ``window`` if nothing else is
         spent: the next window when its allowance is spent, else the moment the room kept has
-        shrunk enough (no sooner than ``1 / RETRY_STEPS`` of a window from now)."""
-        at = self.now
-        length = self.config.window_seconds
+        shrunk enough (no sooner than ``1 / RETRY_STEPS`` of a short window from now)."""
+        end = self.start(window, 1).timestamp()
+        at = self.now + self.config.window_seconds / RETRY_STEPS
         for bucket in buckets:
             used, limit = self.used(bucket, window), self.limit(bucket, window)
             reason = _blocked_by(
@@ -545,16 +595,18 @@ class WindowPlan:
                 return self.start(window, 1)
             if reason != "kept":
                 continue
-            free = realtime_allowance(self.config, limit, window) - used - 1
-            forecast, demand = self.forecasts[bucket], self.counters.demand_now.get(bucket, 0)
-            rate = max(forecast.peak, demand / max(self.elapsed, OBSERVED_FLOOR))
-            # kept.short = rate x (1 - elapsed) falls to `free` at this moment of the window.
-            moment = (self.short_index + 1 - free / rate) * length if rate > 0 else self.now
-            if window == "daily" and forecast.mean > 0:
-                day_end = self.now + self.windows_left_today * length
-                moment = max(moment, day_end - free * length / forecast.mean)
-            at = max(at, moment)
-        at = max(at, self.now + length / RETRY_STEPS)
+            top = realtime_allowance(self.config, limit, window) - used - 1
+
+            def fits(moment: float, bucket: Bucket = bucket, top: float = top) -> bool:
+                kept = self.kept_at(bucket, moment)
+                return (kept.short if window == "short" else kept.daily) <= top
+
+            # The room kept shrinks towards the window's end, where it is nothing: bisect.
+            low, high = self.now, end
+            for _ in range(40):
+                middle = (low + high) / 2
+                low, high = (low, middle) if fits(middle) else (middle, high)
+            at = max(at, high)
         return min(datetime.fromtimestamp(at, UTC), self.start(window, 1))
 
     def capacity(self, tier: Tier, buckets: tuple[Bucket, ...]) -> TierCapacity:

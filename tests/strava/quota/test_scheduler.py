@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -328,8 +329,12 @@ def test_the_room_kept_shrinks_to_nothing_when_real_time_demand_stops(
     for quarter in range(FORECAST_WINDOWS + 1):  # quiet quarter hours, nothing but the backfill
         clock.now = NOON + quarter * QUARTER
         kept.append(held(scheduler))
+    clock.now = MIDNIGHT + 2 * 86400  # a whole quiet day later
 
-    assert kept == [40] * FORECAST_WINDOWS + [0]
+    # After the recent peak: only today's rate, 40 in 13 hours, 0.77 a quarter hour, with
+    # four deviations of headroom. A day later not even that.
+    assert kept == [40] * FORECAST_WINDOWS + [5]
+    assert held(scheduler) == 0
     assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95
 
 
@@ -411,28 +416,29 @@ def test_a_tier_held_back_by_the_room_kept_fits_again_before_the_window_ends(
 def test_the_days_remainder_flows_to_the_backlog_before_midnight(
     make_scheduler: MakeScheduler,
 ) -> None:
-    clock = FakeClock(NOON)
+    clock = FakeClock(MIDNIGHT - 86400)
     scheduler = make_scheduler(clock, UNCAPPED)
-    webhooks_in(scheduler, clock, NOON - 4 * QUARTER, [10, 10, 10, 10])
-    clock.now = NOON
-    scheduler.observe("read", 200, snapshot(read_usage=(0, 500)))
-
-    # 48 quarter hours left at 10 a quarter: 480 kept, and 500 + 480 leaves nothing of 950.
-    assert scheduler.tier_capacity(Tier.BACKFILL).daily_room == 0
+    webhooks_in(scheduler, clock, MIDNIGHT - 86400, [1] * 96)  # yesterday: one a quarter hour
+    for quarter in range(49):  # from midnight to noon the backlog takes all it may
+        clock.now = MIDNIGHT + quarter * QUARTER
+        reserve_until_denied(scheduler, Tier.BACKFILL)
     with pytest.raises(QuotaExceeded) as denied:
         scheduler.reserve(Tier.BACKFILL, "read")
+
+    # At noon, yesterday's 96 at half a day left: 48, and four deviations for bursts; the day,
+    # not the quarter hour, stops the backlog there.
+    assert held(scheduler, "daily") == math.ceil(48 + 4 * math.sqrt(48)) == 76
+    assert scheduler.status().window("read", "daily").used == 950 - 76
+    assert scheduler.tier_capacity(Tier.BACKFILL).daily_room == 0
     assert denied.value.window == "daily"
-    assert denied.value.retry_at < at("2026-06-02T00:00:00")
-    assert held(scheduler, "daily") == 480
+    assert at("2026-06-01T12:00:00") < denied.value.retry_at < at("2026-06-02T00:00:00")
 
-    evening = MIDNIGHT + 86400 - QUARTER
-    webhooks_in(scheduler, clock, evening - 4 * QUARTER, [10, 10, 10, 10])
-    clock.now = evening
-
-    # One quarter hour left: 10 kept of the 950 - 540 the day still holds.
-    assert held(scheduler, "daily") == 10
-    assert scheduler.tier_capacity(Tier.BACKFILL).daily_room == 950 - 540 - 10
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95 - 10  # the quarter hour binds
+    clock.now = MIDNIGHT + 86400 - QUARTER
+    used_today = scheduler.status().window("read", "daily").used
+    # One quarter hour left: 1 expected and four deviations; the rest goes to the backlog.
+    assert held(scheduler, "daily") == 5
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 950 - used_today - 5 == 71
+    assert scheduler.status().window("read", "daily").used == 945
 
 
 def test_usage_other_clients_reported_counts_against_the_forecast(
@@ -595,15 +601,15 @@ def test_usage_counted_before_a_boundary_is_not_carried_into_the_next_window(
 
     scheduler.observe("read", 200, snapshot(usage=(90, 500), read_usage=(90, 500)), sent_at)
 
-    # The old quarter hour's 90 would have shut the new one to backfill (66) for 15 minutes;
-    # the day has not rolled, so its usage still counts.
+    # The old quarter hour's 90 would have shut the new one to all but 5 for 15 minutes; the
+    # day has not rolled, so its usage still counts.
     assert used(scheduler) == {
         "overall.short": 0,
         "overall.daily": 500,
         "read.short": 0,
         "read.daily": 500,
     }
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66
+    assert reserve_until_denied(scheduler, Tier.WEBHOOK) == 95  # not 95 - 90
 
 
 def test_usage_of_a_request_sent_in_the_current_window_still_counts(
@@ -734,9 +740,10 @@ def test_redis_window_keys_expire_soon_after_they_are_last_read(redis_url: str) 
     ttls = sorted(client.ttl(key) for key in client.keys(f"{DEFAULT_PREFIX}*:*:*"))
 
     # 14 minutes left in the quarter and 11h59m in the day, each plus the grace period; a
-    # quarter's counts are also read by the forecast of the quarters that follow it.
+    # quarter's counts are also read by the forecast of the quarters that follow it, and a
+    # day's by the next day's.
     short, daily = ttls
     assert 840 - 5 <= short - FORECAST_WINDOWS * QUARTER - EXPIRY_GRACE_SECONDS <= 840
-    assert 43140 - 5 <= daily - EXPIRY_GRACE_SECONDS <= 43140
+    assert 43140 - 5 <= daily - 86400 - EXPIRY_GRACE_SECONDS <= 43140  # read again tomorrow
     client.close()
     scheduler.close()
