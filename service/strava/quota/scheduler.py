@@ -69,8 +69,10 @@ class QuotaExceeded(QuotaError):
     Parameters:
         tier: who the request was for.
         window: the window that blocks (``"daily"`` when both do and it resets later).
-        retry_at: aware UTC time when a reservation can next succeed: the start of the next
-            such window.
+        retry_at: aware UTC time when a reservation should next succeed: the start of the
+            next such window, or, for a lower tier held back only by the room kept for
+            real-time work, the moment that room will have shrunk enough
+            (``WindowPlan.fits_again_at``).
     """
 
     def __init__(self, tier: Tier, window: Window, retry_at: datetime) -> None:
