@@ -23,7 +23,7 @@ from service.strava.quota.scheduler import (
     window_demand,
     window_index,
 )
-from service.strava.quota.tiers import REALTIME_TIERS, Tier
+from service.strava.quota.tiers import TIERS_BY_PRIORITY, Tier, above
 from service.strava.ratelimit import Window
 
 
@@ -36,15 +36,13 @@ class _WindowCounts:
     by_tier: Counter[tuple[Bucket, Tier]] = field(default_factory=Counter)
     denied: Counter[Tier] = field(default_factory=Counter)
 
-    def realtime_used(self, bucket: Bucket) -> int:
-        return sum(self.by_tier[(bucket, tier)] for tier in REALTIME_TIERS)
-
-    def demand(self, bucket: Bucket) -> int:
+    def demand(self, bucket: Bucket, tier: Tier) -> int:
+        """``window_demand`` of the tiers above ``tier``."""
         return window_demand(
             self.used[bucket],
             sum(count for (b, _tier), count in self.by_tier.items() if b == bucket),
-            self.realtime_used(bucket),
-            sum(self.denied[tier] for tier in REALTIME_TIERS),
+            sum(self.by_tier[(bucket, higher)] for higher in above(tier)),
+            sum(self.denied[higher] for higher in above(tier)),
         )
 
 
@@ -108,20 +106,28 @@ class MemoryQuotaScheduler(QuotaScheduler):
             throttled=self._throttled,
             denials=dict(self._denials),
             demand_history={
-                bucket: tuple(0 if past is None else past.demand(bucket) for past in history)
+                (bucket, tier): tuple(
+                    0 if past is None else past.demand(bucket, tier) for past in history
+                )
                 for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
             },
-            demand_now={bucket: current["short"].demand(bucket) for bucket in BUCKETS},
+            demand_now={
+                (bucket, tier): current["short"].demand(bucket, tier)
+                for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
+            },
             day_demand={
-                bucket: DayDemand(
+                (bucket, tier): DayDemand(
                     yesterday=(
-                        self._yesterday.demand(bucket)
+                        self._yesterday.demand(bucket, tier)
                         if self._yesterday.index == current["daily"].index - 1
                         else 0
                     ),
-                    today=current["daily"].demand(bucket),
+                    today=current["daily"].demand(bucket, tier),
                 )
                 for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
             },
         )
 
@@ -132,7 +138,12 @@ class MemoryQuotaScheduler(QuotaScheduler):
         with self._lock:
             plan = WindowPlan(self.config, now, self._read(now))
             blocked = blocking_windows(
-                self.config, tier, buckets, used=plan.used, limit=plan.limit, kept=plan.kept_in
+                self.config,
+                tier,
+                buckets,
+                used=plan.used,
+                limit=plan.limit,
+                kept=lambda bucket, window: plan.kept_in(bucket, window, tier),
             )
             current = {window: self._current(window, now) for window in WINDOWS}
             if blocked:

@@ -42,7 +42,7 @@ from service.strava.quota.scheduler import (
     window_position,
     yields_to_realtime,
 )
-from service.strava.quota.tiers import REALTIME_TIERS, TIERS_BY_PRIORITY, Tier
+from service.strava.quota.tiers import TIERS_BY_PRIORITY, Tier, above
 from service.strava.ratelimit import Window
 
 DEFAULT_PREFIX = "strava-ingest:quota:"
@@ -63,14 +63,17 @@ local yields = ARGV[7] == '1'
 local realtime_factor = {short = tonumber(ARGV[8]), daily = tonumber(ARGV[9])}
 local elapsed, left, floor = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local day_elapsed, day_headroom = tonumber(ARGV[13]), tonumber(ARGV[14])
-local realtime_tiers = {@REALTIME_TIERS@}
+local above = {}
+for name in string.gmatch(ARGV[15], '[^,]+') do
+  table.insert(above, name)
+end
 local all_tiers = {@ALL_TIERS@}
 local windows = {
   {key = KEYS[1], name = 'short', factor = tonumber(ARGV[2]), ttl = ARGV[4]},
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
 }
 local buckets = {}
-for i = 15, #ARGV, 3 do
+for i = 16, #ARGV, 3 do
   table.insert(buckets, {name = ARGV[i], short = ARGV[i + 1], daily = ARGV[i + 2]})
 end
 local function counts(key)
@@ -82,15 +85,15 @@ local function counts(key)
   return fields
 end
 local function demand(fields, bucket)
-  local realtime, denied, ours = 0, 0, 0
-  for _, name in ipairs(realtime_tiers) do
-    realtime = realtime + (fields[bucket .. ':' .. name] or 0)
+  local higher, denied, ours = 0, 0, 0
+  for _, name in ipairs(above) do
+    higher = higher + (fields[bucket .. ':' .. name] or 0)
     denied = denied + (fields['denied:' .. name] or 0)
   end
   for _, name in ipairs(all_tiers) do
     ours = ours + (fields[bucket .. ':' .. name] or 0)
   end
-  return realtime + denied + math.max(0, (fields[bucket] or 0) - ours)
+  return higher + denied + math.max(0, (fields[bucket] or 0) - ours)
 end
 local history = {}
 for i = 6, #KEYS do
@@ -148,9 +151,7 @@ for _, w in ipairs(windows) do
   redis.call('EXPIRE', w.key, w.ttl)
 end
 return blocked
-""".replace("@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in REALTIME_TIERS)).replace(
-    "@ALL_TIERS@", ", ".join(f"'{tier.value}'" for tier in TIERS_BY_PRIORITY)
-)
+""".replace("@ALL_TIERS@", ", ".join(f"'{tier.value}'" for tier in TIERS_BY_PRIORITY))
 
 # Applies a scheduler.Reconciliation: adopt limits, raise (never lower) counts to the reported
 # usage, and on a 429 count it and raise the refused buckets to their limit.
@@ -270,6 +271,7 @@ class RedisQuotaScheduler(QuotaScheduler):
             repr(OBSERVED_FLOOR),
             repr(day_elapsed),
             repr(DAY_HEADROOM),
+            ",".join(higher.value for higher in above(tier)),
         ]
         for bucket in buckets:
             args += [
@@ -339,26 +341,33 @@ class RedisQuotaScheduler(QuotaScheduler):
             throttled=int(throttled or 0),
             denials={Tier(name): value for name, value in _decoded(denials).items()},
             demand_history={
-                bucket: tuple(_demand(fields, bucket) for fields in past) for bucket in BUCKETS
+                (bucket, tier): tuple(_demand(fields, bucket, tier) for fields in past)
+                for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
             },
-            demand_now={bucket: _demand(_decoded(short), bucket) for bucket in BUCKETS},
+            demand_now={
+                (bucket, tier): _demand(_decoded(short), bucket, tier)
+                for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
+            },
             day_demand={
-                bucket: DayDemand(
-                    yesterday=_demand(_decoded(yesterday), bucket),
-                    today=_demand(_decoded(daily), bucket),
+                (bucket, tier): DayDemand(
+                    yesterday=_demand(_decoded(yesterday), bucket, tier),
+                    today=_demand(_decoded(daily), bucket, tier),
                 )
                 for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
             },
         )
 
 
-def _demand(fields: dict[str, int], bucket: Bucket) -> int:
-    """``window_demand`` of one short window's hash."""
+def _demand(fields: dict[str, int], bucket: Bucket, tier: Tier) -> int:
+    """``window_demand`` of the tiers above ``tier`` in one window's hash."""
     return window_demand(
         fields.get(bucket, 0),
-        sum(fields.get(f"{bucket}:{tier.value}", 0) for tier in TIERS_BY_PRIORITY),
-        sum(fields.get(f"{bucket}:{tier.value}", 0) for tier in REALTIME_TIERS),
-        sum(fields.get(f"denied:{tier.value}", 0) for tier in REALTIME_TIERS),
+        sum(fields.get(f"{bucket}:{each.value}", 0) for each in TIERS_BY_PRIORITY),
+        sum(fields.get(f"{bucket}:{higher.value}", 0) for higher in above(tier)),
+        sum(fields.get(f"denied:{higher.value}", 0) for higher in above(tier)),
     )
 
 

@@ -170,6 +170,8 @@ def yields_to_realtime(tier: Tier) -> bool:
 
 # The real-time tiers' own room in a window is the allowance of the lowest of them.
 LAST_REALTIME = REALTIME_TIERS[-1]
+# The first tier that keeps room for others: what it keeps is the room kept for real-time work.
+FIRST_YIELDING = TIERS_BY_PRIORITY[len(REALTIME_TIERS)]
 
 
 # Short windows of history the forecast learns from. Four quarter hours: long enough that one
@@ -195,11 +197,12 @@ DAY_HEADROOM = 4.0
 RETRY_STEPS = 8
 
 
-def window_demand(used: int, ours: int, realtime_used: int, realtime_denied: int) -> int:
-    """What the lower tiers could not have had in one short window: what the real-time tiers
-    used and were refused, and the usage Strava reported beyond our own reservations (other
-    clients of the same app, §2.2)."""
-    return realtime_used + realtime_denied + max(0, used - ours)
+def window_demand(used: int, ours: int, above_used: int, above_denied: int) -> int:
+    """What a tier could not have had in one window: what the tiers above it used and were
+    refused, and the usage Strava reported beyond our own reservations (other clients of the
+    same app, §2.2). For ``recent``, the first tier below the real-time ones, that is the
+    real-time demand; ``backfill`` also leaves room for ``recent``'s."""
+    return above_used + above_denied + max(0, used - ours)
 
 
 @dataclass(frozen=True)
@@ -410,10 +413,11 @@ class Counters:
         limits: limits adopted from Strava's headers; absent ones are the configured ones.
         throttled: 429s seen since the backend was created (a metric; never resets).
         denials: reservations refused per tier since the backend was created.
-        demand_history: per bucket, ``window_demand`` of the previous short windows, the
-            most recent first (``FORECAST_WINDOWS`` of them; a window without counts is 0).
-        demand_now: per bucket, ``window_demand`` of the current short window so far.
-        day_demand: per bucket, ``window_demand`` of yesterday and of today so far.
+        demand_history: per (bucket, tier), ``window_demand`` of the tiers above ``tier`` in
+            the previous short windows, the most recent first (``FORECAST_WINDOWS`` of them; a
+            window without counts is 0).
+        demand_now: per (bucket, tier), the same in the current short window so far.
+        day_demand: per (bucket, tier), the same yesterday and today so far.
     """
 
     used: Mapping[tuple[Bucket, Window], int]
@@ -421,9 +425,9 @@ class Counters:
     limits: Mapping[tuple[Bucket, Window], int]
     throttled: int
     denials: Mapping[Tier, int]
-    demand_history: Mapping[Bucket, tuple[int, ...]] = field(default_factory=dict)
-    demand_now: Mapping[Bucket, int] = field(default_factory=dict)
-    day_demand: Mapping[Bucket, DayDemand] = field(default_factory=dict)
+    demand_history: Mapping[tuple[Bucket, Tier], tuple[int, ...]] = field(default_factory=dict)
+    demand_now: Mapping[tuple[Bucket, Tier], int] = field(default_factory=dict)
+    day_demand: Mapping[tuple[Bucket, Tier], DayDemand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -542,19 +546,11 @@ class WindowPlan:
         self.short_index = window_index(now, config.window_seconds)
         self.elapsed, self.windows_left_today, self.day_elapsed = window_position(config, now)
         self.forecasts = {
-            bucket: forecast_demand(counters.demand_history.get(bucket, ())) for bucket in BUCKETS
-        }
-        self.kept = {
-            bucket: kept_for_realtime(
-                self.forecasts[bucket],
-                counters.demand_now.get(bucket, 0),
-                self.elapsed,
-                self.windows_left_today,
-                counters.day_demand.get(bucket, DayDemand()),
-                self.day_elapsed,
-            )
+            (bucket, tier): forecast_demand(counters.demand_history.get((bucket, tier), ()))
             for bucket in BUCKETS
+            for tier in TIERS_BY_PRIORITY
         }
+        self.kept = {key: self.kept_at(key[0], key[1], now) for key in self.forecasts}
 
     def limit(self, bucket: Bucket, window: Window) -> int:
         return self.counters.limits.get((bucket, window), self.config.default_limit(bucket, window))
@@ -562,23 +558,25 @@ class WindowPlan:
     def used(self, bucket: Bucket, window: Window) -> int:
         return self.counters.used.get((bucket, window), 0)
 
-    def kept_in(self, bucket: Bucket, window: Window) -> float:
-        kept = self.kept[bucket]
+    def kept_in(self, bucket: Bucket, window: Window, tier: Tier) -> float:
+        """The room ``tier`` leaves free in (bucket, window) for the tiers above it."""
+        kept = self.kept[(bucket, tier)]
         return kept.short if window == "short" else kept.daily
 
     def start(self, window: Window, offset: int = 0) -> datetime:
         length = self.config.length(window)
         return window_start(window_index(self.now, length) + offset, length)
 
-    def kept_at(self, bucket: Bucket, moment: float) -> Kept:
-        """The room kept at a later ``moment`` of the same windows, if nothing else is spent."""
+    def kept_at(self, bucket: Bucket, tier: Tier, moment: float) -> Kept:
+        """The room ``tier`` keeps at ``moment`` of the same windows (now, or later if
+        nothing else is spent)."""
         elapsed, windows_left, day_elapsed = window_position(self.config, moment)
         return kept_for_realtime(
-            self.forecasts[bucket],
-            self.counters.demand_now.get(bucket, 0),
+            self.forecasts[(bucket, tier)],
+            self.counters.demand_now.get((bucket, tier), 0),
             elapsed,
             windows_left,
-            self.counters.day_demand.get(bucket, DayDemand()),
+            self.counters.day_demand.get((bucket, tier), DayDemand()),
             day_elapsed,
         )
 
@@ -591,7 +589,7 @@ class WindowPlan:
         for bucket in buckets:
             used, limit = self.used(bucket, window), self.limit(bucket, window)
             reason = _blocked_by(
-                self.config, tier, used, limit, self.kept_in(bucket, window), window
+                self.config, tier, used, limit, self.kept_in(bucket, window, tier), window
             )
             if reason == "cap":
                 return self.start(window, 1)
@@ -600,7 +598,7 @@ class WindowPlan:
             top = realtime_allowance(self.config, limit, window) - used - 1
 
             def fits(moment: float, bucket: Bucket = bucket, top: float = top) -> bool:
-                kept = self.kept_at(bucket, moment)
+                kept = self.kept_at(bucket, tier, moment)
                 return (kept.short if window == "short" else kept.daily) <= top
 
             # The room kept shrinks towards the window's end, where it is nothing: bisect.
@@ -621,14 +619,14 @@ class WindowPlan:
                 tier,
                 self.used(bucket, window),
                 self.limit(bucket, window),
-                self.kept_in(bucket, window),
+                self.kept_in(bucket, window, tier),
                 window,
             )
 
         def expected(bucket: Bucket, window: Window) -> float:
             # A whole future window (or day): the allowance less the mean demand of others.
             limit = self.limit(bucket, window)
-            others = self.forecasts[bucket].mean * (1 if window == "short" else per_day)
+            others = self.forecasts[(bucket, tier)].mean * (1 if window == "short" else per_day)
             own: float = allowance(limit, self.config.factor(tier, window))
             if yields:
                 own = min(own, realtime_allowance(self.config, limit, window) - others)
@@ -660,7 +658,9 @@ class WindowPlan:
                 tier: self.counters.used_by_tier.get((bucket, window, tier), 0)
                 for tier in TIERS_BY_PRIORITY
             },
-            held_for_realtime=math.ceil(self.kept_in(bucket, window) - ALLOWANCE_TOLERANCE),
+            held_for_realtime=math.ceil(
+                self.kept_in(bucket, window, FIRST_YIELDING) - ALLOWANCE_TOLERANCE
+            ),
             started_at=window_start(index, length),
             resets_at=window_start(index + 1, length),
             seconds_to_reset=(index + 1) * length - self.now,

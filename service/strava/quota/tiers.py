@@ -22,3 +22,8 @@ TIERS_BY_PRIORITY: tuple[Tier, ...] = tuple(Tier)
 # The tiers someone is waiting on now. What they want (used, and refused) is forecast from
 # recent windows and kept free from the lower tiers (scheduler.py `kept_for_realtime`).
 REALTIME_TIERS: tuple[Tier, ...] = (Tier.ON_DEMAND, Tier.WEBHOOK)
+
+
+def above(tier: Tier) -> tuple[Tier, ...]:
+    """The tiers that go before ``tier``: a lower tier keeps room for their forecast demand."""
+    return TIERS_BY_PRIORITY[: TIERS_BY_PRIORITY.index(tier)]
