@@ -6,17 +6,21 @@ The scheduler reserves one request in every counter it will spend before the req
 and never sends one the budget cannot cover. After the response it reconciles its counters
 with the usage Strava reports (§2.2), which also counts other clients of the same app.
 
-The scheduler is work-conserving: a lower tier (``recent``, ``backfill``, ``reconcile``) may
-use whatever the real-time tiers (``on_demand``, ``webhook``) and other clients of the app are
-not expected to need for the rest of the window. That expected need is a forecast, learned
-from the last few short windows (``forecast_demand``): its peak, with the rate seen so far in
-this window when that is higher, times the fraction of the window still to come
-(``kept_for_realtime``). It shrinks to nothing as the window ends, and after a few windows
-without real-time work it is nothing at all, so an idle real-time tier costs the backlog
-nothing. The UTC day works the same way: the room kept is the recent mean rate times the
-windows left before midnight, so what real-time work will not need today goes to the
-backlog. The safety margin is never spent. Shares (``QUOTA_SHARES``) are optional hard caps
-per tier; by default there is none below the forecast (docs/benchmarks/quota.md).
+The scheduler is work-conserving: each tier below the real-time ones (``on_demand``,
+``webhook``) may use whatever the tiers above it and other clients of the app are not expected
+to need for the rest of the window; for ``recent`` that is the real-time tiers and the other
+clients, and ``backfill`` and ``reconcile`` also leave ``recent`` its share. The expected need
+is a forecast of *demand* (used, refused, and the usage Strava reported beyond ours;
+``window_demand``) learned from the last few short windows and from yesterday
+(``forecast_demand``, ``kept_for_realtime``): in the short window its recent peak (or this
+window's rate so far when that runs hotter) times the fraction of the window still to come;
+in the day the daily rate times the fraction of the day left; both with Poisson headroom for
+bursts. It shrinks to nothing as the window and the day end, and after a quiet day it is
+nothing at all, so an idle real-time tier costs the backlog nothing and what real-time work
+will not need before midnight goes to the backlog. Real-time work is never held back by the
+forecast; the safety margin, never spent, covers usage of other clients not yet reported.
+Shares (``QUOTA_SHARES``) are optional hard caps per tier; by default there is none below the
+forecast (docs/benchmarks/quota.md).
 
 ``QuotaScheduler`` holds the policy; a backend (``memory.py`` for one process, ``redis.py`` for
 many) only keeps the counters and applies a reservation or a reconciliation atomically. The
