@@ -517,6 +517,8 @@ class Outcome:
     created: int
     stream_errors: list[str]
     external_sent: int
+    # Webhook POSTs from the emulator to the service that got no 200, by status or error.
+    failed_deliveries: Counter[str]
     throttled: int
     denials: Counter[Tier]
 
@@ -681,6 +683,11 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
         + ", ".join(f"{tier.value} {outcome.denials[tier]}" for tier in Tier)
     )
     print(f"  webhook creates sent {outcome.created}, stored {len(outcome.events)}")
+    if outcome.failed_deliveries:
+        print(
+            "  webhook deliveries (emulator to service) without a 200: "
+            + ", ".join(f"{why} x {n}" for why, n in outcome.failed_deliveries.most_common())
+        )
     # A unit of work: one backlog hydration or one webhook create, done by the end.
     units = done + sum(1 for _, detail, _ in outcome.events if detail is not None)
     denials = sum(outcome.denials.values())
@@ -831,6 +838,11 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
                 created=len(created),
                 stream_errors=list(stream.errors) + other.errors,
                 external_sent=other.sent,
+                failed_deliveries=Counter(
+                    str(attempt.status) if attempt.error is None else attempt.error.split(":")[0]
+                    for attempt in emulator.deliveries
+                    if attempt.status != 200
+                ),
                 throttled=status.throttled,
                 denials=Counter(dict(status.denials)),
             )
