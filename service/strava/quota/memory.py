@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from service.clock import Clock
 from service.strava.quota.scheduler import (
     BUCKETS,
+    FIRST_YIELDING,
     FORECAST_WINDOWS,
     WINDOWS,
     Bucket,
@@ -106,11 +107,10 @@ class MemoryQuotaScheduler(QuotaScheduler):
             throttled=self._throttled,
             denials=dict(self._denials),
             demand_history={
-                (bucket, tier): tuple(
-                    0 if past is None else past.demand(bucket, tier) for past in history
+                bucket: tuple(
+                    0 if past is None else past.demand(bucket, FIRST_YIELDING) for past in history
                 )
                 for bucket in BUCKETS
-                for tier in TIERS_BY_PRIORITY
             },
             demand_now={
                 (bucket, tier): current["short"].demand(bucket, tier)
@@ -118,16 +118,15 @@ class MemoryQuotaScheduler(QuotaScheduler):
                 for tier in TIERS_BY_PRIORITY
             },
             day_demand={
-                (bucket, tier): DayDemand(
+                bucket: DayDemand(
                     yesterday=(
-                        self._yesterday.demand(bucket, tier)
+                        self._yesterday.demand(bucket, FIRST_YIELDING)
                         if self._yesterday.index == current["daily"].index - 1
                         else 0
                     ),
-                    today=current["daily"].demand(bucket, tier),
+                    today=current["daily"].demand(bucket, FIRST_YIELDING),
                 )
                 for bucket in BUCKETS
-                for tier in TIERS_BY_PRIORITY
             },
         )
 

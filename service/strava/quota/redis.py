@@ -27,6 +27,7 @@ from service.strava.quota.scheduler import (
     ALLOWANCE_TOLERANCE,
     BUCKETS,
     DAY_HEADROOM,
+    FIRST_YIELDING,
     FORECAST_WINDOWS,
     LAST_REALTIME,
     OBSERVED_FLOOR,
@@ -55,8 +56,10 @@ EXPIRY_GRACE_SECONDS = 60
 # floor(limit x factor + tolerance) in every (window, bucket) and, for a tier below the
 # real-time ones, leave the room kept (scheduler.kept_for_realtime, the same arithmetic in the
 # same order) free under the real-time tiers' allowance; else nothing is counted but the
-# denial (in all, and per window as `denied:{tier}`). KEYS[5] is yesterday's daily window,
-# KEYS[6..] the previous short windows, the most recent first.
+# denial (in all, and per window as `denied:{tier}`). The history (previous windows, the day)
+# counts real-time demand; the current window the demand of every tier above this one.
+# KEYS[5] is yesterday's daily window, KEYS[6..] the previous short windows, the most recent
+# first.
 _RESERVE = """
 local tier, tolerance = ARGV[1], tonumber(ARGV[6])
 local yields = ARGV[7] == '1'
@@ -68,6 +71,7 @@ for name in string.gmatch(ARGV[15], '[^,]+') do
   table.insert(above, name)
 end
 local all_tiers = {@ALL_TIERS@}
+local realtime_tiers = {@REALTIME_TIERS@}
 local windows = {
   {key = KEYS[1], name = 'short', factor = tonumber(ARGV[2]), ttl = ARGV[4]},
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
@@ -84,9 +88,9 @@ local function counts(key)
   end
   return fields
 end
-local function demand(fields, bucket)
+local function demand(fields, bucket, tiers)
   local higher, denied, ours = 0, 0, 0
-  for _, name in ipairs(above) do
+  for _, name in ipairs(tiers) do
     higher = higher + (fields[bucket .. ':' .. name] or 0)
     denied = denied + (fields['denied:' .. name] or 0)
   end
@@ -104,15 +108,15 @@ local today, yesterday = counts(KEYS[2]), counts(KEYS[5])
 local function kept(bucket)
   local peak, total = 0, 0
   for _, fields in ipairs(history) do
-    local d = demand(fields, bucket)
+    local d = demand(fields, bucket, realtime_tiers)
     peak = math.max(peak, d)
     total = total + d
   end
   local mean = total / #history
-  local today_rate = demand(today, bucket) / math.max(day_elapsed, floor)
-  local daily_rate = math.max(demand(yesterday, bucket), today_rate)
+  local today_rate = demand(today, bucket, realtime_tiers) / math.max(day_elapsed, floor)
+  local daily_rate = math.max(demand(yesterday, bucket, realtime_tiers), today_rate)
   local windows_per_day = left / (1.0 - day_elapsed)
-  local rate = math.max(peak, demand(current, bucket) / math.max(elapsed, floor))
+  local rate = math.max(peak, demand(current, bucket, above) / math.max(elapsed, floor))
   local in_window = daily_rate / windows_per_day * (1.0 - elapsed)
   local short = math.max(rate * (1.0 - elapsed), in_window + day_headroom * math.sqrt(in_window))
   local expected = daily_rate * (1.0 - day_elapsed)
@@ -151,7 +155,9 @@ for _, w in ipairs(windows) do
   redis.call('EXPIRE', w.key, w.ttl)
 end
 return blocked
-""".replace("@ALL_TIERS@", ", ".join(f"'{tier.value}'" for tier in TIERS_BY_PRIORITY))
+""".replace("@ALL_TIERS@", ", ".join(f"'{tier.value}'" for tier in TIERS_BY_PRIORITY)).replace(
+    "@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in above(FIRST_YIELDING))
+)
 
 # Applies a scheduler.Reconciliation: adopt limits, raise (never lower) counts to the reported
 # usage, and on a 429 count it and raise the refused buckets to their limit.
@@ -341,9 +347,8 @@ class RedisQuotaScheduler(QuotaScheduler):
             throttled=int(throttled or 0),
             denials={Tier(name): value for name, value in _decoded(denials).items()},
             demand_history={
-                (bucket, tier): tuple(_demand(fields, bucket, tier) for fields in past)
+                bucket: tuple(_demand(fields, bucket, FIRST_YIELDING) for fields in past)
                 for bucket in BUCKETS
-                for tier in TIERS_BY_PRIORITY
             },
             demand_now={
                 (bucket, tier): _demand(_decoded(short), bucket, tier)
@@ -351,12 +356,11 @@ class RedisQuotaScheduler(QuotaScheduler):
                 for tier in TIERS_BY_PRIORITY
             },
             day_demand={
-                (bucket, tier): DayDemand(
-                    yesterday=_demand(_decoded(yesterday), bucket, tier),
-                    today=_demand(_decoded(daily), bucket, tier),
+                bucket: DayDemand(
+                    yesterday=_demand(_decoded(yesterday), bucket, FIRST_YIELDING),
+                    today=_demand(_decoded(daily), bucket, FIRST_YIELDING),
                 )
                 for bucket in BUCKETS
-                for tier in TIERS_BY_PRIORITY
             },
         )
 

@@ -204,8 +204,10 @@ RETRY_STEPS = 8
 def window_demand(used: int, ours: int, above_used: int, above_denied: int) -> int:
     """What a tier could not have had in one window: what the tiers above it used and were
     refused, and the usage Strava reported beyond our own reservations (other clients of the
-    same app, §2.2). For ``recent``, the first tier below the real-time ones, that is the
-    real-time demand; ``backfill`` also leaves room for ``recent``'s."""
+    same app, §2.2). Above ``recent`` that is the real-time demand, the one forecast from
+    history: real-time work and other clients arrive when they will. ``backfill`` also yields
+    to ``recent``, but only to what ``recent`` does in the current window: a burst of recent
+    hydrations is work that ends, not a rate that comes back."""
     return above_used + above_denied + max(0, used - ours)
 
 
@@ -417,11 +419,12 @@ class Counters:
         limits: limits adopted from Strava's headers; absent ones are the configured ones.
         throttled: 429s seen since the backend was created (a metric; never resets).
         denials: reservations refused per tier since the backend was created.
-        demand_history: per (bucket, tier), ``window_demand`` of the tiers above ``tier`` in
-            the previous short windows, the most recent first (``FORECAST_WINDOWS`` of them; a
-            window without counts is 0).
-        demand_now: per (bucket, tier), the same in the current short window so far.
-        day_demand: per (bucket, tier), the same yesterday and today so far.
+        demand_history: per bucket, the real-time demand (``window_demand`` of the tiers
+            above ``FIRST_YIELDING``, other clients included) of the previous short windows,
+            the most recent first (``FORECAST_WINDOWS`` of them; a window without counts is 0).
+        demand_now: per (bucket, tier), ``window_demand`` of the tiers above ``tier`` in the
+            current short window so far.
+        day_demand: per bucket, the real-time demand yesterday and today so far.
     """
 
     used: Mapping[tuple[Bucket, Window], int]
@@ -429,9 +432,9 @@ class Counters:
     limits: Mapping[tuple[Bucket, Window], int]
     throttled: int
     denials: Mapping[Tier, int]
-    demand_history: Mapping[tuple[Bucket, Tier], tuple[int, ...]] = field(default_factory=dict)
+    demand_history: Mapping[Bucket, tuple[int, ...]] = field(default_factory=dict)
     demand_now: Mapping[tuple[Bucket, Tier], int] = field(default_factory=dict)
-    day_demand: Mapping[tuple[Bucket, Tier], DayDemand] = field(default_factory=dict)
+    day_demand: Mapping[Bucket, DayDemand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -550,11 +553,13 @@ class WindowPlan:
         self.short_index = window_index(now, config.window_seconds)
         self.elapsed, self.windows_left_today, self.day_elapsed = window_position(config, now)
         self.forecasts = {
-            (bucket, tier): forecast_demand(counters.demand_history.get((bucket, tier), ()))
+            bucket: forecast_demand(counters.demand_history.get(bucket, ())) for bucket in BUCKETS
+        }
+        self.kept = {
+            (bucket, tier): self.kept_at(bucket, tier, now)
             for bucket in BUCKETS
             for tier in TIERS_BY_PRIORITY
         }
-        self.kept = {key: self.kept_at(key[0], key[1], now) for key in self.forecasts}
 
     def limit(self, bucket: Bucket, window: Window) -> int:
         return self.counters.limits.get((bucket, window), self.config.default_limit(bucket, window))
@@ -576,11 +581,11 @@ class WindowPlan:
         nothing else is spent)."""
         elapsed, windows_left, day_elapsed = window_position(self.config, moment)
         return kept_for_realtime(
-            self.forecasts[(bucket, tier)],
+            self.forecasts[bucket],
             self.counters.demand_now.get((bucket, tier), 0),
             elapsed,
             windows_left,
-            self.counters.day_demand.get((bucket, tier), DayDemand()),
+            self.counters.day_demand.get(bucket, DayDemand()),
             day_elapsed,
         )
 
@@ -630,7 +635,7 @@ class WindowPlan:
         def expected(bucket: Bucket, window: Window) -> float:
             # A whole future window (or day): the allowance less the mean demand of others.
             limit = self.limit(bucket, window)
-            others = self.forecasts[(bucket, tier)].mean * (1 if window == "short" else per_day)
+            others = self.forecasts[bucket].mean * (1 if window == "short" else per_day)
             own: float = allowance(limit, self.config.factor(tier, window))
             if yields:
                 own = min(own, realtime_allowance(self.config, limit, window) - others)
