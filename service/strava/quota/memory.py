@@ -37,13 +37,14 @@ class _WindowCounts:
     by_tier: Counter[tuple[Bucket, Tier]] = field(default_factory=Counter)
     denied: Counter[Tier] = field(default_factory=Counter)
 
-    def demand(self, bucket: Bucket, tier: Tier) -> int:
+    def demand(self, bucket: Bucket, tier: Tier, *, others: bool = True) -> int:
         """``window_demand`` of the tiers above ``tier``."""
         return window_demand(
             self.used[bucket],
             sum(count for (b, _tier), count in self.by_tier.items() if b == bucket),
             sum(self.by_tier[(bucket, higher)] for higher in above(tier)),
             sum(self.denied[higher] for higher in above(tier)),
+            others=others,
         )
 
 
@@ -108,7 +109,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
             denials=dict(self._denials),
             demand_history={
                 bucket: tuple(
-                    0 if past is None else past.demand(bucket, FIRST_YIELDING) for past in history
+                    0 if past is None else past.demand(bucket, FIRST_YIELDING, others=False)
+                    for past in history
                 )
                 for bucket in BUCKETS
             },

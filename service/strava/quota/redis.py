@@ -88,7 +88,7 @@ local function counts(key)
   end
   return fields
 end
-local function demand(fields, bucket, tiers)
+local function demand(fields, bucket, tiers, others)
   local higher, denied, ours = 0, 0, 0
   for _, name in ipairs(tiers) do
     higher = higher + (fields[bucket .. ':' .. name] or 0)
@@ -96,6 +96,9 @@ local function demand(fields, bucket, tiers)
   end
   for _, name in ipairs(all_tiers) do
     ours = ours + (fields[bucket .. ':' .. name] or 0)
+  end
+  if not others then
+    return higher + denied
   end
   return higher + denied + math.max(0, (fields[bucket] or 0) - ours)
 end
@@ -106,21 +109,18 @@ end
 local current = counts(KEYS[1])
 local today, yesterday = counts(KEYS[2]), counts(KEYS[5])
 local function kept(bucket)
-  local peak, total = 0, 0
+  local peak = 0
   for _, fields in ipairs(history) do
-    local d = demand(fields, bucket, realtime_tiers)
-    peak = math.max(peak, d)
-    total = total + d
+    peak = math.max(peak, demand(fields, bucket, realtime_tiers, false))
   end
-  local mean = total / #history
-  local today_rate = demand(today, bucket, realtime_tiers) / math.max(day_elapsed, floor)
-  local daily_rate = math.max(demand(yesterday, bucket, realtime_tiers), today_rate)
+  local today_rate = demand(today, bucket, realtime_tiers, true) / math.max(day_elapsed, floor)
+  local daily_rate = math.max(demand(yesterday, bucket, realtime_tiers, true), today_rate)
   local windows_per_day = left / (1.0 - day_elapsed)
-  local rate = math.max(peak, demand(current, bucket, above) / math.max(elapsed, floor))
+  local rate = math.max(peak, demand(current, bucket, above, true) / math.max(elapsed, floor))
   local in_window = daily_rate / windows_per_day * (1.0 - elapsed)
   local short = math.max(rate * (1.0 - elapsed), in_window + day_headroom * math.sqrt(in_window))
   local expected = daily_rate * (1.0 - day_elapsed)
-  local daily = math.max(expected + day_headroom * math.sqrt(expected), mean * left, short)
+  local daily = math.max(expected + day_headroom * math.sqrt(expected), short)
   return {short = short, daily = daily}
 end
 local blocked = {}
@@ -347,7 +347,9 @@ class RedisQuotaScheduler(QuotaScheduler):
             throttled=int(throttled or 0),
             denials={Tier(name): value for name, value in _decoded(denials).items()},
             demand_history={
-                bucket: tuple(_demand(fields, bucket, FIRST_YIELDING) for fields in past)
+                bucket: tuple(
+                    _demand(fields, bucket, FIRST_YIELDING, others=False) for fields in past
+                )
                 for bucket in BUCKETS
             },
             demand_now={
@@ -365,13 +367,14 @@ class RedisQuotaScheduler(QuotaScheduler):
         )
 
 
-def _demand(fields: dict[str, int], bucket: Bucket, tier: Tier) -> int:
+def _demand(fields: dict[str, int], bucket: Bucket, tier: Tier, *, others: bool = True) -> int:
     """``window_demand`` of the tiers above ``tier`` in one window's hash."""
     return window_demand(
         fields.get(bucket, 0),
         sum(fields.get(f"{bucket}:{each.value}", 0) for each in TIERS_BY_PRIORITY),
         sum(fields.get(f"{bucket}:{higher.value}", 0) for higher in above(tier)),
         sum(fields.get(f"denied:{higher.value}", 0) for higher in above(tier)),
+        others=others,
     )
 
 

@@ -202,14 +202,18 @@ DAY_HEADROOM = 4.0
 RETRY_STEPS = 8
 
 
-def window_demand(used: int, ours: int, above_used: int, above_denied: int) -> int:
+def window_demand(
+    used: int, ours: int, above_used: int, above_denied: int, *, others: bool = True
+) -> int:
     """What a tier could not have had in one window: what the tiers above it used and were
     refused, and the usage Strava reported beyond our own reservations (other clients of the
     same app, §2.2). Above ``recent`` that is the real-time demand, the one forecast from
     history: real-time work and other clients arrive when they will. ``backfill`` also yields
     to ``recent``, but only to what ``recent`` does in the current window: a burst of recent
-    hydrations is work that ends, not a rate that comes back."""
-    return above_used + above_denied + max(0, used - ours)
+    hydrations is work that ends, not a rate that comes back. Other clients' usage counts in
+    the current window and the day (``others``), not in the recent windows' peak: one window
+    another client filled is not forecast to recur in each of the next four."""
+    return above_used + above_denied + (max(0, used - ours) if others else 0)
 
 
 @dataclass(frozen=True)
@@ -263,9 +267,8 @@ def kept_for_realtime(
     hotter. In the short window: the rate per window (the recent peak, or this window's demand
     so far when that runs hotter) times what is left of it, and at least the daily rate's
     share of what is left plus ``DAY_HEADROOM`` deviations. In the day: the daily rate times
-    what is left of the day, plus ``DAY_HEADROOM`` deviations; never less than the recent mean
-    rate over the windows left, nor than the short window's. All reach nothing at their
-    boundary.
+    what is left of the day, plus ``DAY_HEADROOM`` deviations; never less than the short
+    window's. All reach nothing at their boundary.
     The Lua script of the Redis backend repeats this arithmetic step for step.
     """
     daily_rate = max(float(day.yesterday), day.today / max(day_elapsed, OBSERVED_FLOOR))
@@ -274,11 +277,7 @@ def kept_for_realtime(
     in_window = daily_rate / windows_per_day * (1.0 - elapsed)
     short = max(rate * (1.0 - elapsed), in_window + DAY_HEADROOM * math.sqrt(in_window))
     expected = daily_rate * (1.0 - day_elapsed)
-    daily = max(
-        expected + DAY_HEADROOM * math.sqrt(expected),
-        forecast.mean * windows_left_today,
-        short,
-    )
+    daily = max(expected + DAY_HEADROOM * math.sqrt(expected), short)
     return Kept(short=short, daily=daily)
 
 
@@ -421,11 +420,12 @@ class Counters:
         throttled: 429s seen since the backend was created (a metric; never resets).
         denials: reservations refused per tier since the backend was created.
         demand_history: per bucket, the real-time demand (``window_demand`` of the tiers
-            above ``FIRST_YIELDING``, other clients included) of the previous short windows,
+            above ``FIRST_YIELDING``, other clients not included) of the previous short windows,
             the most recent first (``FORECAST_WINDOWS`` of them; a window without counts is 0).
         demand_now: per (bucket, tier), ``window_demand`` of the tiers above ``tier`` in the
             current short window so far.
-        day_demand: per bucket, the real-time demand yesterday and today so far.
+        day_demand: per bucket, the real-time demand, other clients included, yesterday and
+            today so far.
     """
 
     used: Mapping[tuple[Bucket, Window], int]

@@ -460,17 +460,17 @@ def test_the_days_remainder_flows_to_the_backlog_before_midnight(
 def test_usage_other_clients_reported_counts_against_the_forecast(
     make_scheduler: MakeScheduler,
 ) -> None:
-    clock = FakeClock(NOON - QUARTER / 2)
+    clock = FakeClock(NOON + QUARTER / 2)
     scheduler = make_scheduler(clock, UNCAPPED)
     scheduler.reserve(Tier.BACKFILL, "read")
-    # Strava counted 31 in this window; one of them was ours.
+    # Strava counted 31 in the first half of this window; one of them was ours.
     scheduler.observe("read", 200, snapshot(usage=(31, 31), read_usage=(31, 31)))
 
-    clock.now = NOON
     kept = held(scheduler)
     backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
 
-    assert (kept, backfill) == (30, 95 - 30)
+    # 30 in half a window: 30 more kept for them in the other half.
+    assert (kept, backfill) == (30, 95 - 31 - 30)
 
 
 def test_a_sudden_external_spender_never_takes_us_past_the_budget(
@@ -484,9 +484,12 @@ def test_a_sudden_external_spender_never_takes_us_past_the_budget(
     scheduler.observe("read", 200, snapshot(usage=(95 + 40, 135), read_usage=(95 + 40, 135)))
 
     assert reserve_until_denied(scheduler, Tier.ON_DEMAND) == 0
+    assert scheduler.status().window("read", "short").used == 135
     clock.now = NOON + QUARTER
-    # Forecast to happen again: the backlog leaves their 40 and the call refused to us.
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95 - 41
+    # One full window is not forecast to recur in each of the next four: the backlog leaves
+    # the call refused to us, and today's rate of other use (41 in half a day) for this one,
+    # 0.85 with four deviations of headroom.
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95 - 5
 
 
 def test_tier_capacity_gives_room_now_and_the_rate_expected_going_forward(
@@ -503,7 +506,8 @@ def test_tier_capacity_gives_room_now_and_the_rate_expected_going_forward(
     assert backfill.room_now == 95 - 5
     # A day of 96 quarter hours at 5 each leaves 950 - 480 for the backlog: 4.9 a window.
     assert backfill.per_window == pytest.approx((950 - 480) / 96)
-    assert backfill.daily_room == 950 - 20 - 5 * 48
+    # Today's 20 in half a day: 20 more expected by midnight, with four deviations of headroom.
+    assert backfill.daily_room == math.floor(950 - 20 - (20 + 4 * math.sqrt(20)))
     assert webhook.room_now == 95
     assert webhook.per_window == pytest.approx(950 / 96)
     assert backfill.window_resets_at == at("2026-06-01T12:15:00")
