@@ -10,9 +10,10 @@ The scheduler is work-conserving: each tier below the real-time ones (``on_deman
 ``webhook``) may use whatever the tiers above it and other clients of the app are not expected
 to need for the rest of the window; for ``recent`` that is the real-time tiers and the other
 clients, and ``backfill`` and ``reconcile`` also leave ``recent`` what it is doing in the
-current window. The expected need is a forecast of real-time *demand* (used, refused, and
-the usage Strava reported beyond ours; ``window_demand``) learned from the last few short
-windows and from yesterday
+current window. The expected need is a forecast of *demand* (used, refused, and the usage
+Strava reported beyond ours; ``window_demand``) learned from the last few short windows
+(real-time work only: another client's full window is not forecast to recur), the current
+window and the day (other clients included), and yesterday
 (``forecast_demand``, ``kept_for_realtime``): in the short window its recent peak (or this
 window's rate so far when that runs hotter) times the fraction of the window still to come;
 in the day the daily rate times the fraction of the day left; both with Poisson headroom for
