@@ -66,6 +66,8 @@ from service.strava.ratelimit import WindowPair
 
 CLIENT_SECRET = "bench-client-secret"  # noqa: S105 - the emulator's, never a real one
 VERIFY_TOKEN = "bench-verify-token"  # noqa: S105
+# Production mode requires the secret last path segment of the webhook route.
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789"  # noqa: S105
 WINDOWS_PER_DAY = 96  # Strava's day is 96 quarter hours; the emulator keeps that ratio
 # dramatiq's idle consumers poll with a back-off capped at the worker timeout (1000 ms by
 # default): the coarsest step at which a worker notices new work, our "scheduler tick".
@@ -82,6 +84,7 @@ class Options:
     workers: int
     threads: int
     latency: float
+    external_share: float
     limit_short: int
     read_limit_short: int
     tick: float
@@ -100,11 +103,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--window-seconds", type=int, default=6, help="length of the short window (Strava: 900)")
     add("--baseline-windows", type=int, default=4, help="windows of phase A (no backlog)")
     add("--windows", type=int, default=12, help="windows of phase B (backlog waiting)")
-    add("--backlog", type=int, default=1000, help="activities queued as backfill in phase B")
+    add("--backlog", type=int, default=1500, help="activities queued as backfill in phase B")
     add("--events-per-window", type=int, default=15, help="webhook creates per window")
     add("--workers", type=int, default=2, help="`strava-ingest worker` processes")
     add("--threads", type=int, default=8, help="dramatiq threads per worker process")
     add("--latency", type=float, default=0.1, help="emulator latency per API request, seconds")
+    add(
+        "--external-share",
+        type=float,
+        default=0.10,
+        help="share of each window's read limit other clients of the app spend",
+    )
     add("--limit", type=int, default=200, help="overall requests per window")
     add("--read-limit", type=int, default=100, help="read requests per window")
     add("--seed", type=int, default=1, help="of the webhook arrival times")
@@ -126,6 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         workers=args.workers,
         threads=args.threads,
         latency=args.latency,
+        external_share=args.external_share,
         limit_short=args.limit,
         read_limit_short=args.read_limit,
         tick=args.tick,
@@ -142,11 +152,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 # limiter is called inside the request's own task, so it sees its request's value.
 _request_path: ContextVar[str] = ContextVar("bench_request_path", default="?")
 
+# Requests of the other client carry this header, so that the emulator's count can tell them
+# from the service's; Strava sees one app either way.
+EXTERNAL_HEADER = "x-bench-client"
+EXTERNAL = "external"
+
 
 def tag_paths(app: ASGIApp) -> ASGIApp:
     async def tagged(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            _request_path.set(str(scope["path"]))
+            headers = dict(scope.get("headers", []))
+            external = headers.get(EXTERNAL_HEADER.encode()) == EXTERNAL.encode()
+            _request_path.set(EXTERNAL if external else str(scope["path"]))
         await app(scope, receive, send)
 
     return tagged
@@ -192,6 +209,7 @@ def service_env(options: Options, api_url: str, oauth_url: str, client_id: int) 
         "STRAVA_CLIENT_ID": str(client_id),
         "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
         "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "TOKEN_KEY": Fernet.generate_key().decode(),
         "STRAVA_API_URL": api_url,
         "STRAVA_OAUTH_URL": oauth_url,
@@ -313,6 +331,44 @@ class Stream:
             moment += rng.expovariate(1 / self.interval)
 
 
+@dataclass
+class ExternalClient:
+    """Another client of the same app, in a thread: `per_window` read requests in every window
+    with the app's credentials (an access token the emulator issued to it), evenly through
+    the window at a random phase, so the service learns of them only from the usage headers."""
+
+    api_url: str
+    token: str
+    length: int
+    per_window: int
+    start: float
+    stop: float
+    seed: int
+    sent: int = 0
+    refused: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def run(self) -> None:
+        if self.per_window <= 0:
+            return
+        rng = random.Random(self.seed)
+        gap = self.length / self.per_window
+        headers = {"Authorization": f"Bearer {self.token}", EXTERNAL_HEADER: EXTERNAL}
+        with httpx.Client(timeout=30) as client:
+            window = window_of(self.start, self.length)
+            while window * self.length < self.stop:
+                phase = rng.uniform(0, gap)
+                for k in range(self.per_window):
+                    sleep_until(window * self.length + phase + k * gap)
+                    try:
+                        response = client.get(f"{self.api_url}/athlete", headers=headers)
+                        self.sent += 1
+                        self.refused += response.status_code == 429
+                    except httpx.HTTPError as error:
+                        self.errors.append(repr(error))
+                window += 1
+
+
 @dataclass(frozen=True)
 class Sample:
     """The scheduler's view just before a window ends."""
@@ -359,7 +415,7 @@ class Sampler:
 # -- the figures -----------------------------------------------------------------------------
 
 BACKLOG_TIERS = (Tier.RECENT, Tier.BACKFILL)
-KINDS = ("webhook", Tier.RECENT.value, Tier.BACKFILL.value, "list", "other")
+KINDS = ("webhook", Tier.RECENT.value, Tier.BACKFILL.value, "list", "other", EXTERNAL)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -371,7 +427,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def classify(path: str, tiers: dict[int, Tier]) -> str:
-    """Which work a request the emulator counted was for, from its path alone."""
+    """Which work a request the emulator counted was for, from its path alone (the other
+    client's are tagged `external`)."""
+    if path == EXTERNAL:
+        return EXTERNAL
     prefix = "/api/v3/activities/"
     if path.startswith(prefix) and path[len(prefix) :].isdigit():
         tier = tiers.get(int(path[len(prefix) :]))
@@ -380,11 +439,19 @@ def classify(path: str, tiers: dict[int, Tier]) -> str:
 
 
 def budget_of(config: QuotaConfig, tier: Tier) -> int:
-    """Requests a window may hold, all tiers together, before `tier` is refused: every
-    request spends both buckets, so the smaller allowance binds."""
+    """Requests a window may hold, all tiers together, before `tier` is refused by its share
+    (its hard cap): every request spends both buckets, so the smaller allowance binds."""
     return min(
         allowance(config.limit.short, config.factor(tier, "short")),
         allowance(config.read_limit.short, config.factor(tier, "short")),
+    )
+
+
+def strava_budget(config: QuotaConfig) -> int:
+    """Strava's window less the safety margin, whatever the tiers: what "used" is against."""
+    return min(
+        allowance(config.limit.short, 1 - config.safety_margin),
+        allowance(config.read_limit.short, 1 - config.safety_margin),
     )
 
 
@@ -449,6 +516,9 @@ class Outcome:
     events: list[tuple[float, float | None, float | None]]
     created: int
     stream_errors: list[str]
+    external_sent: int
+    # Webhook POSTs from the emulator to the service that got no 200, by status or error.
+    failed_deliveries: Counter[str]
     throttled: int
     denials: Counter[Tier]
 
@@ -476,7 +546,7 @@ def build_rows(outcome: Outcome, config: QuotaConfig) -> list[WindowRow]:
         row = rows.get(window_of(hit.at, plan.length))
         if row is not None:
             row.sent[classify(hit.path, outcome.tiers)] += 1
-            row.refused += not hit.allowed
+            row.refused += not hit.allowed and hit.path != EXTERNAL
     for k, row in rows.items():
         end = (k + 1) * plan.length
         start = k * plan.length
@@ -494,12 +564,9 @@ def build_rows(outcome: Outcome, config: QuotaConfig) -> list[WindowRow]:
             row.scheduler_used = sample.used
             if before is not None:
                 row.denied = sample.denials - before.denials
-        # The most the tiers with work waiting all window could fill is the budget.
-        waiting = [tier for tier in BACKLOG_TIERS if waited[tier] > 0]
-        if row.denied and row.denied[Tier.WEBHOOK] and waiting:
-            waiting.append(Tier.WEBHOOK)
-        if waiting:
-            row.budget = max(budget_of(config, tier) for tier in waiting)
+        # While work waited all window, the budget is Strava's window less the margin.
+        if any(waited[tier] > 0 for tier in BACKLOG_TIERS):
+            row.budget = strava_budget(config)
     return list(rows.values())
 
 
@@ -543,17 +610,18 @@ def latencies(
 
 def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
     rows = build_rows(outcome, config)
-    budgets = ", ".join(
+    caps = ", ".join(
         f"{tier.value} {budget_of(config, tier)}" for tier in (Tier.WEBHOOK, *BACKLOG_TIERS)
     )
     print(
         f"\nper window ({options.window_seconds} s; limits {options.limit_short} overall / "
-        f"{options.read_limit_short} read, margin {config.safety_margin:.0%}; "
-        f"requests a window may hold before a tier is refused: {budgets})"
+        f"{options.read_limit_short} read, margin {config.safety_margin:.0%}: budget "
+        f"{strava_budget(config)}; hard caps of the tiers' shares: {caps}; other clients "
+        f"{options.external_share:.0%} of the read limit)"
     )
     print(
         f"{'window':>6} {'phase':<5} {'sent':>4} {'webhook':>7} {'recent':>6} {'backfill':>8} "
-        f"{'list':>4} {'other':>5} {'429':>3} {'sched':>5} {'budget':>6} {'used':>5} "
+        f"{'list':>4} {'other':>5} {'ext':>3} {'429':>3} {'sched':>5} {'budget':>6} {'used':>5} "
         f"{'denied wh/rc/bf':>15} {'left rc/bf':>10}"
     )
     for row in rows:
@@ -568,22 +636,25 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
         print(
             f"{row.index - outcome.plan.first:>6} {row.phase:<5} {row.total:>4} "
             f"{sent['webhook']:>7} {sent['recent']:>6} {sent['backfill']:>8} {sent['list']:>4} "
-            f"{sent['other']:>5} {row.refused:>3} "
+            f"{sent['other']:>5} {sent[EXTERNAL]:>3} {row.refused:>3} "
             f"{'-' if row.scheduler_used is None else row.scheduler_used:>5} "
             f"{'-' if row.budget is None else row.budget:>6} {used:>5} {denied:>15} {left:>10}"
         )
     print(
-        "  sent: requests the emulator counted in the window, by the work they were for;\n"
-        "  sched: the scheduler's own count 50 ms before the window ended; budget: the most the\n"
-        "  tiers with work waiting all window could fill; used: min(sent, budget) / budget;\n"
-        "  denied: reservations the scheduler refused; left: backlog listed, not yet hydrated"
+        "  sent: requests the emulator counted in the window (ours and the other client's),\n"
+        "  by the work they were for; ext: the other client's; 429: ours refused by the\n"
+        "  emulator; sched: the scheduler's own count 50 ms before the window ended; budget:\n"
+        "  Strava's limit less the margin, in windows where backlog waited throughout; used:\n"
+        "  min(sent, budget) / budget; denied: reservations the scheduler refused; left:\n"
+        "  backlog listed, not yet hydrated"
     )
 
     waiting = [row for row in rows if row.budget is not None]
     allowed = sum(row.budget or 0 for row in waiting)
     filled = sum(min(row.total, row.budget or 0) for row in waiting)
     utilization = filled / allowed if allowed else math.nan
-    refused = sum(1 for hit in outcome.hits if not hit.allowed)
+    refused = sum(1 for hit in outcome.hits if not hit.allowed and hit.path != EXTERNAL)
+    external_refused = sum(1 for hit in outcome.hits if not hit.allowed and hit.path == EXTERNAL)
     without, with_backlog = latencies(outcome, rows, complete=True)
     detail_without, detail_with = latencies(outcome, rows)
     per_tier = Counter(outcome.tiers.values())
@@ -612,6 +683,22 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
         + ", ".join(f"{tier.value} {outcome.denials[tier]}" for tier in Tier)
     )
     print(f"  webhook creates sent {outcome.created}, stored {len(outcome.events)}")
+    if outcome.failed_deliveries:
+        print(
+            "  webhook deliveries (emulator to service) without a 200: "
+            + ", ".join(f"{why} x {n}" for why, n in outcome.failed_deliveries.most_common())
+        )
+    # A unit of work: one backlog hydration or one webhook create, done by the end.
+    units = done + sum(1 for _, detail, _ in outcome.events if detail is not None)
+    denials = sum(outcome.denials.values())
+    print(
+        f"  refusals (quota denials, each a re-delivery) per completed unit of work: "
+        f"{denials}/{units} = {denials / units if units else math.nan:.2f}"
+    )
+    print(
+        f"  other client: {outcome.external_sent} requests sent, {external_refused} refused "
+        "by the emulator"
+    )
     if outcome.stream_errors:
         print(f"  creates that failed: {len(outcome.stream_errors)}: {outcome.stream_errors[:3]}")
     print("webhook-to-hydrated latency (complete, streams included: hydrated_at - received_at)")
@@ -626,10 +713,10 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
         (
             "0 x 429",
             refused == 0 and outcome.throttled == 0,
-            f"emulator refused {refused}, scheduler saw {outcome.throttled}",
+            f"emulator refused {refused} of ours, scheduler saw {outcome.throttled}",
         ),
         (
-            ">= 95 % of the budget used while work waits",
+            ">= 95 % of Strava's window less the margin used while work waits",
             bool(waiting) and utilization >= 0.95,
             f"{filled}/{allowed} = {utilization:.1%} over {len(waiting)} windows",
         ),
@@ -677,6 +764,8 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
     )
     backlog_athlete = emulator.athlete_ids[0]
     webhook_athlete = emulator.add_athlete()
+    # Another client of the same app spends with its own athlete's token.
+    other_athlete = emulator.add_athlete()
     tiers = backlog_tiers(emulator, backlog_athlete, datetime.now(UTC))
     limiter = RecordingLimiter(emulator.config.limits, emulator.clock, length)
     emulator.limiter = limiter
@@ -705,6 +794,17 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
             )
             streaming = threading.Thread(target=stream.run, name="stream", daemon=True)
             streaming.start()
+            other = ExternalClient(
+                api_url=f"{server.url}/api/v3",
+                token=str(emulator.issue_tokens(other_athlete)["access_token"]),
+                length=length,
+                per_window=round(options.external_share * options.read_limit_short),
+                start=first * length,
+                stop=(plan.last + 1) * length,
+                seed=options.seed,
+            )
+            spending = threading.Thread(target=other.run, name="other-client", daemon=True)
+            spending.start()
             print(f"phase A: windows 0-{options.baseline_windows - 1}, webhook stream only")
             sleep_until(load * length)
             # The backlog comes the way it does in production: an athlete with a long
@@ -713,6 +813,7 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
             connect_athlete(url)
             print(f"phase B: an athlete with {options.backlog} activities connected")
             streaming.join()
+            spending.join()
             created = list(stream.created)
             # The last events get a moment to land; a miss is reported, not waited for.
             try:
@@ -735,7 +836,13 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
                 samples=dict(sampler.samples),
                 events=event_times(engine),
                 created=len(created),
-                stream_errors=list(stream.errors),
+                stream_errors=list(stream.errors) + other.errors,
+                external_sent=other.sent,
+                failed_deliveries=Counter(
+                    str(attempt.status) if attempt.error is None else attempt.error.split(":")[0]
+                    for attempt in emulator.deliveries
+                    if attempt.status != 200
+                ),
                 throttled=status.throttled,
                 denials=Counter(dict(status.denials)),
             )

@@ -258,14 +258,17 @@ class Settings(DatabaseSettings):
     quota_read_limit_daily: Annotated[int, Field(gt=0)] = 1000
     # Never spent, whatever the tier: room for other clients of the app and for clock skew.
     quota_safety_margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    # Share of each window (short, daily) a tier may fill, highest tier first; a tier stops
-    # once the window's usage, all tiers together, reaches its share.
+    # An optional hard cap per tier: the share of each window (short, daily) it may fill,
+    # highest tier first; a tier stops once the window's usage, all tiers together, reaches its
+    # share. By default none: the lower tiers use whatever the forecast of real-time work and
+    # other clients leaves (service/strava/quota/scheduler.py), so no budget goes unused while
+    # work waits. Lower one (e.g. backfill [1.0, 0.5]) to keep part of every window or day free.
     quota_shares: dict[str, tuple[float, float]] = {
         "on_demand": (1.0, 1.0),
         "webhook": (1.0, 1.0),
-        "recent": (0.85, 0.8),
-        "backfill": (0.7, 0.6),
-        "reconcile": (0.5, 0.4),
+        "recent": (1.0, 1.0),
+        "backfill": (1.0, 1.0),
+        "reconcile": (1.0, 1.0),
     }
 
     @field_validator("broker_url")

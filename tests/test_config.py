@@ -149,3 +149,4 @@ def test_parameter_objects_built_without_settings_agree_with_the_default_setting
         configured.read_limit,
         configured.safety_margin,
     )
+    assert defaults.shares == configured.shares

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
-from support import FakeStrava, FakeUtcClock, exhaust_quota
+from support import CLIENT_ID, CLIENT_SECRET, FakeStrava, FakeUtcClock, exhaust_quota
 from sync_support import Sent, activities, job, run_to_end, summaries_by_id
 
+from service.config import Settings, default
 from service.ingest import backfill, sync
 from service.ingest.athletes import connect_athlete
 from service.ingest.context import IngestContext
@@ -38,8 +40,8 @@ from service.models import (
     SyncStatus,
     utcnow,
 )
-from service.strava.client import Result
-from service.strava.quota import Tier, using_tier
+from service.strava.client import Result, StravaClient
+from service.strava.quota import QuotaHooks, Tier, build_scheduler
 from service.strava.quota.scheduler import QuotaExceeded
 from service.strava.ratelimit import RateLimitSnapshot, WindowPair
 from service.strava.schemas import TokenResponse
@@ -266,18 +268,37 @@ def test_deauthorization_cancels_active_jobs_at_once(ctx: IngestContext, athlete
 
 
 def test_a_backfill_lists_while_its_hydrations_have_filled_the_backfill_tiers_share(
-    ctx: IngestContext, strava: FakeStrava, athlete_id: int
+    ctx: IngestContext,
+    strava: FakeStrava,
+    athlete_id: int,
+    make_settings: Callable[..., Settings],
+    quota_clock: FakeUtcClock,
 ) -> None:
-    # 70 of 100 read calls this window: past the backfill tier's share (66), below recent's.
-    ctx.quota.observe("read", 200, read_usage(70))
-    with pytest.raises(QuotaExceeded), using_tier(Tier.BACKFILL):
-        ctx.strava.get_activity("token", 1)
-    job_id = backfill_job(ctx, athlete_id)
+    # An operator's hard cap (QUOTA_SHARES): backfill hydrations fill at most 70 % of a window.
+    shares = {**default("quota_shares"), "backfill": (0.7, 1.0), "reconcile": (0.7, 1.0)}
+    quota = build_scheduler(
+        make_settings(quota_shares=shares), clock=lambda: quota_clock().timestamp()
+    )
+    client = StravaClient(
+        api_url=strava.server.api_url,
+        oauth_url=strava.server.oauth_url,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        hooks=QuotaHooks(quota),
+    )
+    capped = replace(ctx, strava=client, quota=quota)
+    while True:  # the hydrations take the backfill's 66 of this window's 95
+        try:
+            quota.reserve(Tier.BACKFILL, "read")
+        except QuotaExceeded:
+            break
+    job_id = backfill_job(capped, athlete_id)
 
-    outcome = run_to_end(ctx, job_id, OPTIONS)
+    outcome = run_to_end(capped, job_id, OPTIONS)
 
     assert outcome == Finished(SyncStatus.COMPLETED)
-    assert len(activities(ctx.engine, athlete_id)) == 5
+    assert len(activities(capped.engine, athlete_id)) == 5
+    client.close()
 
 
 def read_usage(short: int) -> RateLimitSnapshot:

@@ -102,8 +102,9 @@ def test_a_flood_of_forged_creates_for_one_athlete_never_delays_another_athletes
     waiting = statuses(workers, flooded)
     assert waiting.get(InboxStatus.RATE_LIMITED.value, 0) > 0
     assert InboxStatus.FAILED.value not in waiting
-    # The recent tier's share of the read window (100 x 0.95 x 0.85), and the one genuine.
-    assert strava.emulator.calls[FETCH] <= 80 + 1
+    # The excess at `recent` stays within Strava's read window less the margin (100 x 0.95);
+    # the genuine create fits beside it.
+    assert strava.emulator.calls[FETCH] <= 95
     assert flagged.flagged_at is not None
     assert flagged.forged_creates >= 5
     assert "404" in (flagged.flag_reason or "")

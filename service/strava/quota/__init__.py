@@ -25,6 +25,7 @@ from service.strava.quota.scheduler import (
     QuotaExceeded,
     QuotaScheduler,
     QuotaStatus,
+    TierCapacity,
     TierNotSet,
     WindowStatus,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "QuotaScheduler",
     "QuotaStatus",
     "Tier",
+    "TierCapacity",
     "TierNotSet",
     "WindowStatus",
     "build_scheduler",

@@ -10,17 +10,21 @@ from dataclasses import dataclass, field
 from service.clock import Clock
 from service.strava.quota.scheduler import (
     BUCKETS,
+    FIRST_YIELDING,
+    FORECAST_WINDOWS,
     WINDOWS,
     Bucket,
     Counters,
+    DayDemand,
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
+    WindowPlan,
     blocking_windows,
-    held_for_realtime,
+    window_demand,
     window_index,
 )
-from service.strava.quota.tiers import REALTIME_TIERS, Tier
+from service.strava.quota.tiers import TIERS_BY_PRIORITY, Tier, above
 from service.strava.ratelimit import Window
 
 
@@ -33,11 +37,15 @@ class _WindowCounts:
     by_tier: Counter[tuple[Bucket, Tier]] = field(default_factory=Counter)
     denied: Counter[Tier] = field(default_factory=Counter)
 
-    def realtime_used(self, bucket: Bucket) -> int:
-        return sum(self.by_tier[(bucket, tier)] for tier in REALTIME_TIERS)
-
-    def realtime_wanted(self, bucket: Bucket) -> int:
-        return self.realtime_used(bucket) + sum(self.denied[tier] for tier in REALTIME_TIERS)
+    def demand(self, bucket: Bucket, tier: Tier, *, others: bool = True) -> int:
+        """``window_demand`` of the tiers above ``tier``."""
+        return window_demand(
+            self.used[bucket],
+            sum(count for (b, _tier), count in self.by_tier.items() if b == bucket),
+            sum(self.by_tier[(bucket, higher)] for higher in above(tier)),
+            sum(self.denied[higher] for higher in above(tier)),
+            others=others,
+        )
 
 
 class MemoryQuotaScheduler(QuotaScheduler):
@@ -56,8 +64,10 @@ class MemoryQuotaScheduler(QuotaScheduler):
         super().__init__(config, clock)
         self._lock = threading.Lock()
         self._windows: dict[Window, _WindowCounts] = {}
-        # The short window before the current one (for held_for_realtime).
-        self._previous_short = _WindowCounts(-1)
+        # The short windows before the current one, by index, and the day before the current
+        # one: what the forecast learns from.
+        self._history: dict[int, _WindowCounts] = {}
+        self._yesterday = _WindowCounts(-1)
         self._limits: dict[tuple[Bucket, Window], int] = {}
         self._throttled = 0
         self._denials: Counter[Tier] = Counter()
@@ -69,17 +79,57 @@ class MemoryQuotaScheduler(QuotaScheduler):
         index = window_index(now, self.config.length(window))
         counts = self._windows.get(window)
         if counts is None or counts.index != index:
-            if window == "short":
-                self._previous_short = _WindowCounts(index - 1)
-                if counts is not None and counts.index == index - 1:
-                    self._previous_short = counts
+            if window == "short" and counts is not None:
+                self._history[counts.index] = counts
+                for old in [i for i in self._history if i < index - FORECAST_WINDOWS]:
+                    del self._history[old]
+            if window == "daily" and counts is not None:
+                self._yesterday = counts
             counts = self._windows[window] = _WindowCounts(index)
         return counts
 
-    def _held(self, bucket: Bucket, now: float) -> int:
-        return held_for_realtime(
-            self._previous_short.realtime_wanted(bucket),
-            self._current("short", now).realtime_used(bucket),
+    def _read(self, now: float) -> Counters:
+        """The counters at ``now``; the caller holds the lock."""
+        current = {window: self._current(window, now) for window in WINDOWS}
+        index = current["short"].index
+        history = [self._history.get(index - back) for back in range(1, FORECAST_WINDOWS + 1)]
+        return Counters(
+            used={
+                (bucket, window): count
+                for window, counts in current.items()
+                for bucket, count in counts.used.items()
+            },
+            used_by_tier={
+                (bucket, window, tier): count
+                for window, counts in current.items()
+                for (bucket, tier), count in counts.by_tier.items()
+            },
+            limits=dict(self._limits),
+            throttled=self._throttled,
+            denials=dict(self._denials),
+            demand_history={
+                bucket: tuple(
+                    0 if past is None else past.demand(bucket, FIRST_YIELDING, others=False)
+                    for past in history
+                )
+                for bucket in BUCKETS
+            },
+            demand_now={
+                (bucket, tier): current["short"].demand(bucket, tier)
+                for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
+            },
+            day_demand={
+                bucket: DayDemand(
+                    yesterday=(
+                        self._yesterday.demand(bucket, FIRST_YIELDING)
+                        if self._yesterday.index == current["daily"].index - 1
+                        else 0
+                    ),
+                    today=current["daily"].demand(bucket, FIRST_YIELDING),
+                )
+                for bucket in BUCKETS
+            },
         )
 
     def _limit(self, bucket: Bucket, window: Window) -> int:
@@ -87,18 +137,20 @@ class MemoryQuotaScheduler(QuotaScheduler):
 
     def _reserve(self, now: float, tier: Tier, buckets: tuple[Bucket, ...]) -> tuple[Window, ...]:
         with self._lock:
-            current = {window: self._current(window, now) for window in WINDOWS}
+            plan = WindowPlan(self.config, now, self._read(now))
             blocked = blocking_windows(
                 self.config,
                 tier,
                 buckets,
-                used=lambda bucket, window: current[window].used[bucket],
-                limit=self._limit,
-                held=lambda bucket: self._held(bucket, now),
+                used=plan.used,
+                limit=plan.limit,
+                kept=lambda bucket, window: plan.kept_in(bucket, window, tier),
             )
+            current = {window: self._current(window, now) for window in WINDOWS}
             if blocked:
                 self._denials[tier] += 1
-                current["short"].denied[tier] += 1
+                for counts in current.values():
+                    counts.denied[tier] += 1
                 return blocked
             for counts in current.values():
                 for bucket in buckets:
@@ -121,22 +173,4 @@ class MemoryQuotaScheduler(QuotaScheduler):
 
     def _counters(self, now: float) -> Counters:
         with self._lock:
-            current = {window: self._current(window, now) for window in WINDOWS}
-            return Counters(
-                used={
-                    (bucket, window): count
-                    for window, counts in current.items()
-                    for bucket, count in counts.used.items()
-                },
-                used_by_tier={
-                    (bucket, window, tier): count
-                    for window, counts in current.items()
-                    for (bucket, tier), count in counts.by_tier.items()
-                },
-                limits=dict(self._limits),
-                throttled=self._throttled,
-                denials=dict(self._denials),
-                realtime_wanted_before={
-                    bucket: self._previous_short.realtime_wanted(bucket) for bucket in BUCKETS
-                },
-            )
+            return self._read(now)

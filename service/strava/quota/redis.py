@@ -8,8 +8,8 @@ Keys, under ``prefix`` (by default ``strava-ingest:quota:``):
 
 - ``{window}:{length}:{index}``: a hash per window instance with ``overall``, ``read``,
   ``{bucket}:{tier}`` and (short windows) ``denied:{tier}`` counts; it expires shortly after
-  its window ends (a short window's after the next one, which reads its real-time counts), so
-  nothing accumulates.
+  its window ends (a short window's after the ``FORECAST_WINDOWS`` that follow it, whose
+  forecast learns from its counts), so nothing accumulates.
 - ``limits``: a hash of limits adopted from Strava's headers (``overall:short`` ...).
 - ``throttled``: the number of 429s seen (a metric); ``denials``: refusals per tier.
 - ``tickets:{tier}``: admission's ticket book of a tier (admission.py), a cursor of six fields.
@@ -27,17 +27,24 @@ from service.clock import Clock
 from service.strava.quota.scheduler import (
     ALLOWANCE_TOLERANCE,
     BUCKETS,
+    DAY_HEADROOM,
+    FIRST_YIELDING,
+    FORECAST_WINDOWS,
     LAST_REALTIME,
+    OBSERVED_FLOOR,
     WINDOWS,
     Bucket,
     Counters,
+    DayDemand,
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
+    window_demand,
     window_index,
+    window_position,
     yields_to_realtime,
 )
-from service.strava.quota.tiers import REALTIME_TIERS, Tier
+from service.strava.quota.tiers import TIERS_BY_PRIORITY, Tier, above
 from service.strava.ratelimit import Window
 
 DEFAULT_PREFIX = "strava-ingest:quota:"
@@ -48,27 +55,74 @@ EXPIRY_GRACE_SECONDS = 60
 
 # The same rule as scheduler.blocking_windows: one more request must fit under
 # floor(limit x factor + tolerance) in every (window, bucket) and, for a tier below the
-# real-time ones in the short window, leave held_for_realtime free under the real-time tiers'
-# room; else nothing is counted but the denial (in all, and per short window as
-# `denied:{tier}`). KEYS[5] is the previous short window.
+# real-time ones, leave the room kept (scheduler.kept_for_realtime, the same arithmetic in the
+# same order) free under the real-time tiers' allowance; else nothing is counted but the
+# denial (in all, and per window as `denied:{tier}`). The history (previous windows, the day)
+# counts real-time demand; the current window the demand of every tier above this one.
+# KEYS[5] is yesterday's daily window, KEYS[6..] the previous short windows, the most recent
+# first.
 _RESERVE = """
 local tier, tolerance = ARGV[1], tonumber(ARGV[6])
-local yields, realtime_factor = ARGV[7] == '1', tonumber(ARGV[8])
+local yields = ARGV[7] == '1'
+local realtime_factor = {short = tonumber(ARGV[8]), daily = tonumber(ARGV[9])}
+local elapsed, left, floor = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local day_elapsed, day_headroom = tonumber(ARGV[13]), tonumber(ARGV[14])
+local above = {}
+for name in string.gmatch(ARGV[15], '[^,]+') do
+  table.insert(above, name)
+end
+local all_tiers = {@ALL_TIERS@}
 local realtime_tiers = {@REALTIME_TIERS@}
 local windows = {
   {key = KEYS[1], name = 'short', factor = tonumber(ARGV[2]), ttl = ARGV[4]},
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
 }
 local buckets = {}
-for i = 9, #ARGV, 3 do
+for i = 16, #ARGV, 3 do
   table.insert(buckets, {name = ARGV[i], short = ARGV[i + 1], daily = ARGV[i + 2]})
 end
-local function realtime(key, prefix)
-  local total = 0
-  for _, name in ipairs(realtime_tiers) do
-    total = total + tonumber(redis.call('HGET', key, prefix .. ':' .. name) or '0')
+local function counts(key)
+  local flat = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #flat, 2 do
+    fields[flat[i]] = tonumber(flat[i + 1])
   end
-  return total
+  return fields
+end
+local function demand(fields, bucket, tiers, others)
+  local higher, denied, ours = 0, 0, 0
+  for _, name in ipairs(tiers) do
+    higher = higher + (fields[bucket .. ':' .. name] or 0)
+    denied = denied + (fields['denied:' .. name] or 0)
+  end
+  for _, name in ipairs(all_tiers) do
+    ours = ours + (fields[bucket .. ':' .. name] or 0)
+  end
+  if not others then
+    return higher + denied
+  end
+  return higher + denied + math.max(0, (fields[bucket] or 0) - ours)
+end
+local history = {}
+for i = 6, #KEYS do
+  table.insert(history, counts(KEYS[i]))
+end
+local current = counts(KEYS[1])
+local today, yesterday = counts(KEYS[2]), counts(KEYS[5])
+local function kept(bucket)
+  local peak = 0
+  for _, fields in ipairs(history) do
+    peak = math.max(peak, demand(fields, bucket, realtime_tiers, false))
+  end
+  local today_rate = demand(today, bucket, realtime_tiers, true) / math.max(day_elapsed, floor)
+  local daily_rate = math.max(demand(yesterday, bucket, realtime_tiers, true), today_rate)
+  local windows_per_day = left / (1.0 - day_elapsed)
+  local rate = math.max(peak, demand(current, bucket, above, true) / math.max(elapsed, floor))
+  local in_window = daily_rate / windows_per_day * (1.0 - elapsed)
+  local short = math.max(rate * (1.0 - elapsed), in_window + day_headroom * math.sqrt(in_window))
+  local expected = daily_rate * (1.0 - day_elapsed)
+  local daily = math.max(expected + day_headroom * math.sqrt(expected), short)
+  return {short = short, daily = daily}
 end
 local blocked = {}
 for _, w in ipairs(windows) do
@@ -76,10 +130,9 @@ for _, w in ipairs(windows) do
     local limit = tonumber(redis.call('HGET', KEYS[3], b.name .. ':' .. w.name) or b[w.name])
     local used = tonumber(redis.call('HGET', w.key, b.name) or '0')
     local full = used + 1 > math.floor(limit * w.factor + tolerance)
-    if not full and yields and w.name == 'short' then
-      local wanted = realtime(KEYS[5], b.name) + realtime(KEYS[5], 'denied')
-      local held = math.max(0, wanted - realtime(w.key, b.name))
-      full = used + 1 + held > math.floor(limit * realtime_factor + tolerance)
+    if not full and yields then
+      local top = math.floor(limit * realtime_factor[w.name] + tolerance) + tolerance
+      full = used + 1 + kept(b.name)[w.name] > top
     end
     if full then
       table.insert(blocked, w.name)
@@ -89,8 +142,10 @@ for _, w in ipairs(windows) do
 end
 if #blocked > 0 then
   redis.call('HINCRBY', KEYS[4], tier, 1)
-  redis.call('HINCRBY', KEYS[1], 'denied:' .. tier, 1)
-  redis.call('EXPIRE', KEYS[1], windows[1].ttl)
+  for _, w in ipairs(windows) do
+    redis.call('HINCRBY', w.key, 'denied:' .. tier, 1)
+    redis.call('EXPIRE', w.key, w.ttl)
+  end
   return blocked
 end
 for _, w in ipairs(windows) do
@@ -101,7 +156,9 @@ for _, w in ipairs(windows) do
   redis.call('EXPIRE', w.key, w.ttl)
 end
 return blocked
-""".replace("@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in REALTIME_TIERS))
+""".replace("@ALL_TIERS@", ", ".join(f"'{tier.value}'" for tier in TIERS_BY_PRIORITY)).replace(
+    "@REALTIME_TIERS@", ", ".join(f"'{tier.value}'" for tier in above(FIRST_YIELDING))
+)
 
 # Applies a scheduler.Reconciliation: adopt limits, raise (never lower) counts to the reported
 # usage, and on a 429 count it and raise the refused buckets to their limit.
@@ -194,8 +251,8 @@ class RedisQuotaScheduler(QuotaScheduler):
     def _ttl(self, window: Window, now: float) -> int:
         length = self.config.length(window)
         ends = (window_index(now, length) + 1) * length
-        # The next short window reads this one's real-time counts (held_for_realtime).
-        kept = length if window == "short" else 0
+        # The next short windows' forecast reads this one's counts, and tomorrow's today's.
+        kept = length * FORECAST_WINDOWS if window == "short" else length
         return max(1, math.ceil(ends - now)) + kept + EXPIRY_GRACE_SECONDS
 
     def _shared_keys(self, now: float) -> list[str]:
@@ -205,7 +262,16 @@ class RedisQuotaScheduler(QuotaScheduler):
             f"{self._prefix}limits",
         ]
 
+    def _history_keys(self, now: float) -> list[str]:
+        length = self.config.window_seconds
+        return [
+            self._window_key("short", now - back * length)
+            for back in range(1, FORECAST_WINDOWS + 1)
+        ]
+
     def _reserve(self, now: float, tier: Tier, buckets: tuple[Bucket, ...]) -> tuple[Window, ...]:
+        # Fractions of time from the pure policy, so both backends use the very same numbers.
+        elapsed, windows_left_today, day_elapsed = window_position(self.config, now)
         args: list[str | int | float] = [
             tier.value,
             repr(self.config.factor(tier, "short")),
@@ -215,6 +281,13 @@ class RedisQuotaScheduler(QuotaScheduler):
             repr(ALLOWANCE_TOLERANCE),
             "1" if yields_to_realtime(tier) else "0",
             repr(self.config.factor(LAST_REALTIME, "short")),
+            repr(self.config.factor(LAST_REALTIME, "daily")),
+            repr(elapsed),
+            repr(windows_left_today),
+            repr(OBSERVED_FLOOR),
+            repr(day_elapsed),
+            repr(DAY_HEADROOM),
+            ",".join(higher.value for higher in above(tier)),
         ]
         for bucket in buckets:
             args += [
@@ -222,8 +295,12 @@ class RedisQuotaScheduler(QuotaScheduler):
                 self.config.default_limit(bucket, "short"),
                 self.config.default_limit(bucket, "daily"),
             ]
-        previous = self._window_key("short", now - self.config.window_seconds)
-        keys = [*self._shared_keys(now), f"{self._prefix}denials", previous]
+        keys = [
+            *self._shared_keys(now),
+            f"{self._prefix}denials",
+            self._window_key("daily", now - self.config.day_seconds),
+            *self._history_keys(now),
+        ]
         blocked: list[bytes] = self._reserve_script(keys=keys, args=args)
         return tuple(w for w in WINDOWS if w.encode() in blocked)
 
@@ -252,38 +329,63 @@ class RedisQuotaScheduler(QuotaScheduler):
         pipe.hgetall(f"{self._prefix}limits")
         pipe.get(f"{self._prefix}throttled")
         pipe.hgetall(f"{self._prefix}denials")
-        pipe.hgetall(self._window_key("short", now - self.config.window_seconds))
-        *per_window, limits, throttled, denials, before = pipe.execute()
-        previous = _decoded(before)
-        refused = sum(previous.get(f"denied:{tier.value}", 0) for tier in REALTIME_TIERS)
+        pipe.hgetall(self._window_key("daily", now - self.config.day_seconds))
+        for key in self._history_keys(now):
+            pipe.hgetall(key)
+        short, daily, limits, throttled, denials, yesterday, *history = pipe.execute()
         used: dict[tuple[Bucket, Window], int] = {}
         used_by_tier: dict[tuple[Bucket, Window, Tier], int] = {}
-        for window, fields in zip(WINDOWS, per_window, strict=True):
+        for window, fields in (("short", short), ("daily", daily)):
             for name, value in _decoded(fields).items():
                 bucket, _, tier = name.partition(":")
                 if bucket not in BUCKETS:
                     continue
                 if tier:
-                    used_by_tier[(_bucket(bucket), window, Tier(tier))] = value
+                    used_by_tier[(_bucket(bucket), _window(window), Tier(tier))] = value
                 else:
-                    used[(_bucket(bucket), window)] = value
+                    used[(_bucket(bucket), _window(window))] = value
         adopted: dict[tuple[Bucket, Window], int] = {}
         for name, value in _decoded(limits).items():
             bucket, _, window_name = name.partition(":")
             if bucket in BUCKETS and window_name in WINDOWS:
                 adopted[(_bucket(bucket), _window(window_name))] = value
+        past = [_decoded(fields) for fields in history]
         return Counters(
             used=used,
             used_by_tier=used_by_tier,
             limits=adopted,
             throttled=int(throttled or 0),
             denials={Tier(name): value for name, value in _decoded(denials).items()},
-            realtime_wanted_before={
-                bucket: refused
-                + sum(previous.get(f"{bucket}:{tier.value}", 0) for tier in REALTIME_TIERS)
+            demand_history={
+                bucket: tuple(
+                    _demand(fields, bucket, FIRST_YIELDING, others=False) for fields in past
+                )
+                for bucket in BUCKETS
+            },
+            demand_now={
+                (bucket, tier): _demand(_decoded(short), bucket, tier)
+                for bucket in BUCKETS
+                for tier in TIERS_BY_PRIORITY
+            },
+            day_demand={
+                bucket: DayDemand(
+                    yesterday=_demand(_decoded(yesterday), bucket, FIRST_YIELDING),
+                    today=_demand(_decoded(daily), bucket, FIRST_YIELDING),
+                )
                 for bucket in BUCKETS
             },
         )
+
+
+def _demand(fields: dict[str, int], bucket: Bucket, tier: Tier, *, others: bool = True) -> int:
+    """``window_demand`` of the tiers above ``tier`` in one window's hash."""
+    return window_demand(
+        fields.get(bucket, 0),
+        sum(fields.get(f"{bucket}:{each.value}", 0) for each in TIERS_BY_PRIORITY),
+        sum(fields.get(f"{bucket}:{higher.value}", 0) for higher in above(tier)),
+        sum(fields.get(f"denied:{higher.value}", 0) for higher in above(tier)),
+        others=others,
+    )
 
 
 def _decoded(fields: dict[bytes, bytes]) -> dict[str, int]:

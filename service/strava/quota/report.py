@@ -33,14 +33,14 @@ def format_backlog(backlog: Sequence[TierBacklog]) -> str:
 def format_status(status: QuotaStatus) -> str:
     """One row per bucket and window: used/limit, time to reset, then used/allowed per tier
     (highest tier first), the usage that is not ours (other clients of the app) and what the
-    lower tiers leave free for real-time work."""
+    lower tiers leave free for the forecast of real-time work and other clients' usage."""
     header = ["bucket", "window", "used/limit", "resets in", *TIERS_BY_PRIORITY, "other", "held"]
     rows = [_row(window) for window in status.windows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
         f"quota ({status.backend}) at {status.at.isoformat(timespec='seconds')}, "
         f"safety margin {status.safety_margin:.0%}; tiers show used/allowed; held: left free "
-        "for real-time work by the lower tiers",
+        "by the lower tiers for the rest of the window (forecast real-time and other use)",
         _line(header, widths),
         *(_line(row, widths) for row in rows),
         f"429s: {status.throttled}",

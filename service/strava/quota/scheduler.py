@@ -6,14 +6,23 @@ The scheduler reserves one request in every counter it will spend before the req
 and never sends one the budget cannot cover. After the response it reconciles its counters
 with the usage Strava reports (§2.2), which also counts other clients of the same app.
 
-Lower priority tiers may fill only a share of each window, and a safety margin is never spent,
-so a long backfill cannot starve webhooks or a user waiting on a page. A fixed share is not
-enough on its own: a backfill fills its share early in the window, and real-time work that needs
-more than the rest (a webhook create with its streams costs two calls) waited for the next
-window (scripts/bench_quota.py: webhook p99 with a backlog 28 s, where one call per create had
-given 4.7 s). So in the short window the lower tiers also leave room for what the real-time
-tiers wanted in the previous one (what they used and what was refused to them), less what they
-have used already in this one (docs/benchmarks/quota.md).
+The scheduler is work-conserving: each tier below the real-time ones (``on_demand``,
+``webhook``) may use whatever the tiers above it and other clients of the app are not expected
+to need for the rest of the window; for ``recent`` that is the real-time tiers and the other
+clients, and ``backfill`` and ``reconcile`` also leave ``recent`` what it is doing in the
+current window. The expected need is a forecast of *demand* (used, refused, and the usage
+Strava reported beyond ours; ``window_demand``) learned from the last few short windows
+(real-time work only: another client's full window is not forecast to recur), the current
+window and the day (other clients included), and yesterday
+(``forecast_demand``, ``kept_for_realtime``): in the short window its recent peak (or this
+window's rate so far when that runs hotter) times the fraction of the window still to come;
+in the day the daily rate times the fraction of the day left; both with Poisson headroom for
+bursts. It shrinks to nothing as the window and the day end, and after a quiet day it is
+nothing at all, so an idle real-time tier costs the backlog nothing and what real-time work
+will not need before midnight goes to the backlog. Real-time work is never held back by the
+forecast; the safety margin, never spent, covers usage of other clients not yet reported.
+Shares (``QUOTA_SHARES``) are optional hard caps per tier; by default there is none below the
+forecast (docs/benchmarks/quota.md).
 
 ``QuotaScheduler`` holds the policy; a backend (``memory.py`` for one process, ``redis.py`` for
 many) only keeps the counters and applies a reservation or a reconciliation atomically. The
@@ -25,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -66,8 +75,10 @@ class QuotaExceeded(QuotaError):
     Parameters:
         tier: who the request was for.
         window: the window that blocks (``"daily"`` when both do and it resets later).
-        retry_at: aware UTC time when a reservation can next succeed: the start of the next
-            such window.
+        retry_at: aware UTC time when a reservation should next succeed: the start of the
+            next such window, or, for a lower tier held back only by the room kept for
+            real-time work, the moment that room will have shrunk enough
+            (``WindowPlan.fits_again_at``).
     """
 
     def __init__(self, tier: Tier, window: Window, retry_at: datetime) -> None:
@@ -95,7 +106,7 @@ class QuotaConfig:
         read_limit: read ("non-upload") limits until a response reports others (100/1000).
         safety_margin: fraction of every limit that is never spent.
         shares: per tier, the (short, daily) fraction of the spendable budget it may fill,
-            counting all tiers' usage together.
+            counting all tiers' usage together: a hard cap, 1.0 (none) by default.
     """
 
     window_seconds: int = default("quota_window_seconds")
@@ -104,7 +115,9 @@ class QuotaConfig:
     read_limit: WindowPair = STRAVA_READ_LIMIT
     safety_margin: float = default("quota_safety_margin")
     shares: Mapping[Tier, tuple[float, float]] = field(
-        default_factory=lambda: {tier: (1.0, 1.0) for tier in TIERS_BY_PRIORITY}
+        default_factory=lambda: {
+            Tier(name): (short, daily) for name, (short, daily) in default("quota_shares").items()
+        }
     )
 
     @classmethod
@@ -163,15 +176,110 @@ def yields_to_realtime(tier: Tier) -> bool:
 
 # The real-time tiers' own room in a window is the allowance of the lowest of them.
 LAST_REALTIME = REALTIME_TIERS[-1]
+# The first tier that keeps room for others: what it keeps is the room kept for real-time work.
+FIRST_YIELDING = TIERS_BY_PRIORITY[len(REALTIME_TIERS)]
 
 
-def held_for_realtime(wanted_before: int, used_now: int) -> int:
-    """Requests the lower tiers leave free in this short window: what the real-time tiers
-    wanted in the previous one (used, and refused: work that waited for this window), less
-    what they have used in this one so far. No margin for chance: scripts/bench_quota.py
-    measured one standard deviation of margin costing the backfill a quarter of its
-    throughput for a few webhooks less waiting (docs/benchmarks/quota.md)."""
-    return max(0, wanted_before - used_now)
+# Short windows of history the forecast learns from. Four quarter hours: long enough that one
+# quiet window after a busy one still keeps room for a burst, short enough that an idle
+# real-time tier stops costing the backlog anything within an hour.
+FORECAST_WINDOWS = 4
+
+# The rate seen so far in the current window counts as if at least this fraction of it had
+# passed: a burst raises the forecast at once, but one request in the first second does not
+# make the forecast for the window hundreds.
+OBSERVED_FLOOR = 0.25
+
+# Standard deviations of headroom over the demand expected at the daily rate for the rest of the
+# window and of the day: a request refused waits for the next window or midnight, so both keep
+# room for bursts beyond the mean (Poisson counts: the deviation is the square root of the
+# expected count). For sparse real-time work it is what keeps room at all: a webhook an hour
+# is 0.5 calls a window, and the recent peak is often nothing.
+DAY_HEADROOM = 4.0
+
+# A lower tier refused because of the room kept comes back no sooner than this fraction of a
+# window later: the room shrinks continuously, and each waiting unit of work tried at every
+# step of it would be refused many times per window.
+RETRY_STEPS = 8
+
+
+def window_demand(
+    used: int, ours: int, above_used: int, above_denied: int, *, others: bool = True
+) -> int:
+    """What a tier could not have had in one window: what the tiers above it used and were
+    refused, and the usage Strava reported beyond our own reservations (other clients of the
+    same app, §2.2). Above ``recent`` that is the real-time demand, the one forecast from
+    history: real-time work and other clients arrive when they will. ``backfill`` also yields
+    to ``recent``, but only to what ``recent`` does in the current window: a burst of recent
+    hydrations is work that ends, not a rate that comes back. Other clients' usage counts in
+    the current window and the day (``others``), not in the recent windows' peak: one window
+    another client filled is not forecast to recur in each of the next four."""
+    return above_used + above_denied + (max(0, used - ours) if others else 0)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Demand per short window, learned from recent windows (``window_demand`` of each).
+
+    Parameters:
+        peak: the highest of the recent windows: the headroom for bursts.
+        mean: their mean: the rate expected over many windows (the rest of the day).
+    """
+
+    peak: float
+    mean: float
+
+
+def forecast_demand(history: Sequence[int]) -> Forecast:
+    """The forecast from the last ``FORECAST_WINDOWS`` windows' demand (missing ones are 0)."""
+    recent = [*history[:FORECAST_WINDOWS]] + [0] * (FORECAST_WINDOWS - len(history))
+    return Forecast(peak=float(max(recent)), mean=sum(recent) / FORECAST_WINDOWS)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Requests the lower tiers leave free in the current short window and day."""
+
+    short: float
+    daily: float
+
+
+@dataclass(frozen=True)
+class DayDemand:
+    """``window_demand`` of whole UTC days: yesterday's, and today's so far."""
+
+    yesterday: int = 0
+    today: int = 0
+
+
+def kept_for_realtime(
+    forecast: Forecast,
+    demand_now: int,
+    elapsed: float,
+    windows_left_today: float,
+    day: DayDemand,
+    day_elapsed: float,
+) -> Kept:
+    """The room kept for real-time work and other clients for the rest of the window and day.
+
+    ``elapsed`` and ``day_elapsed`` are the fractions of the short window and of the day gone;
+    ``windows_left_today`` the short windows (fractional) before midnight, the current one's
+    remainder included. The daily rate is yesterday's demand, or today's so far when that runs
+    hotter. In the short window: the rate per window (the recent peak, or this window's demand
+    so far when that runs hotter) times what is left of it, and at least the daily rate's
+    share of what is left plus ``DAY_HEADROOM`` deviations. In the day: the daily rate times
+    what is left of the day, plus ``DAY_HEADROOM`` deviations; never less than the short
+    window's. All reach nothing at their boundary.
+    The Lua script of the Redis backend repeats this arithmetic step for step.
+    """
+    daily_rate = max(float(day.yesterday), day.today / max(day_elapsed, OBSERVED_FLOOR))
+    windows_per_day = windows_left_today / (1.0 - day_elapsed)
+    rate = max(forecast.peak, demand_now / max(elapsed, OBSERVED_FLOOR))
+    in_window = daily_rate / windows_per_day * (1.0 - elapsed)
+    short = max(rate * (1.0 - elapsed), in_window + DAY_HEADROOM * math.sqrt(in_window))
+    expected = daily_rate * (1.0 - day_elapsed)
+    daily = max(expected + DAY_HEADROOM * math.sqrt(expected), short)
+    return Kept(short=short, daily=daily)
 
 
 def blocking_windows(
@@ -180,23 +288,46 @@ def blocking_windows(
     buckets: tuple[Bucket, ...],
     used: Callable[[Bucket, Window], int],
     limit: Callable[[Bucket, Window], int],
-    held: Callable[[Bucket], int] = lambda _bucket: 0,
+    kept: Callable[[Bucket, Window], float] = lambda _bucket, _window: 0.0,
 ) -> tuple[Window, ...]:
     """The windows in which one more request of ``tier`` would not fit (empty: it fits).
 
-    ``held(bucket)`` is ``held_for_realtime`` for the short window: a tier below the real-time
-    ones must also leave that much free under the real-time tiers' own room."""
+    A tier must stay within its own allowance (its share); a tier below the real-time ones
+    must also leave ``kept(bucket, window)`` free under the real-time tiers' allowance."""
+    return tuple(
+        window
+        for window in WINDOWS
+        if any(
+            _blocked_by(config, tier, used(b, window), limit(b, window), kept(b, window), window)
+            for b in buckets
+        )
+    )
 
-    def full(bucket: Bucket, window: Window) -> bool:
-        top = limit(bucket, window)
-        after = used(bucket, window) + 1
-        if after > allowance(top, config.factor(tier, window)):
-            return True
-        if window != "short" or not yields_to_realtime(tier):
-            return False
-        return after + held(bucket) > allowance(top, config.factor(LAST_REALTIME, window))
 
-    return tuple(window for window in WINDOWS if any(full(bucket, window) for bucket in buckets))
+def _blocked_by(
+    config: QuotaConfig, tier: Tier, used: int, limit: int, kept: float, window: Window
+) -> Literal["", "cap", "kept"]:
+    after = used + 1
+    if after > allowance(limit, config.factor(tier, window)):
+        return "cap"
+    if yields_to_realtime(tier) and after + kept > realtime_allowance(config, limit, window):
+        return "kept"
+    return ""
+
+
+def realtime_allowance(config: QuotaConfig, limit: int, window: Window) -> float:
+    """The most the real-time tiers may fill, with the tolerance of ``allowance``."""
+    return allowance(limit, config.factor(LAST_REALTIME, window)) + ALLOWANCE_TOLERANCE
+
+
+def room(
+    config: QuotaConfig, tier: Tier, used: int, limit: int, kept: float, window: Window
+) -> int:
+    """Requests ``tier`` could still reserve in one (bucket, window) now."""
+    free = allowance(limit, config.factor(tier, window)) - used
+    if yields_to_realtime(tier):
+        free = min(free, math.floor(realtime_allowance(config, limit, window) - used - kept))
+    return max(0, free)
 
 
 @dataclass(frozen=True)
@@ -289,8 +420,13 @@ class Counters:
         limits: limits adopted from Strava's headers; absent ones are the configured ones.
         throttled: 429s seen since the backend was created (a metric; never resets).
         denials: reservations refused per tier since the backend was created.
-        realtime_wanted_before: per bucket, what the real-time tiers used and were refused in
-            the previous short window.
+        demand_history: per bucket, the real-time demand (``window_demand`` of the tiers
+            above ``FIRST_YIELDING``, other clients not included) of the previous short windows,
+            the most recent first (``FORECAST_WINDOWS`` of them; a window without counts is 0).
+        demand_now: per (bucket, tier), ``window_demand`` of the tiers above ``tier`` in the
+            current short window so far.
+        day_demand: per bucket, the real-time demand, other clients included, yesterday and
+            today so far.
     """
 
     used: Mapping[tuple[Bucket, Window], int]
@@ -298,7 +434,9 @@ class Counters:
     limits: Mapping[tuple[Bucket, Window], int]
     throttled: int
     denials: Mapping[Tier, int]
-    realtime_wanted_before: Mapping[Bucket, int] = field(default_factory=dict)
+    demand_history: Mapping[Bucket, tuple[int, ...]] = field(default_factory=dict)
+    demand_now: Mapping[tuple[Bucket, Tier], int] = field(default_factory=dict)
+    day_demand: Mapping[Bucket, DayDemand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -326,7 +464,8 @@ class WindowStatus:
             "seconds_to_reset": round(self.seconds_to_reset, 3),
             # Reported usage beyond our own reservations: other clients of the app (§2.2).
             "other": max(0, self.used - ours),
-            # Left free by the lower tiers for real-time work (short window only).
+            # Left free by the lower tiers for the rest of this window: the forecast of real-time
+            # work and other clients' usage (scheduler.kept_for_realtime).
             "held_for_realtime": self.held_for_realtime,
             "tiers": {
                 tier.value: {"used": self.used_by_tier[tier], "allowed": self.allowed[tier]}
@@ -363,17 +502,23 @@ class QuotaStatus:
         }
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class TierCapacity:
-    """What one tier can expect to spend, from now on: the input of ETAs and admission tickets.
+    """What one tier can expect, from the counters and the forecast now.
 
     Parameters:
-        room_now: requests the tier may still make in the current short window (0: none).
-        per_window: requests a full short window is expected to give the tier from the next
-            one on (before the daily budget is counted).
+        room_now: requests it could reserve at once (both buckets, both windows).
+        per_window: requests per short window it can expect going forward: the real-time
+            allowance less the mean forecast demand (for a lower tier), within its share, and
+            no more than its expected daily room spread over the day's windows.
         window_resets_at: when the current short window ends.
-        daily_room: requests the tier may still make before the UTC day ends.
-        day_resets_at: when the current UTC day ends (the daily budget is whole again).
+        daily_room: requests it can expect for the rest of the UTC day: the daily allowance
+            less what is used and what is kept for real-time work until midnight.
+        day_resets_at: the next UTC midnight (the end of the daily window).
     """
 
     room_now: int
@@ -383,8 +528,154 @@ class TierCapacity:
     day_resets_at: datetime
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def window_position(config: QuotaConfig, now: float) -> tuple[float, float, float]:
+    """The fraction of the current short window gone, the short windows (fractional) left
+    before the daily window ends, and the fraction of the day gone: the time inputs of
+    ``kept_for_realtime``."""
+    length, day = config.window_seconds, config.day_seconds
+    elapsed = now / length - window_index(now, length)
+    day_end = (window_index(now, day) + 1) * day
+    return elapsed, (day_end - now) / length, now / day - window_index(now, day)
+
+
+class WindowPlan:
+    """The policy applied to one reading of the counters: the room kept, what each tier may
+    still use, when a refused tier fits again. Pure: both backends' counters go through it.
+
+    Parameters:
+        config: windows, limits, margin and shares.
+        now: seconds since the epoch.
+        counters: the backend's counters at ``now``.
+    """
+
+    def __init__(self, config: QuotaConfig, now: float, counters: Counters) -> None:
+        self.config = config
+        self.now = now
+        self.counters = counters
+        self.short_index = window_index(now, config.window_seconds)
+        self.elapsed, self.windows_left_today, self.day_elapsed = window_position(config, now)
+        self.forecasts = {
+            bucket: forecast_demand(counters.demand_history.get(bucket, ())) for bucket in BUCKETS
+        }
+        self.kept = {
+            (bucket, tier): self.kept_at(bucket, tier, now)
+            for bucket in BUCKETS
+            for tier in TIERS_BY_PRIORITY
+        }
+
+    def limit(self, bucket: Bucket, window: Window) -> int:
+        return self.counters.limits.get((bucket, window), self.config.default_limit(bucket, window))
+
+    def used(self, bucket: Bucket, window: Window) -> int:
+        return self.counters.used.get((bucket, window), 0)
+
+    def kept_in(self, bucket: Bucket, window: Window, tier: Tier) -> float:
+        """The room ``tier`` leaves free in (bucket, window) for the tiers above it."""
+        kept = self.kept[(bucket, tier)]
+        return kept.short if window == "short" else kept.daily
+
+    def start(self, window: Window, offset: int = 0) -> datetime:
+        length = self.config.length(window)
+        return window_start(window_index(self.now, length) + offset, length)
+
+    def kept_at(self, bucket: Bucket, tier: Tier, moment: float) -> Kept:
+        """The room ``tier`` keeps at ``moment`` of the same windows (now, or later if
+        nothing else is spent)."""
+        elapsed, windows_left, day_elapsed = window_position(self.config, moment)
+        return kept_for_realtime(
+            self.forecasts[bucket],
+            self.counters.demand_now.get((bucket, tier), 0),
+            elapsed,
+            windows_left,
+            self.counters.day_demand.get(bucket, DayDemand()),
+            day_elapsed,
+        )
+
+    def fits_again_at(self, tier: Tier, buckets: tuple[Bucket, ...], window: Window) -> datetime:
+        """When one more request of ``tier`` should fit in ``window`` if nothing else is
+        spent: the next window when its allowance is spent, else the moment the room kept has
+        shrunk enough (no sooner than ``1 / RETRY_STEPS`` of a short window from now)."""
+        end = self.start(window, 1).timestamp()
+        at = self.now + self.config.window_seconds / RETRY_STEPS
+        for bucket in buckets:
+            used, limit = self.used(bucket, window), self.limit(bucket, window)
+            reason = _blocked_by(
+                self.config, tier, used, limit, self.kept_in(bucket, window, tier), window
+            )
+            if reason == "cap":
+                return self.start(window, 1)
+            if reason != "kept":
+                continue
+            top = realtime_allowance(self.config, limit, window) - used - 1
+
+            def fits(moment: float, bucket: Bucket = bucket, top: float = top) -> bool:
+                kept = self.kept_at(bucket, tier, moment)
+                return (kept.short if window == "short" else kept.daily) <= top
+
+            # The room kept shrinks towards the window's end, where it is nothing: bisect.
+            low, high = self.now, end
+            for _ in range(40):
+                middle = (low + high) / 2
+                low, high = (low, middle) if fits(middle) else (middle, high)
+            at = max(at, high)
+        return min(datetime.fromtimestamp(at, UTC), self.start(window, 1))
+
+    def capacity(self, tier: Tier, buckets: tuple[Bucket, ...]) -> TierCapacity:
+        yields = yields_to_realtime(tier)
+        per_day = self.config.day_seconds / self.config.window_seconds
+
+        def room_in(bucket: Bucket, window: Window) -> int:
+            return room(
+                self.config,
+                tier,
+                self.used(bucket, window),
+                self.limit(bucket, window),
+                self.kept_in(bucket, window, tier),
+                window,
+            )
+
+        def expected(bucket: Bucket, window: Window) -> float:
+            # A whole future window (or day): the allowance less the mean demand of others.
+            limit = self.limit(bucket, window)
+            others = self.forecasts[bucket].mean * (1 if window == "short" else per_day)
+            own: float = allowance(limit, self.config.factor(tier, window))
+            if yields:
+                own = min(own, realtime_allowance(self.config, limit, window) - others)
+            return max(0.0, float(own))
+
+        per_window = min(min(expected(b, "short"), expected(b, "daily") / per_day) for b in buckets)
+        return TierCapacity(
+            room_now=min(room_in(b, w) for b in buckets for w in WINDOWS),
+            per_window=per_window,
+            window_resets_at=self.start("short", 1),
+            daily_room=min(room_in(b, "daily") for b in buckets),
+            day_resets_at=self.start("daily", 1),
+        )
+
+    def window_status(self, bucket: Bucket, window: Window) -> WindowStatus:
+        length = self.config.length(window)
+        index = window_index(self.now, length)
+        limit = self.limit(bucket, window)
+        return WindowStatus(
+            bucket=bucket,
+            window=window,
+            used=self.used(bucket, window),
+            limit=limit,
+            allowed={
+                tier: allowance(limit, self.config.factor(tier, window))
+                for tier in TIERS_BY_PRIORITY
+            },
+            used_by_tier={
+                tier: self.counters.used_by_tier.get((bucket, window, tier), 0)
+                for tier in TIERS_BY_PRIORITY
+            },
+            held_for_realtime=math.ceil(
+                self.kept_in(bucket, window, FIRST_YIELDING) - ALLOWANCE_TOLERANCE
+            ),
+            started_at=window_start(index, length),
+            resets_at=window_start(index + 1, length),
+            seconds_to_reset=(index + 1) * length - self.now,
+        )
 
 
 class QuotaScheduler(ABC):
@@ -416,8 +707,11 @@ class QuotaScheduler(ABC):
         now = self._clock()
         blocked = self._reserve(now, tier, buckets)
         if blocked:
-            window = max(blocked, key=lambda w: self._next_start(w, now))
-            raise QuotaExceeded(tier, window, self._next_start(window, now))
+            # Read back only on a refusal: when it fits again depends on the room kept.
+            plan = self._plan(now, self._counters(now))
+            at = {window: plan.fits_again_at(tier, buckets, window) for window in blocked}
+            window = max(blocked, key=lambda w: at[w])
+            raise QuotaExceeded(tier, window, at[window])
 
     def observe(
         self,
@@ -452,86 +746,25 @@ class QuotaScheduler(ABC):
     def status(self) -> QuotaStatus:
         """Every counter now, with what each tier may still use and when windows reset."""
         now = self._clock()
-        counters = self._counters(now)
+        plan = self._plan(now, self._counters(now))
         return QuotaStatus(
             at=datetime.fromtimestamp(now, UTC),
             backend=self.backend,
             safety_margin=self.config.safety_margin,
             windows=tuple(
-                self._window_status(now, counters, bucket, window)
-                for bucket in BUCKETS
-                for window in WINDOWS
+                plan.window_status(bucket, window) for bucket in BUCKETS for window in WINDOWS
             ),
-            throttled=counters.throttled,
-            denials=counters.denials,
+            throttled=plan.counters.throttled,
+            denials=plan.counters.denials,
         )
 
-    def tier_capacity(self, tier: Tier) -> TierCapacity:
-        """What ``tier`` can expect under today's shares and counters. A read spends both
-        buckets, so each figure is the tightest bucket's. A full window ahead is forecast as
-        the tier's allowance less what real-time work is expected to spend in it: what it
-        wanted in the last one (``blocking_windows`` keeps that free for it now) or has used
-        in this one, whichever is more."""
-        status = self.status()
-        room_now: list[int] = []
-        per_window: list[float] = []
-        daily_room: list[int] = []
-        for bucket in BUCKETS:
-            short, daily = status.window(bucket, "short"), status.window(bucket, "daily")
-            realtime_room = short.allowed[LAST_REALTIME]
-            room = short.allowed[tier] - short.used
-            ahead = float(short.allowed[tier])
-            if yields_to_realtime(tier):
-                room = min(room, realtime_room - short.held_for_realtime - short.used)
-                wanted_before = short.held_for_realtime + sum(
-                    short.used_by_tier[t] for t in REALTIME_TIERS
-                )
-                # A share counts every tier's usage: real-time work spends it too.
-                ahead = min(ahead, realtime_room) - wanted_before
-            room_now.append(room)
-            per_window.append(ahead)
-            daily_room.append(daily.allowed[tier] - daily.used)
-        day_left = max(0, min(daily_room))
-        read = status.window("read", "short")
-        return TierCapacity(
-            room_now=max(0, min(min(room_now), day_left)),
-            per_window=max(0.0, min(per_window)),
-            window_resets_at=read.resets_at,
-            daily_room=day_left,
-            day_resets_at=status.window("read", "daily").resets_at,
-        )
+    def tier_capacity(self, tier: Tier, kind: RequestKind = "read") -> TierCapacity:
+        """What ``tier`` can expect now and going forward (for admission and ETAs)."""
+        now = self._clock()
+        return self._plan(now, self._counters(now)).capacity(tier, buckets_spent(kind) or BUCKETS)
 
-    def _window_status(
-        self, now: float, counters: Counters, bucket: Bucket, window: Window
-    ) -> WindowStatus:
-        length = self.config.length(window)
-        index = window_index(now, length)
-        limit = counters.limits.get((bucket, window), self.config.default_limit(bucket, window))
-        return WindowStatus(
-            bucket=bucket,
-            window=window,
-            used=counters.used.get((bucket, window), 0),
-            limit=limit,
-            allowed={
-                tier: allowance(limit, self.config.factor(tier, window))
-                for tier in TIERS_BY_PRIORITY
-            },
-            used_by_tier={
-                tier: counters.used_by_tier.get((bucket, window, tier), 0)
-                for tier in TIERS_BY_PRIORITY
-            },
-            held_for_realtime=(
-                held_for_realtime(
-                    counters.realtime_wanted_before.get(bucket, 0),
-                    sum(counters.used_by_tier.get((bucket, window, t), 0) for t in REALTIME_TIERS),
-                )
-                if window == "short"
-                else 0
-            ),
-            started_at=window_start(index, length),
-            resets_at=window_start(index + 1, length),
-            seconds_to_reset=(index + 1) * length - now,
-        )
+    def _plan(self, now: float, counters: Counters) -> WindowPlan:
+        return WindowPlan(self.config, now, counters)
 
     @abstractmethod
     def close(self) -> None:

@@ -6,8 +6,9 @@ from enum import StrEnum
 
 
 class Tier(StrEnum):
-    """Who a Strava call is for. Lower tiers may only fill part of each window, so that a
-    10,000-activity backfill never starves webhooks or a user waiting on a page."""
+    """Who a Strava call is for. Lower tiers leave free what the higher ones are forecast to
+    need, so that a 10,000-activity backfill never starves webhooks or a user waiting on a
+    page, and take the rest."""
 
     ON_DEMAND = "on_demand"
     WEBHOOK = "webhook"
@@ -18,6 +19,11 @@ class Tier(StrEnum):
 
 TIERS_BY_PRIORITY: tuple[Tier, ...] = tuple(Tier)
 
-# The tiers someone is waiting on now. What they wanted in the last short window (used, and
-# refused) is held free from the lower tiers in the next one (scheduler.py `held_for_realtime`).
+# The tiers someone is waiting on now. What they want (used, and refused) is forecast from
+# recent windows and kept free from the lower tiers (scheduler.py `kept_for_realtime`).
 REALTIME_TIERS: tuple[Tier, ...] = (Tier.ON_DEMAND, Tier.WEBHOOK)
+
+
+def above(tier: Tier) -> tuple[Tier, ...]:
+    """The tiers that go before ``tier``: a lower tier keeps room for their forecast demand."""
+    return TIERS_BY_PRIORITY[: TIERS_BY_PRIORITY.index(tier)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from service.strava.quota import (
 )
 from service.strava.quota.memory import MemoryQuotaScheduler
 from service.strava.quota.redis import DEFAULT_PREFIX, EXPIRY_GRACE_SECONDS, RedisQuotaScheduler
-from service.strava.quota.scheduler import allowance, window_index
+from service.strava.quota.scheduler import FORECAST_WINDOWS, allowance, window_index
 from service.strava.ratelimit import EMPTY_SNAPSHOT, RateLimitSnapshot, WindowPair
 
 MIDNIGHT = 1780272000  # 2026-06-01T00:00:00Z
@@ -120,7 +121,8 @@ def test_config_from_settings_takes_every_quota_setting(
 
     assert config.window_seconds == 9
     assert config.read_limit == WindowPair(42, 1000)
-    assert config.shares[Tier.BACKFILL] == (0.7, 0.6)
+    assert config.shares[Tier.BACKFILL] == (1.0, 1.0)  # no hard cap unless set
+    assert config.shares == QuotaConfig().shares
 
 
 def test_build_scheduler_uses_memory_for_memory_broker_and_redis_otherwise(
@@ -263,84 +265,253 @@ def test_a_tier_stops_at_its_daily_share_across_short_windows(
     assert denied.value.window == "daily"
 
 
-# Room held for real-time work
+# The room kept for real-time work: a forecast over the rest of the window and day
+
+# No shares: every tier may fill the budget (95 of 100), less the room kept.
+UNCAPPED = replace(CONFIG, shares={tier: (1.0, 1.0) for tier in Tier})
 
 
-def test_lower_tiers_leave_room_for_what_real_time_work_used_in_the_last_window(
+def webhooks_in(
+    scheduler: QuotaScheduler, clock: FakeClock, start: float, counts: list[int]
+) -> None:
+    """``counts[i]`` webhook calls in the i-th quarter hour from ``start``."""
+    for quarter, count in enumerate(counts):
+        clock.now = start + quarter * QUARTER
+        for _ in range(count):
+            scheduler.reserve(Tier.WEBHOOK, "read")
+
+
+def held(scheduler: QuotaScheduler, window: str = "short") -> int:
+    body = scheduler.status().as_json()
+    return int(body["buckets"]["read"][window]["held_for_realtime"])
+
+
+def test_lower_tiers_leave_room_for_the_recent_peak_of_real_time_work(
     make_scheduler: MakeScheduler,
 ) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock)
-    for _ in range(40):
-        scheduler.reserve(Tier.WEBHOOK, "read")
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - 2 * QUARTER, [25, 40])
 
-    clock.now = NOON + QUARTER
-    held = scheduler.status().as_json()["buckets"]["read"]
+    clock.now = NOON
+    kept = held(scheduler)
     backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
-    recent = reserve_until_denied(scheduler, Tier.RECENT)
     webhooks = reserve_until_denied(scheduler, Tier.WEBHOOK)
 
-    # 95 - 40: without the hold the backfill would take its 66 and leave webhooks 29.
-    assert (backfill, recent, webhooks) == (55, 0, 40)
-    assert (held["short"]["held_for_realtime"], held["daily"]["held_for_realtime"]) == (40, 0)
+    assert (kept, backfill, webhooks) == (40, 95 - 40, 40)
 
 
-def test_the_room_held_shrinks_as_real_time_work_uses_it(make_scheduler: MakeScheduler) -> None:
+def test_the_room_kept_shrinks_as_the_window_ends(make_scheduler: MakeScheduler) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock)
-    for _ in range(60):
-        scheduler.reserve(Tier.ON_DEMAND, "read")
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - QUARTER, [40])
 
-    clock.now = NOON + QUARTER
-    for _ in range(20):
-        scheduler.reserve(Tier.WEBHOOK, "read")
+    kept = []
+    for elapsed in (0.0, 0.5, 0.75):
+        clock.now = NOON + elapsed * QUARTER
+        kept.append(held(scheduler))
     backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
 
-    # 20 of the 60 held are used, 40 still held: the backfill stops at 95 - 20 - 40 = 35,
-    # where its own share would have let it reach 66 - 20 = 46.
-    assert backfill == 35
+    assert kept == [40, 20, 10]
+    assert backfill == 95 - 10  # three quarters in, only a quarter of the forecast is kept
+    clock.now = NOON + QUARTER - 1
+    assert held(scheduler) == 1
 
 
-def test_what_was_refused_to_real_time_work_counts_as_what_it_wanted(
+def test_the_room_kept_shrinks_to_nothing_when_real_time_demand_stops(
     make_scheduler: MakeScheduler,
 ) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock)
-    reserve_until_denied(scheduler, Tier.BACKFILL)  # 66, before the webhooks came
-    granted = reserve_until_denied(scheduler, Tier.WEBHOOK)  # 29, and 1 refused
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - QUARTER, [40])
+
+    kept = []
+    for quarter in range(FORECAST_WINDOWS + 1):  # quiet quarter hours, nothing but the backfill
+        clock.now = NOON + quarter * QUARTER
+        kept.append(held(scheduler))
+    clock.now = MIDNIGHT + 2 * 86400  # a whole quiet day later
+
+    # After the recent peak: only today's rate, 40 in 13 hours, 0.77 a quarter hour, with
+    # four deviations of headroom. A day later not even that.
+    assert kept == [40] * FORECAST_WINDOWS + [5]
+    assert held(scheduler) == 0
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95
+
+
+def test_a_burst_of_webhooks_after_a_quiet_window_still_goes_first(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - 2 * QUARTER, [40, 0])  # busy, then quiet
+
+    clock.now = NOON
+    backfill = reserve_until_denied(scheduler, Tier.BACKFILL)  # the backlog comes first
+    clock.now = NOON + 60
+    burst = reserve_until_denied(scheduler, Tier.WEBHOOK)
+
+    assert (backfill, burst) == (55, 40)
+
+
+def test_a_burst_in_this_window_raises_the_room_kept_at_once(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON + QUARTER / 4)
+    scheduler = make_scheduler(clock, UNCAPPED)  # no history: nothing forecast
+    for _ in range(20):
+        scheduler.reserve(Tier.WEBHOOK, "read")
+
+    backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
+    webhooks = reserve_until_denied(scheduler, Tier.WEBHOOK)
+
+    # 20 in the first quarter of the window is a rate of 80: 60 kept for the other three.
+    assert (backfill, webhooks) == (95 - 20 - 60, 60)
+
+
+def test_what_was_refused_to_real_time_work_counts_as_demand(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95  # nothing forecast yet
     for _ in range(10):
         with pytest.raises(QuotaExceeded):
             scheduler.reserve(Tier.WEBHOOK, "read")
 
     clock.now = NOON + QUARTER
 
-    # The webhooks wanted 29 + 11 = 40: the backfill stops at 95 - 40.
-    assert granted == 29
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 55
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95 - 10
 
 
-def test_nothing_is_held_after_a_window_without_real_time_work(
-    make_scheduler: MakeScheduler,
-) -> None:
-    clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock)
-    for _ in range(40):
-        scheduler.reserve(Tier.WEBHOOK, "read")
+def test_the_backfill_yields_to_recent_work_while_it_lasts(make_scheduler: MakeScheduler) -> None:
+    clock = FakeClock(NOON + QUARTER / 2)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    for _ in range(30):
+        scheduler.reserve(Tier.RECENT, "read")
 
-    clock.now = NOON + 2 * QUARTER  # the quarter in between had none
+    backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
+    recent = reserve_until_denied(scheduler, Tier.RECENT)
+    clock.now = NOON + QUARTER
+    next_window = reserve_until_denied(scheduler, Tier.BACKFILL)
 
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66
+    # 30 recent in half a window: 30 more kept for the other half. Recent hydrations are work
+    # that ends, not a rate: the next window forecasts none of it.
+    assert (backfill, recent, next_window) == (95 - 30 - 30, 30, 95)
 
 
 def test_real_time_tiers_themselves_are_never_held_back(make_scheduler: MakeScheduler) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock)
-    for _ in range(90):
-        scheduler.reserve(Tier.ON_DEMAND, "read")
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - QUARTER, [90])
 
-    clock.now = NOON + QUARTER
+    clock.now = NOON
 
     assert reserve_until_denied(scheduler, Tier.WEBHOOK) == 95
+
+
+def test_a_tier_held_back_by_the_room_kept_fits_again_before_the_window_ends(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - QUARTER, [40])
+    clock.now = NOON
+    reserve_until_denied(scheduler, Tier.BACKFILL)
+
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.BACKFILL, "read")
+
+    # 55 used, 40 kept: one more fits once 39 are kept, 1/40 of the window in, but a refused
+    # tier is not asked back sooner than 1/8 of a window.
+    assert denied.value.window == "short"
+    assert denied.value.retry_at == at("2026-06-01T12:01:52.500")
+    clock.now = NOON + QUARTER / 8
+    scheduler.reserve(Tier.BACKFILL, "read")
+
+
+def test_the_days_remainder_flows_to_the_backlog_before_midnight(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(MIDNIGHT - 86400)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, MIDNIGHT - 86400, [1] * 96)  # yesterday: one a quarter hour
+    for quarter in range(49):  # from midnight to noon the backlog takes all it may
+        clock.now = MIDNIGHT + quarter * QUARTER
+        reserve_until_denied(scheduler, Tier.BACKFILL)
+    with pytest.raises(QuotaExceeded) as denied:
+        scheduler.reserve(Tier.BACKFILL, "read")
+
+    # At noon, yesterday's 96 at half a day left: 48, and four deviations for bursts; the day,
+    # not the quarter hour, stops the backlog there.
+    assert held(scheduler, "daily") == math.ceil(48 + 4 * math.sqrt(48)) == 76
+    assert scheduler.status().window("read", "daily").used == 950 - 76
+    assert scheduler.tier_capacity(Tier.BACKFILL).daily_room == 0
+    assert denied.value.window == "daily"
+    assert at("2026-06-01T12:00:00") < denied.value.retry_at < at("2026-06-02T00:00:00")
+
+    clock.now = MIDNIGHT + 86400 - QUARTER
+    used_today = scheduler.status().window("read", "daily").used
+    # One quarter hour left: 1 expected and four deviations; the rest goes to the backlog.
+    assert held(scheduler, "daily") == 5
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 950 - used_today - 5 == 71
+    assert scheduler.status().window("read", "daily").used == 945
+
+
+def test_usage_other_clients_reported_counts_against_the_forecast(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON + QUARTER / 2)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    scheduler.reserve(Tier.BACKFILL, "read")
+    # Strava counted 31 in the first half of this window; one of them was ours.
+    scheduler.observe("read", 200, snapshot(usage=(31, 31), read_usage=(31, 31)))
+
+    kept = held(scheduler)
+    backfill = reserve_until_denied(scheduler, Tier.BACKFILL)
+
+    # 30 in half a window: 30 more kept for them in the other half.
+    assert (kept, backfill) == (30, 95 - 31 - 30)
+
+
+def test_a_sudden_external_spender_never_takes_us_past_the_budget(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95
+
+    # Other clients spent 40 more than they ever did; the headers say so.
+    scheduler.observe("read", 200, snapshot(usage=(95 + 40, 135), read_usage=(95 + 40, 135)))
+
+    assert reserve_until_denied(scheduler, Tier.ON_DEMAND) == 0
+    assert scheduler.status().window("read", "short").used == 135
+    clock.now = NOON + QUARTER
+    # One full window is not forecast to recur in each of the next four: the backlog leaves
+    # the call refused to us, and today's rate of other use (41 in half a day) for this one,
+    # 0.85 with four deviations of headroom.
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95 - 5
+
+
+def test_tier_capacity_gives_room_now_and_the_rate_expected_going_forward(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = make_scheduler(clock, UNCAPPED)
+    webhooks_in(scheduler, clock, NOON - 4 * QUARTER, [5, 5, 5, 5])
+    clock.now = NOON
+
+    backfill = scheduler.tier_capacity(Tier.BACKFILL)
+    webhook = scheduler.tier_capacity(Tier.WEBHOOK)
+
+    assert backfill.room_now == 95 - 5
+    # A day of 96 quarter hours at 5 each leaves 950 - 480 for the backlog: 4.9 a window.
+    assert backfill.per_window == pytest.approx((950 - 480) / 96)
+    # Today's 20 in half a day: 20 more expected by midnight, with four deviations of headroom.
+    assert backfill.daily_room == math.floor(950 - 20 - (20 + 4 * math.sqrt(20)))
+    assert webhook.room_now == 95
+    assert webhook.per_window == pytest.approx(950 / 96)
+    assert backfill.window_resets_at == at("2026-06-01T12:15:00")
+    assert backfill.day_resets_at == at("2026-06-02T00:00:00")
 
 
 # Denials
@@ -435,7 +606,7 @@ def test_reported_usage_by_other_clients_leaves_less_for_us(make_scheduler: Make
     scheduler = make_scheduler(FakeClock(NOON))
     scheduler.observe("read", 200, snapshot(read_usage=(60, 60)))
 
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66 - 60
+    assert reserve_until_denied(scheduler, Tier.WEBHOOK) == 95 - 60
     assert scheduler.status().as_json()["buckets"]["read"]["short"]["other"] == 60
 
 
@@ -450,15 +621,15 @@ def test_usage_counted_before_a_boundary_is_not_carried_into_the_next_window(
 
     scheduler.observe("read", 200, snapshot(usage=(90, 500), read_usage=(90, 500)), sent_at)
 
-    # The old quarter hour's 90 would have shut the new one to backfill (66) for 15 minutes;
-    # the day has not rolled, so its usage still counts.
+    # The old quarter hour's 90 would have shut the new one to all but 5 for 15 minutes; the
+    # day has not rolled, so its usage still counts.
     assert used(scheduler) == {
         "overall.short": 0,
         "overall.daily": 500,
         "read.short": 0,
         "read.daily": 500,
     }
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 66
+    assert reserve_until_denied(scheduler, Tier.WEBHOOK) == 95  # not 95 - 90
 
 
 def test_usage_of_a_request_sent_in_the_current_window_still_counts(
@@ -589,9 +760,10 @@ def test_redis_window_keys_expire_soon_after_they_are_last_read(redis_url: str) 
     ttls = sorted(client.ttl(key) for key in client.keys(f"{DEFAULT_PREFIX}*:*:*"))
 
     # 14 minutes left in the quarter and 11h59m in the day, each plus the grace period; a
-    # quarter's counts are also read through the next quarter (held for real-time work).
+    # quarter's counts are also read by the forecast of the quarters that follow it, and a
+    # day's by the next day's.
     short, daily = ttls
-    assert 840 - 5 <= short - QUARTER - EXPIRY_GRACE_SECONDS <= 840
-    assert 43140 - 5 <= daily - EXPIRY_GRACE_SECONDS <= 43140
+    assert 840 - 5 <= short - FORECAST_WINDOWS * QUARTER - EXPIRY_GRACE_SECONDS <= 840
+    assert 43140 - 5 <= daily - 86400 - EXPIRY_GRACE_SECONDS <= 43140  # read again tomorrow
     client.close()
     scheduler.close()
