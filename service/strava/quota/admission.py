@@ -153,9 +153,9 @@ def issue(
     window, taken, room = book.window, book.taken, book.room
     day, day_taken, day_room = book.day, book.day_taken, book.day_room
 
-    def move_to(target: int) -> None:
+    def move_to(target: int, carry: float = 0.0) -> None:
         nonlocal window, taken, room, day, day_taken, day_room
-        window, taken, room = target, 0, capacity.per_window
+        window, taken, room = target, 0, capacity.per_window + carry
         target_day = window_index(target * length, day_length)
         if target_day != day:
             day, day_taken, day_room = target_day, 0, float(seen.per_day)
@@ -172,7 +172,10 @@ def issue(
             in_day = day_taken + sum(o.day_taken for o in live if o.day == day)
             if in_window + cost <= room and in_day + cost <= day_room:
                 break
-            move_to(window + 1)
+            # The forecast's room per window is fractional (a day's room spread over its
+            # windows): the part of a place a full window could not give goes to the next one,
+            # so over many windows the tier gets ``per_window`` a window, not its floor.
+            move_to(window + 1, max(0.0, room - in_window) if in_window + cost > room else 0.0)
         start = window * length
         offset = SPREAD * length * in_window / room
         at = max(now, start + offset)

@@ -27,7 +27,12 @@ MIDNIGHT = 1780272000  # 2026-06-01T00:00:00Z
 NOON = MIDNIGHT + 12 * 3600
 QUARTER = 900
 
-# Backfill may fill floor(100 x 0.95 x 0.7) = 66 of a window and 570 of a day.
+# Backfill may fill floor(100 x 0.95 x 0.7) = 66 of a window and floor(1000 x 0.95 x 0.6) = 570
+# of a day. With no real-time demand forecast, the room it can expect in each window after this
+# one is that day spread over the day's 96 windows (scheduler.WindowPlan.capacity): 570 / 96 =
+# 5.9375 a window, the fraction a full window cannot give carried to the next (6 places a
+# window, one window in 16 five), so a whole day holds exactly 570.
+PER_WINDOW = 570 / 96
 CONFIG = QuotaConfig(
     limit=WindowPair(short=100, daily=1000),
     read_limit=WindowPair(short=100, daily=1000),
@@ -80,12 +85,16 @@ def test_tickets_fill_this_windows_room_then_a_windows_room_each(build: Build) -
 
     tickets = admission.admit(Tier.BACKFILL, 150)
 
-    assert windows(tickets) == {0: 66, 1: 66, 2: 18}
+    # This window's room (66), then 84 at 5.9375 a window: 5 in the first (0.9375 carried),
+    # then 6 a window as the carried fraction shrinks by 0.0625 each, 1 left for the 15th.
+    assert windows(tickets) == {0: 66, 1: 5} | {n: 6 for n in range(2, 15)} | {15: 1}
     # Spread evenly over most of each window, in order.
     second = [t for t in tickets if t.window == tickets[0].window + 1]
     assert second[0].at.timestamp() == NOON + QUARTER
-    assert second[33].at.timestamp() == pytest.approx(NOON + QUARTER + SPREAD * QUARTER / 2)
-    assert [t.position for t in second] == list(range(66))
+    assert second[4].at.timestamp() == pytest.approx(
+        NOON + QUARTER + SPREAD * QUARTER * 4 / PER_WINDOW
+    )
+    assert [t.position for t in second] == list(range(5))
 
 
 def test_a_second_request_continues_where_the_first_stopped(build: Build) -> None:
@@ -104,11 +113,13 @@ def test_no_day_gets_more_tickets_than_the_tiers_daily_allowance(build: Build) -
 
     tickets = admission.admit(Tier.BACKFILL, 700)
 
-    # Two windows left today (132 places), then 570 the next day from midnight; the rest the
-    # day after.
+    # Two windows left today: this one's room (66) and 5 of the last one's 5.9375; then the
+    # next day's 96 windows at 5.9375 from midnight, its allowance of 570 exactly; the rest
+    # the day after.
     days = Counter(int(t.at.timestamp() // 86400) for t in tickets)
     first_day = (MIDNIGHT + 86400 - 1) // 86400
-    assert days == {first_day: 132, first_day + 1: 568}
+    assert days == {first_day: 71, first_day + 1: 570, first_day + 2: 59}
+    assert max(days.values()) <= 570
     tomorrow = [t for t in tickets if t.at.timestamp() >= MIDNIGHT + 86400]
     assert tomorrow[0].at.timestamp() == MIDNIGHT + 86400
 
@@ -133,8 +144,9 @@ def test_queued_work_is_delivered_in_its_window_without_a_refusal(build: Build) 
 
     assert deliver(clock, scheduler, tickets) == 0
     assert scheduler.status().denials.get(Tier.BACKFILL, 0) == 0
-    # Every window was filled to the backfill's share before the day's allowance ran out.
-    assert windows(tickets)[1] == 66
+    # The next window holds the room backfill can expect of it, the day's allowance spread
+    # over the day's windows (5 of 5.9375, the fraction carried on).
+    assert windows(tickets)[1] == 5
 
 
 def test_real_time_work_goes_ahead_and_refused_work_takes_the_next_free_place(
@@ -157,10 +169,14 @@ def test_real_time_work_goes_ahead_and_refused_work_takes_the_next_free_place(
         except QuotaExceeded:
             refused.append(ticket)
 
-    # The webhooks were all served; queued work took what room was left of its share, which
-    # counts every tier's usage (66 - 40 = 26), and the rest is refused once, then placed in a
-    # later window, where it fits.
-    assert len(refused) == 66 - 26
+    # The webhooks were all served. The window's 5 places for backfill are at 0, 136, 273,
+    # 409 and 545 s (spread over 0.9 of it at 5.9375 a window). The forecast keeps room for
+    # the burst at this window's rate, 40 / elapsed (elapsed at least 0.25), over what is left
+    # of it, under the real-time allowance of 95: a place fits once 40 + used + 1 +
+    # 40 (1 - elapsed) / elapsed <= 95, from 0.43 of the window (383 s) on. The first three are
+    # refused once, then placed in a later window, where they fit.
+    assert scheduler.status().denials.get(Tier.WEBHOOK, 0) == 0
+    assert len(refused) == 3
     replaced = admission.admit(Tier.BACKFILL, len(refused))
     assert min(t.window for t in replaced) > next_window[0].window
     assert deliver(clock, scheduler, replaced) == 0
@@ -213,16 +229,18 @@ def test_concurrent_processes_never_share_a_place(redis_url: str) -> None:
 def test_a_lower_queued_tier_gets_the_room_the_tiers_above_it_left(build: Build) -> None:
     clock = FakeClock(NOON)
     _, admission = build(clock)
-    # Recent work may fill floor(100 x 0.95 x 0.85) = 80 of a window: 120 places reach into
-    # the next window by 40.
+    # Recent work may fill floor(100 x 0.95 x 0.85) = 80 of this window, then expect its day,
+    # floor(1000 x 0.95 x 0.8) = 760, over 96 windows: 7.92 a window (7, then 8 a window with
+    # the fraction carried). 120 places reach six windows ahead, where the last one is.
     recent = admission.admit(Tier.RECENT, 120)
 
     backfill = admission.admit(Tier.BACKFILL, 30)
 
-    assert windows(recent) == {0: 80, 1: 40}
-    # Backfill's 66 of that window less recent's 40 leave 26; the rest goes a window later.
-    next_window = recent[0].window + 1
-    assert Counter(t.window - next_window for t in backfill) == {0: 26, 1: 4}
+    assert windows(recent) == {0: 80, 1: 7, 2: 8, 3: 8, 4: 8, 5: 8, 6: 1}
+    # Backfill starts in recent's last window: its 5.9375 less recent's 1 leave 4; the rest
+    # goes to the windows after, 6 a window with the fraction carried.
+    last_window = recent[-1].window
+    assert Counter(t.window - last_window for t in backfill) == {0: 4, 1: 6, 2: 6, 3: 6, 4: 6, 5: 2}
 
 
 def test_two_queued_tiers_delivered_together_are_never_refused(build: Build) -> None:

@@ -21,7 +21,9 @@ MIDNIGHT = 1780272000  # 2026-06-01T00:00:00Z
 NOON = MIDNIGHT + 12 * 3600
 
 # 100 per window and 1000 a day; backfill may fill floor(100 x 0.95 x 0.7) = 66 of a window
-# and floor(1000 x 0.95 x 0.6) = 570 of a day.
+# and floor(1000 x 0.95 x 0.6) = 570 of a day. With no real-time demand forecast, a window
+# after this one is expected to bring the day spread over its 96 windows (scheduler.WindowPlan
+# .capacity): 570 / 96 = 5.9375.
 CONFIG = QuotaConfig(
     limit=WindowPair(short=100, daily=1000),
     read_limit=WindowPair(short=100, daily=1000),
@@ -60,7 +62,7 @@ def test_capacity_of_a_fresh_day_is_the_tiers_shares(make_scheduler: MakeSchedul
 
     assert scheduler.tier_capacity(Tier.BACKFILL) == TierCapacity(
         room_now=66,
-        per_window=66.0,
+        per_window=570 / 96,
         window_resets_at=at(NOON + 900),
         daily_room=570,
         day_resets_at=at(MIDNIGHT + 86400),
@@ -80,10 +82,12 @@ def test_capacity_counts_todays_usage_and_what_realtime_work_wanted(
 
     capacity = scheduler.tier_capacity(Tier.BACKFILL)
 
-    # The 30 webhook calls of the last window are held free: 95 - 30 - 10 used = 55 now; a
-    # window ahead is forecast to bring as many, which backfill's 66 counts too: 36.
+    # The 30 webhook calls of the last window are held free (its peak of 30 over the whole
+    # window just begun): 95 - 30 - 10 used = 55 now. Going forward the mean of the last four
+    # windows' real-time demand, 30 / 4 = 7.5, is forecast for every window of a day: backfill
+    # can expect 950 - 96 x 7.5 = 230 of a day (under its 570), 230 / 96 a window.
     assert capacity.room_now == 55
-    assert capacity.per_window == 36.0
+    assert capacity.per_window == pytest.approx(230 / 96)
     assert capacity.daily_room == 570 - 40
 
 
@@ -105,11 +109,11 @@ def test_a_multi_day_backlog_finishes_at_the_daily_allowance(
 
     estimate = finish_estimate(scheduler, Tier.BACKFILL, waiting=7660, done=1840, now=at(NOON))
 
-    # 66 now, 504 more today, then 570 a day: 12 whole days leave 250, four windows of 66
-    # after midnight of the 13th.
-    assert estimate.finishes_at == datetime(2026, 6, 14, 1, 0, tzinfo=UTC)
+    # 66 now, then 5.9375 a window: 47 windows left today bring 279.06, then 570 a day: 12
+    # whole days leave 474.94, 80 windows (20 hours) after midnight of the 13th.
+    assert estimate.finishes_at == datetime(2026, 6, 14, 20, 0, tzinfo=UTC)
     assert estimate.sentence == (
-        "1,840 of 9,500 hydrated; at today's budget about 2026-06-14 01:00 UTC"
+        "1,840 of 9,500 hydrated; at today's budget about 2026-06-14 20:00 UTC"
     )
     assert estimate.rate_per_hour == pytest.approx(570 / 24)
 
@@ -122,9 +126,11 @@ def test_two_calls_per_hydration_take_twice_the_budget(make_scheduler: MakeSched
         scheduler, Tier.BACKFILL, waiting=570, done=0, now=at(MIDNIGHT), calls_per_item=2
     )
 
-    # 570 requests: the day's allowance, nine windows of 66 (the ninth partly) from midnight.
-    assert one.finishes_at == at(MIDNIGHT + 9 * 900)
-    assert two.finishes_at == at(MIDNIGHT + 86400 + 9 * 900)
+    # 570 requests, the day's allowance: 66 in the first window, the other 504 at 5.9375 a
+    # window, 85 windows after it. 1140: the day's 570, then the next day's 570 take all its
+    # 96 windows.
+    assert one.finishes_at == at(MIDNIGHT + 86 * 900)
+    assert two.finishes_at == at(MIDNIGHT + 2 * 86400)
 
 
 def test_the_estimate_moves_with_the_clock_and_the_days_usage(
