@@ -746,15 +746,16 @@ def test_past_the_athletes_budget_a_new_activity_is_fetched_at_the_recent_tier(
     ctx.webhook_fetches_per_window = 1
     first, second = (strava.emulator.create_activity(athlete_id)["id"] for _ in range(2))
     assert settle(ctx, clock, stored(ctx, first, athlete_id, "create")) == [InboxStatus.PROCESSED]
-    # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
+    # All of Strava's 100 reads used: the fetch is refused, and the refusal names the tier
+    # it asked at.
     ctx.quota.observe(
         "read",
         200,
         RateLimitSnapshot(
             limit=WindowPair(200, 2000),
-            usage=WindowPair(85, 85),
+            usage=WindowPair(200, 200),
             read_limit=WindowPair(100, 1000),
-            read_usage=WindowPair(85, 85),
+            read_usage=WindowPair(100, 100),
         ),
     )
     inbox_id = stored(ctx, second, athlete_id, "create")
