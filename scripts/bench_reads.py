@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -113,6 +114,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per scenario")
     parser.add_argument("--limit", type=int, default=100, help="page size")
     parser.add_argument("--on-demand", type=int, default=30, help="activities read on demand")
+    parser.add_argument(
+        "--web-processes", type=int, default=1, help="`serve --workers`: web processes"
+    )
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     parser.add_argument("--only", default=None, help="run only the scenarios containing this")
     parser.add_argument("--generate", default=None, help=argparse.SUPPRESS)
@@ -328,14 +332,14 @@ def service_env(args: argparse.Namespace, strava_api: str, strava_oauth: str) ->
 
 
 @contextmanager
-def serve(env: dict[str, str], log_dir: Path) -> Iterator[tuple[int, int]]:
-    """`strava-ingest serve` on a free port: its port and process id."""
+def serve(env: dict[str, str], log_dir: Path, processes: int) -> Iterator[tuple[int, int]]:
+    """`strava-ingest serve --workers PROCESSES` on a free port: its port and process id."""
     from launch import answers, command, free_port, running
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with running(
-        command("serve", "--port", str(port)),
+        command("serve", "--port", str(port), "--workers", str(processes)),
         env={**env, "PUBLIC_URL": url},
         log_file=log_dir / "web.log",
         ready=lambda: answers(f"{url}/readyz"),
@@ -344,9 +348,15 @@ def serve(env: dict[str, str], log_dir: Path) -> Iterator[tuple[int, int]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """The CPU time a process has used (user and system, all its threads)."""
+    """The CPU time a process and its children have used (user and system, all threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = (
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    )
+    return own + sum(cpu_seconds(child) for child in children)
 
 
 @contextmanager
@@ -369,7 +379,13 @@ def worker(env: dict[str, str], log_dir: Path, redis_url: str) -> Iterator[None]
 
 def machine_load() -> str:
     one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+    # The same Python loop timed on every run: the host's speed that day, since CPU times
+    # from different days (or hosts) compare only through it.
+    speed = min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+    return (
+        f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores;"
+        f" sum(range(1000)) takes {speed:.1f} µs"
+    )
 
 
 def on_demand(args: argparse.Namespace, port: int, pid: int, emulator: Any) -> None:
@@ -460,7 +476,10 @@ def main() -> None:
     from service.emulator.server import EmulatorServer
 
     print(machine_load())
-    print(f"web process: one `strava-ingest serve` (production mode), load at {args.rate:.0f}/s")
+    print(
+        f"web: `strava-ingest serve --workers {args.web_processes}` (production mode),"
+        f" load at {args.rate:.0f}/s"
+    )
     if not (args.reuse and loaded(args.database_url, args.total)):
         load(args.database_url, args.total, args.big)
     client = redis.Redis.from_url(args.redis_url)
@@ -478,7 +497,10 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="bench_reads_"))
     with EmulatorServer(emulator) as server:
         env = service_env(args, server.api_url, server.oauth_url)
-        with worker(env, log_dir, args.redis_url), serve(env, log_dir) as (port, pid):
+        with (
+            worker(env, log_dir, args.redis_url),
+            serve(env, log_dir, args.web_processes) as (port, pid),
+        ):
             print(
                 f"GET /athletes/{BIG_ATHLETE}/activities?limit={args.limit} "
                 f"at {args.rate:.0f} requests/s for {args.duration:.0f} s each "

@@ -252,7 +252,7 @@ def log_command(athlete_id: int, job_id: int | None, level: str | None) -> None:
                     limit=MAX_LIMIT,
                 )
             except UnknownAthlete:
-                raise click.ClickException(f"no athlete {athlete_id}") from None
+                raise click.ClickException(f"athlete {athlete_id} is unknown") from None
             except UnknownJob:
                 named = f"job {job_id}" if job_id is not None else "sync job"
                 raise click.ClickException(f"athlete {athlete_id} has no {named}") from None

@@ -57,6 +57,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 
 
+def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
+    # Row._asdict looks its keys up again for every row; they are the same for the whole page.
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a page ends: the last row's start date (None for the rows without one) and id."""
@@ -141,7 +147,7 @@ def list_activities(
                     "cursor_id": after_position.activity_id,
                 }
             found = autocommit.execute(statement, {**params, **cursor, "wanted": wanted})
-            rows.extend(row._asdict() for row in found.all())
+            rows.extend(_dicts(found))
         if len(rows) < wanted and filters.after is None and filters.before is None:
             resume = after_position is not None and after_position.start_date is None
             statement = page_statement(filters, dated=False, resume=resume)
@@ -149,7 +155,7 @@ def list_activities(
             found = autocommit.execute(
                 statement, {**params, "cursor_id": cursor_id, "wanted": wanted - len(rows)}
             )
-            rows.extend(row._asdict() for row in found.all())
+            rows.extend(_dicts(found))
     if len(rows) <= limit:
         return Page(rows, None)
     rows = rows[:limit]

@@ -31,7 +31,7 @@ from service.strava.errors import RateLimited, StravaError
 from service.strava.quota import QuotaExceeded
 from service.web.api_spec import Access, ApiRoute, Operation, json_response, parse_query
 from service.web.cursors import cursor_key, decode_cursor, encode_cursor
-from service.web.errors import InvalidRequest, NotFound, Unavailable, UpstreamFailed
+from service.web.errors import InvalidRequest, Unavailable, UpstreamFailed, unknown_athlete
 from service.web.state import web_state
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ async def get_athlete(request: Request) -> Response:
     try:
         state = await run_in_threadpool(athlete_state, engine, athlete_id)
     except UnknownAthlete:
-        raise _unknown(athlete_id) from None
+        raise unknown_athlete(athlete_id) from None
     return json_response(state)
 
 
@@ -109,7 +109,7 @@ async def disconnect(request: Request) -> Response:
     try:
         state = await run_in_threadpool(disconnect_athlete, ctx, athlete_id)
     except UnknownAthlete:
-        raise _unknown(athlete_id) from None
+        raise unknown_athlete(athlete_id) from None
     except QuotaExceeded as error:
         raise _busy(error.retry_at) from None
     except RateLimited:
@@ -133,12 +133,8 @@ def _athlete_id(request: Request) -> int:
     # database must not be the one to say so.
     athlete_id: int = request.path_params["athlete_id"]
     if athlete_id > MAX_STRAVA_ID:
-        raise _unknown(athlete_id)
+        raise unknown_athlete(athlete_id)
     return athlete_id
-
-
-def _unknown(athlete_id: int) -> NotFound:
-    return NotFound(f"athlete {athlete_id} is unknown", reason="not_found")
 
 
 def _busy(retry_at: datetime | None) -> Unavailable:

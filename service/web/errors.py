@@ -82,6 +82,14 @@ class NotFound(WebError):
     status_code = 404
 
 
+def unknown_athlete(athlete_id: int) -> NotFound:
+    return NotFound(f"athlete {athlete_id} is unknown", reason="not_found")
+
+
+def unknown_activity(activity_id: int) -> NotFound:
+    return NotFound(f"activity {activity_id} is unknown", reason="not_found")
+
+
 class Conflict(WebError):
     """The request conflicts with the resource's current state (e.g. a sync job is already
     active); the body names what it conflicts with (reason ``conflict``)."""

@@ -27,7 +27,7 @@ from service.ingest.job_log import (
 from service.ingest.job_view import SyncJobView, job_view
 from service.models import LogLevel, SyncJobLogEntry
 from service.web.api_spec import Access, ApiRoute, Operation, json_response, parse_query
-from service.web.errors import NotFound
+from service.web.errors import NotFound, unknown_athlete
 from service.web.state import web_state
 
 
@@ -93,7 +93,7 @@ async def sync_log(request: Request) -> Response:
             limit=query.limit,
         )
     except UnknownAthlete:
-        raise NotFound(f"no athlete {athlete_id}", reason="not_found") from None
+        raise unknown_athlete(athlete_id) from None
     except UnknownJob:
         named = f"job {query.job}" if query.job is not None else "sync job"
         raise NotFound(f"athlete {athlete_id} has no {named}", reason="not_found") from None

@@ -34,7 +34,7 @@ from service.ingest.sync_control import SyncRequest, UnknownAthlete, cancel_sync
 from service.ingest.sync_status import SyncState, announce_sync_state, read_sync_state
 from service.models import Athlete, SyncJob, SyncStatus, utcnow
 from service.web.api_spec import Access, ApiError, ApiRoute, Operation, json_response, parse_body
-from service.web.errors import Conflict, InvalidRequest, NotFound
+from service.web.errors import Conflict, InvalidRequest, NotFound, unknown_athlete
 from service.web.progress_fanout import Subscriber
 from service.web.state import WebState, web_state
 
@@ -90,7 +90,7 @@ async def start(request: Request) -> Response:
     try:
         created, state = await run_in_threadpool(begin)
     except UnknownAthlete:
-        raise _unknown(athlete_id) from None
+        raise unknown_athlete(athlete_id) from None
     if not created:
         job = state.job.model_dump(mode="json") if state.job is not None else None
         raise Conflict(f"athlete {athlete_id} has an active sync job", reason="conflict", job=job)
@@ -112,7 +112,7 @@ async def cancel(request: Request) -> Response:
     try:
         job, state = await run_in_threadpool(stop)
     except UnknownAthlete:
-        raise _unknown(athlete_id) from None
+        raise unknown_athlete(athlete_id) from None
     if job is None:
         raise NotFound(f"athlete {athlete_id} has no active sync job", reason="no_active_job")
     return json_response(state, 200 if job.status == SyncStatus.CANCELLED else 202)
@@ -305,12 +305,8 @@ def _last_event_id(request: Request) -> str | None:
 def _state_of_known(web: WebState, athlete_id: int) -> SyncState:
     with Session(web.engine) as session:
         if session.get(Athlete, athlete_id) is None:
-            raise _unknown(athlete_id)
+            raise unknown_athlete(athlete_id)
     return read_sync_state(web.engine, web.quota, athlete_id, utcnow())
-
-
-def _unknown(athlete_id: int) -> NotFound:
-    return NotFound(f"athlete {athlete_id} is not known", reason="not_found")
 
 
 def routes() -> list[Route]:

@@ -71,6 +71,6 @@ def test_an_unknown_athlete_or_job_is_an_error_naming_it(
     no_job = run(database_url, strava, "sync", "log", str(athlete_id), "--job", "77")
 
     assert unknown.exit_code != 0
-    assert "no athlete 123456" in unknown.output
+    assert "athlete 123456 is unknown" in unknown.output
     assert no_job.exit_code != 0
     assert f"athlete {athlete_id} has no job 77" in no_job.output

@@ -14,8 +14,10 @@ from starlette.testclient import TestClient
 from support import ADMIN, READ, Deployed
 
 from service.config import Settings
+from service.ingest.activity_reads import SUMMARY_COLUMNS
 from service.messaging import HYDRATE_QUEUE, ON_DEMAND_QUEUE
 from service.models import AthleteStatus
+from service.web.activities import ActivitiesPage, ActivitySummary
 from service.web.app import create_app
 from service.web.state import WEB_STATE_KEY, WebState
 
@@ -101,6 +103,18 @@ def test_the_listing_pages_newest_first_with_an_opaque_cursor(
     assert item["hydration_status"] == "none"
     assert item["start_date"].endswith("Z") or item["start_date"].endswith("+00:00")
     assert "raw_summary" not in item
+
+
+def test_a_listed_activity_is_exactly_the_documented_summary(
+    deployed: Deployed, athlete: int
+) -> None:
+    hydrated_activity(deployed.engine, athlete, BASE)
+    page = deployed.client.get(f"/athletes/{athlete}/activities", headers=READ).json()
+    # The listing serialises its rows as they are read, so the columns read must be the
+    # model's fields: the OpenAPI document describes the page with that model.
+    assert tuple(ActivitySummary.model_fields) == SUMMARY_COLUMNS
+    ActivitiesPage.model_validate(page)
+    assert set(page["activities"][0]) == set(ActivitySummary.model_fields)
 
 
 def test_latest_is_the_newest_activity(deployed: Deployed, athlete: int) -> None:
