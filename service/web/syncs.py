@@ -61,7 +61,9 @@ def _athlete_id(request: Request) -> int:
     return athlete_id
 
 
-def _publisher(web: WebState) -> Callable[[int], object]:
+def publisher(web: WebState) -> Callable[[int], object]:
+    """Publishes an athlete's sync state to the progress streams after a start or cancel."""
+
     def publish(athlete_id: int) -> None:
         progress = web.progress_fanout.progress_log
         announce_sync_state(web.engine, web.quota, progress, athlete_id, utcnow)
@@ -83,7 +85,7 @@ async def start(request: Request) -> Response:
             utcnow(),
             overlap=timedelta(days=web.settings.reconcile_overlap_days),
             send=web.dispatcher.send_sync,
-            publish=_publisher(web),
+            publish=publisher(web),
         )
         return started.created, read_sync_state(web.engine, web.quota, athlete_id, utcnow())
 
@@ -105,7 +107,7 @@ async def cancel(request: Request) -> Response:
 
     def stop() -> tuple[SyncJob | None, SyncState]:
         job = cancel_sync(
-            web.engine, athlete_id, "cancelled through the API", utcnow(), publish=_publisher(web)
+            web.engine, athlete_id, "cancelled through the API", utcnow(), publish=publisher(web)
         )
         return job, read_sync_state(web.engine, web.quota, athlete_id, utcnow())
 
