@@ -3,8 +3,9 @@
 An event that keeps failing is retried with backoff by the actors (service/ingest/retry.py)
 up to `RETRY_MAX_ATTEMPTS` attempts, then left `failed` with its last error: a dead event.
 An operator lists them (`strava-ingest events failed`, or the operator page), fixes the
-cause, and replays them (`strava-ingest events replay`, or one at a time on the page). Finished rows are pruned after `INBOX_RETENTION_DAYS`;
-Strava retries an event only for minutes (docs/strava.md §1.3), so dedupe needs no more.
+cause, and replays them (`strava-ingest events replay`, or one at a time on the page).
+Finished rows are pruned after `INBOX_RETENTION_DAYS`; Strava retries an event only for
+minutes (docs/strava.md §1.3), so dedupe needs no more.
 Events of owners we never knew cost no call but anyone can post them: they go after
 `UNKNOWN_OWNER_RETENTION_HOURS`. `strava-ingest events counts` counts rows by status
 (`unconfirmed` ones are destructive events Strava did not confirm) and lists flagged athletes.

@@ -185,8 +185,12 @@ async def _opening(
 async def all_events(request: Request) -> Response:
     """Server-Sent Events for operators: every athlete's sync state on every change, each
     with an id; `Last-Event-ID` resumes. Starts with the states of the syncs under way."""
-    web = web_state(request)
-    return _stream(web, _operator_stream(web, _last_event_id(request)))
+    return operator_stream(web_state(request), _last_event_id(request))
+
+
+def operator_stream(web: WebState, resume: str | None) -> Response:
+    """The operator's stream: what followed `resume`, else the syncs under way; then live."""
+    return _stream(web, _operator_stream(web, resume))
 
 
 def _stream(web: WebState, events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
@@ -292,13 +296,18 @@ def _encoded(event_id: str, data: str) -> bytes:
 
 
 def _last_event_id(request: Request) -> str | None:
-    value = request.headers.get("last-event-id")
+    return resume_id(request.headers.get("last-event-id"), "Last-Event-ID")
+
+
+def resume_id(value: str | None, name: str) -> str | None:
+    """An event id to resume a stream after (None when `value` is blank); InvalidRequest
+    naming `name` for anything that is not an id of the stream."""
     if value is None or not value.strip():
         return None
     value = value.strip()
     if not EVENT_ID.match(value):
         raise InvalidRequest(
-            "Last-Event-ID must be an event id of this stream, such as 1733000000000-0",
+            f"{name} must be an event id of this stream, such as 1733000000000-0",
             reason="last_event_id",
         )
     return value

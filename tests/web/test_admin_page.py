@@ -104,6 +104,17 @@ def test_the_overview_shows_every_section_without_asking_strava(
         assert why in row.group(1)
         assert f'action="/admin/events/{event_id}/replay"' in row.group(1)
     assert html.count(f'name="csrf" value="{csrf}"') >= 4
+    # Where the page's stream resumes: what changes after the page was read is not missed.
+    assert re.search(r'<span id="live" [^>]*data-after="\d+-\d+"', html)
+
+
+def test_the_pages_stream_refuses_a_position_that_is_no_event_id(
+    deployed: Deployed, csrf: str
+) -> None:
+    response = deployed.client.get("/admin/sync/events?after=yesterday")
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("after must be an event id of this stream")
 
 
 def test_what_a_request_sends_is_shown_escaped(deployed: Deployed, csrf: str) -> None:
@@ -138,7 +149,7 @@ def test_the_start_button_starts_a_job_and_a_second_click_joins_it(
     assert len(jobs(deployed, athlete_id)) == 1
     page = deployed.client.get(started.headers["location"])
     assert f"Athlete {athlete_id}: incremental sync started." in page.text
-    assert f"{job.kind} #{job.id} <span class=\"badge queued\">queued</span>" in page.text
+    assert f'{job.kind} #{job.id} <span class="badge queued">queued</span>' in page.text
 
 
 def test_the_cancel_button_cancels_the_job_and_its_log_shows_it(
@@ -219,7 +230,10 @@ def test_the_replay_button_re_drives_one_event_and_the_page_follows_it(
     waiting = inbox_row(deployed.engine, InboxStatus.RECEIVED, received_at=now)
 
     replayed = deployed.client.post(
-        f"/admin/events/{failed}/replay", data={"csrf": csrf}, headers=ORIGIN, follow_redirects=False
+        f"/admin/events/{failed}/replay",
+        data={"csrf": csrf},
+        headers=ORIGIN,
+        follow_redirects=False,
     )
     refused = deployed.client.post(
         f"/admin/events/{waiting}/replay", data={"csrf": csrf}, headers=ORIGIN

@@ -182,6 +182,4 @@ class MemoryQuotaScheduler(QuotaScheduler):
         with self._lock:
             current = self._current("short", now)
             windows = [*self._history.values(), current]
-            return {
-                counts.index: dict(counts.used) for counts in windows if counts.index >= first
-            }
+            return {counts.index: dict(counts.used) for counts in windows if counts.index >= first}

@@ -391,7 +391,9 @@ class RedisQuotaScheduler(QuotaScheduler):
         for index, values in zip(indexes, pipe.execute(), strict=True):
             if any(values):
                 found[index] = {
-                    bucket: int(value) for bucket, value in zip(BUCKETS, values, strict=True) if value
+                    bucket: int(value)
+                    for bucket, value in zip(BUCKETS, values, strict=True)
+                    if value
                 }
         return found
 

@@ -1,15 +1,14 @@
 """The operator page's routes, all under /admin, all behind an admin key's login session.
 
-| route | |
-|---|---|
-| `GET /admin/login`, `POST /admin/login` | the login form; a key of ADMIN_API_KEYS sets the session cookie |
-| `POST /admin/logout` | ends the session |
-| `GET /admin` | the overview: athletes and their syncs (live), quota, subscription, inbox, events |
-| `GET /admin/athletes/{id}` | one athlete: their sync (live) and a job's log |
-| `POST /admin/athletes/{id}/sync`, `.../sync/cancel` | start (incremental or full) and cancel a sync |
-| `POST /admin/events/{id}/replay` | re-drive one failed, unconfirmed (or finished) event |
-| `GET /admin/events/{id}` | the event's status, JSON (the page follows a replayed event) |
-| `GET /admin/sync/events` | every athlete's sync state on every change: /sync/events for the session |
+- `GET`/`POST /admin/login`: the login form; a key of ADMIN_API_KEYS sets the session cookie.
+- `POST /admin/logout`: ends the session.
+- `GET /admin`: the overview: athletes and their syncs (live), quota, subscription, inbox,
+  failed and unconfirmed events.
+- `GET /admin/athletes/{id}`: one athlete, their sync (live) and a job's log.
+- `POST /admin/athletes/{id}/sync`, `.../sync/cancel`: start (incremental or full), cancel.
+- `POST /admin/events/{id}/replay`: re-drive one event, as `strava-ingest events replay`.
+- `GET /admin/events/{id}`: the event's status as JSON (the page follows a replayed event).
+- `GET /admin/sync/events`: `GET /sync/events` for the session (EventSource sends no key).
 
 Without ADMIN_API_KEYS every route answers 403, like the other admin routes. A page asked
 for without a session redirects to the login form; a post or a JSON route without one is
@@ -248,15 +247,23 @@ class AdminPages:
     async def overview(self, request: Request, web: WebState, session: AdminSession) -> Response:
         after = _int_param(request, "after")
         replayed = _int_param(request, "replayed")
+        # Before the reads: the page's stream resumes here (sync_events).
+        stream_after = web.progress_fanout.last_id
         data = await run_in_threadpool(
             views.overview, web, after=after, replayed=replayed, now=utcnow()
         )
-        context = {"view": data, "notice": _notice(request), "live_rows": after is None}
+        context = {
+            "view": data,
+            "notice": _notice(request),
+            "live_rows": after is None,
+            "stream_after": stream_after,
+        }
         return self.render(request, "admin/overview.html", context, session=session)
 
     async def athlete(self, request: Request, web: WebState, session: AdminSession) -> Response:
         athlete_id = _athlete_id(request)
         job_id, after = _int_param(request, "job"), _int_param(request, "after")
+        stream_after = web.progress_fanout.last_id
         try:
             data = await run_in_threadpool(
                 views.athlete_detail, web, athlete_id, job_id=job_id, after=after, now=utcnow()
@@ -264,8 +271,10 @@ class AdminPages:
         except NoSuchAthlete:
             raise _unknown_athlete(athlete_id) from None
         except job_log.UnknownJob:
-            raise NotFound(f"athlete {athlete_id} has no job {job_id}", reason="not_found") from None
-        context = {"view": data, "notice": _notice(request)}
+            raise NotFound(
+                f"athlete {athlete_id} has no job {job_id}", reason="not_found"
+            ) from None
+        context = {"view": data, "notice": _notice(request), "stream_after": stream_after}
         return self.render(request, "admin/athlete.html", context, session=session)
 
     # -- actions ---------------------------------------------------------------------------
@@ -356,7 +365,13 @@ class AdminPages:
         )
 
     async def sync_events(self, request: Request, web: WebState) -> Response:
-        return await syncs.all_events(request)
+        """A reconnecting EventSource sends Last-Event-ID; a first connection gives `after`,
+        where the stream stood when its page was drawn, so that nothing between the page's
+        reading and the stream's start is missed."""
+        resume = syncs.resume_id(request.headers.get("last-event-id"), "Last-Event-ID")
+        if resume is None:
+            resume = syncs.resume_id(request.query_params.get("after"), "after")
+        return syncs.operator_stream(web, resume)
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
@@ -367,9 +382,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/admin/logout", pages.action(pages.logout), methods=["POST"]),
         Route(HOME, pages.page(pages.overview), methods=["GET"]),
         Route("/admin/athletes/{athlete_id:int}", pages.page(pages.athlete), methods=["GET"]),
-        Route(
-            "/admin/athletes/{athlete_id:int}/sync", pages.action(pages.start), methods=["POST"]
-        ),
+        Route("/admin/athletes/{athlete_id:int}/sync", pages.action(pages.start), methods=["POST"]),
         Route(
             "/admin/athletes/{athlete_id:int}/sync/cancel",
             pages.action(pages.cancel),
@@ -389,11 +402,15 @@ def _check_key(given: str, keys: list[str]) -> None:
 
 
 def _closed() -> Forbidden:
-    return Forbidden("the operator page is closed: ADMIN_API_KEYS is not set", reason="api_keys_unset")
+    return Forbidden(
+        "the operator page is closed: ADMIN_API_KEYS is not set", reason="api_keys_unset"
+    )
 
 
 def _no_session() -> Forbidden:
-    return Forbidden("not logged in, or the session has ended: log in again", reason="admin_session")
+    return Forbidden(
+        "not logged in, or the session has ended: log in again", reason="admin_session"
+    )
 
 
 def _unknown_athlete(athlete_id: int) -> NotFound:

@@ -189,9 +189,7 @@ class Overview:
     replayed: InboxEvent | None
 
 
-def overview(
-    web: WebState, *, after: int | None, replayed: int | None, now: datetime
-) -> Overview:
+def overview(web: WebState, *, after: int | None, replayed: int | None, now: datetime) -> Overview:
     athletes, next_after = athlete_rows(web, after, now)
     counts = counts_by_status(web.engine)
     return Overview(

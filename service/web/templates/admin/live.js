@@ -80,7 +80,9 @@
     live.textContent = text;
   }
 
-  const source = new EventSource("/admin/sync/events");
+  // From where the stream stood when the page was drawn: nothing in between is missed.
+  const after = live && live.dataset.after ? `?after=${encodeURIComponent(live.dataset.after)}` : "";
+  const source = new EventSource(`/admin/sync/events${after}`);
   source.addEventListener("open", () => say("open", "live"));
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
