@@ -19,10 +19,16 @@ MIGRATIONS = {
     "service.migrations.versions": "migrations/versions",
 }
 
+# The operator page's templates (service/web/admin/pages.py reads them from the installed
+# package). A folder of data files, not modules; listed so that setuptools ships them as a
+# package's data instead of warning that the folder looks like a package it leaves out.
+TEMPLATES = ["service.web.templates.admin"]
+
 setup(
     packages=[
         *find_packages(include=["service", "service.*", "workers", "workers.*"]),
         *MIGRATIONS,
+        *TEMPLATES,
     ],
     package_dir=MIGRATIONS,
 )

@@ -9,7 +9,8 @@
    and with no setting inherited from this shell: `strava-ingest --version`,
    `python -m service --version`, `strava-ingest db upgrade` on a fresh SQLite file, then
    `strava-ingest serve` in embedded mode on a free port until GET /healthz answers 200;
-   its GET /openapi.json must carry the package's version.
+   its GET /openapi.json must carry the package's version, and GET /admin/login must answer
+   the operator page's login form (rendered from the templates the wheel ships).
 
 Exits non-zero, saying which step failed and with the process's output, otherwise.
 """
@@ -88,13 +89,19 @@ def build_wheel(work: Path) -> Path:
 
 
 def check_contents(wheel: Path) -> None:
-    """Every migration of the source tree inside the `service` package, a licence, and no
-    top-level `migrations` package (alembic would not miss a newest revision left out: the
-    installed copy would just take an older head for the newest)."""
+    """Every migration of the source tree inside the `service` package, every template of the
+    operator page, a licence, and no top-level `migrations` package (alembic would not miss a
+    newest revision left out: the installed copy would just take an older head for the
+    newest)."""
     names = set(zipfile.ZipFile(wheel).namelist())
     versions = (ROOT / "migrations" / "versions").glob("*.py")
     expected = {"service/migrations/env.py", "service/migrations/script.py.mako"}
     expected |= {f"service/migrations/versions/{path.name}" for path in versions}
+    expected |= {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "service" / "web" / "templates").rglob("*")
+        if path.is_file()
+    }
     problems = [f"missing {name}" for name in sorted(expected - names)]
     problems += [f"top-level {name}" for name in sorted(names) if name.startswith("migrations/")]
     if not any(name.endswith(".dist-info/licenses/LICENSE") for name in names):
@@ -128,6 +135,8 @@ def clean_environment(work: Path) -> dict[str, str]:
         STRAVA_CLIENT_ID="1",
         STRAVA_CLIENT_SECRET="smoke-client-secret",  # noqa: S106 - a test value
         STRAVA_VERIFY_TOKEN="smoke-verify-token",  # noqa: S106 - a test value
+        # Opens the operator page, whose login form is rendered from the wheel's templates.
+        ADMIN_API_KEYS="smoke-admin-key-0123456789",
     )
     return env
 
@@ -177,6 +186,10 @@ def smoke(work: Path) -> None:
             print(f"GET /openapi.json -> info.version {described['info']['version']}", flush=True)
             if described["info"]["version"] != version:
                 raise SmokeFailed(f"/openapi.json gives version {described['info']['version']}")
+            login = httpx.get(f"http://127.0.0.1:{port}/admin/login", timeout=10)
+            print(f"GET /admin/login -> {login.status_code}", flush=True)
+            if login.status_code != 200 or 'action="/admin/login"' not in login.text:
+                raise SmokeFailed(f"/admin/login answered {login.status_code}: {login.text[:500]}")
     except SmokeFailed:
         raise
     except Exception as error:

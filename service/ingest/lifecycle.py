@@ -2,9 +2,10 @@
 
 An event that keeps failing is retried with backoff by the actors (service/ingest/retry.py)
 up to `RETRY_MAX_ATTEMPTS` attempts, then left `failed` with its last error: a dead event.
-An operator lists them (`strava-ingest events failed`), fixes the cause, and replays them
-(`strava-ingest events replay`). Finished rows are pruned after `INBOX_RETENTION_DAYS`;
-Strava retries an event only for minutes (docs/strava.md §1.3), so dedupe needs no more.
+An operator lists them (`strava-ingest events failed`, or the operator page), fixes the
+cause, and replays them (`strava-ingest events replay`, or one at a time on the page).
+Finished rows are pruned after `INBOX_RETENTION_DAYS`; Strava retries an event only for
+minutes (docs/strava.md §1.3), so dedupe needs no more.
 Events of owners we never knew cost no call but anyone can post them: they go after
 `UNKNOWN_OWNER_RETENTION_HOURS`. `strava-ingest events counts` counts rows by status
 (`unconfirmed` ones are destructive events Strava did not confirm) and lists flagged athletes.
@@ -71,9 +72,17 @@ def reset_for_replay(
     """
     if status not in REPLAYABLE:
         raise ValueError(f"cannot replay {status.value} events: the relay re-sends those")
-    statement = (
+    statement = _reset(now).where(col(InboxEvent.status) == status.value)
+    if since is not None:
+        statement = statement.where(col(InboxEvent.received_at) >= since)
+    ids = _reset_rows(engine, statement)
+    log.info("events reset for replay status=%s count=%s", status.value, len(ids))
+    return ids
+
+
+def _reset(now: datetime) -> sa.Update:
+    return (
         sa.update(InboxEvent)
-        .where(col(InboxEvent.status) == status.value)
         .values(
             status=InboxStatus.RECEIVED.value,
             attempts=0,
@@ -83,12 +92,11 @@ def reset_for_replay(
         )
         .returning(col(InboxEvent.id))
     )
-    if since is not None:
-        statement = statement.where(col(InboxEvent.received_at) >= since)
+
+
+def _reset_rows(engine: Engine, statement: sa.Update) -> list[int]:
     with session_scope(engine) as session:
-        ids = sorted(int(i) for i in session.execute(statement).scalars())
-    log.info("events reset for replay status=%s count=%s", status.value, len(ids))
-    return ids
+        return sorted(int(i) for i in session.execute(statement).scalars())
 
 
 def send_all(engine: Engine, inbox_ids: Sequence[int], send: Callable[[int], None]) -> int:
@@ -109,6 +117,34 @@ def replay(
     """Re-drive events: reset them, then send them through the broker. Returns how many
     were handed to the broker."""
     return send_all(engine, reset_for_replay(engine, status, since=since, now=now), send)
+
+
+class NotReplayable(Exception):
+    """The event is not stored, or waits in a status the relay re-sends (received, enqueued,
+    rate_limited)."""
+
+
+def replay_event(
+    engine: Engine, inbox_id: int, send: Callable[[int], None], *, now: datetime
+) -> bool:
+    """Re-drive one event as `replay` does a status's: reset it, then send it. True when the
+    broker took it; False when it refused (the row is `received`: the relay sends it).
+    NotReplayable when no replayable row has this id."""
+    statement = _reset(now).where(
+        col(InboxEvent.id) == inbox_id,
+        col(InboxEvent.status).in_([status.value for status in REPLAYABLE]),
+    )
+    ids = _reset_rows(engine, statement)
+    if not ids:
+        raise NotReplayable(inbox_id)
+    log.info("event reset for replay inbox_event_id=%s", inbox_id)
+    return send_all(engine, ids, send) == 1
+
+
+def find_event(engine: Engine, inbox_id: int) -> InboxEvent | None:
+    """The inbox row, or None when it is not stored (never was, or pruned)."""
+    with session_scope(engine) as session:
+        return session.get(InboxEvent, inbox_id)
 
 
 def prune(

@@ -42,3 +42,10 @@ def stored_subscription_id(engine: Engine) -> int | None:
     """The stored subscription's id, or None when no subscription is known."""
     with session_scope(engine) as session:
         return session.exec(select(PushSubscription.id).limit(1)).first()
+
+
+def stored_subscription(engine: Engine) -> PushSubscription | None:
+    """The stored subscription (its id, the callback Strava reported, when it was stored), or
+    None when no subscription is known."""
+    with session_scope(engine) as session:
+        return session.exec(select(PushSubscription).limit(1)).first()

@@ -29,7 +29,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from service.config import ConfigError, Settings, oauth_base_url
-from service.ingest.subscription import stored_callback_url, stored_subscription_id
+from service.ingest.subscription import (
+    stored_callback_url,
+    stored_subscription,
+    stored_subscription_id,
+)
 from service.models import Athlete, AthleteStatus, InboxEvent
 from service.strava.errors import StravaError
 from service.strava.quota.scheduler import QuotaError
@@ -279,6 +283,32 @@ def watch(
         )
     log_findings(findings)
     return findings
+
+
+def stored_findings(settings: Settings, engine: Engine, now: datetime) -> list[Finding]:
+    """What can be told without asking Strava (the operator's page must not spend quota):
+    the subscription as `subscription create | view` last stored Strava's listing of it,
+    checked as `check_listed` checks a fresh one, and the silence of the event stream."""
+    stored = stored_subscription(engine)
+    silence = check_silence(engine, now, settings.subscription_silence_alert)
+    if stored is None:
+        detail = (
+            "no subscription stored, so no event is accepted: `strava-ingest subscription "
+            "create` makes one, `subscription view` stores the one Strava has"
+        )
+        return [Finding("listed", Level.ERROR, detail), silence]
+    listed = [Subscription(id=stored.id, callback_url=stored.callback_url)]
+    # Without the callback Strava reported there is nothing to compare ours with.
+    expected = expected_callback(settings, engine) if stored.callback_url is not None else None
+    findings = check_listed(
+        listed, expected, accepted_subscription_id(settings, engine), settings.webhook_path
+    )
+    findings[0] = Finding(
+        "listed",
+        Level.OK,
+        f"subscription {stored.id}, as Strava listed it on {stored.stored_at:%Y-%m-%d %H:%M} UTC",
+    )
+    return [*findings, silence]
 
 
 def log_findings(findings: Sequence[Finding]) -> None:

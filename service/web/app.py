@@ -47,6 +47,7 @@ from service.web import (
     syncs,
     webhooks,
 )
+from service.web.admin import pages as admin_pages
 from service.web.batching import WATCHDOG_TICK_SECONDS, InboxBatcher
 from service.web.errors import exception_handlers
 from service.web.metrics import WebhookCounters
@@ -202,6 +203,7 @@ def create_app(
             *sync_log.routes(),
             *activities.routes(),
             *syncs.routes(),
+            *admin_pages.routes(settings),
         ],
         exception_handlers=exception_handlers(),
         # Each request's id is on every log line of it and in its answer.
@@ -224,7 +226,8 @@ def cors_middleware(settings: Settings) -> list[Middleware]:
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "last-event-id"],
-            # Keys travel in the Authorization header, never in cookies.
+            # Keys travel in the Authorization header; the operator page's session cookie
+            # is for the page's own origin, never for another site's.
             allow_credentials=False,
             max_age=600,
         )

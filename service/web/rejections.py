@@ -26,19 +26,24 @@ def counted(what: str) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await endpoint(request)
             except WebError as error:
-                reason = error.reason or type(error).__name__
-                web_state(request).webhook_counters.count_rejection(reason)
-                # Never the body, the path (it may hold a secret) or header values; the
-                # method is the request's own text, so it is logged escaped (%r).
-                log.warning(
-                    "%s request rejected method=%r reason=%s status=%d",
-                    what,
-                    request.method,
-                    reason,
-                    error.status_code,
-                )
+                record_rejection(request, what, error)
                 raise
 
         return wrapper
 
     return decorate
+
+
+def record_rejection(request: Request, what: str, error: WebError) -> None:
+    """Count the rejection by its reason and log it as a rejection of ``what``."""
+    reason = error.reason or type(error).__name__
+    web_state(request).webhook_counters.count_rejection(reason)
+    # Never the body, the path (it may hold a secret) or header values; the method is the
+    # request's own text, so it is logged escaped (%r).
+    log.warning(
+        "%s request rejected method=%r reason=%s status=%d",
+        what,
+        request.method,
+        reason,
+        error.status_code,
+    )

@@ -61,7 +61,9 @@ def _athlete_id(request: Request) -> int:
     return athlete_id
 
 
-def _publisher(web: WebState) -> Callable[[int], object]:
+def publisher(web: WebState) -> Callable[[int], object]:
+    """Publishes an athlete's sync state to the progress streams after a start or cancel."""
+
     def publish(athlete_id: int) -> None:
         progress = web.progress_fanout.progress_log
         announce_sync_state(web.engine, web.quota, progress, athlete_id, utcnow)
@@ -83,7 +85,7 @@ async def start(request: Request) -> Response:
             utcnow(),
             overlap=timedelta(days=web.settings.reconcile_overlap_days),
             send=web.dispatcher.send_sync,
-            publish=_publisher(web),
+            publish=publisher(web),
         )
         return started.created, read_sync_state(web.engine, web.quota, athlete_id, utcnow())
 
@@ -105,7 +107,7 @@ async def cancel(request: Request) -> Response:
 
     def stop() -> tuple[SyncJob | None, SyncState]:
         job = cancel_sync(
-            web.engine, athlete_id, "cancelled through the API", utcnow(), publish=_publisher(web)
+            web.engine, athlete_id, "cancelled through the API", utcnow(), publish=publisher(web)
         )
         return job, read_sync_state(web.engine, web.quota, athlete_id, utcnow())
 
@@ -183,8 +185,12 @@ async def _opening(
 async def all_events(request: Request) -> Response:
     """Server-Sent Events for operators: every athlete's sync state on every change, each
     with an id; `Last-Event-ID` resumes. Starts with the states of the syncs under way."""
-    web = web_state(request)
-    return _stream(web, _operator_stream(web, _last_event_id(request)))
+    return operator_stream(web_state(request), _last_event_id(request))
+
+
+def operator_stream(web: WebState, resume: str | None) -> Response:
+    """The operator's stream: what followed `resume`, else the syncs under way; then live."""
+    return _stream(web, _operator_stream(web, resume))
 
 
 def _stream(web: WebState, events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
@@ -290,13 +296,18 @@ def _encoded(event_id: str, data: str) -> bytes:
 
 
 def _last_event_id(request: Request) -> str | None:
-    value = request.headers.get("last-event-id")
+    return resume_id(request.headers.get("last-event-id"), "Last-Event-ID")
+
+
+def resume_id(value: str | None, name: str) -> str | None:
+    """An event id to resume a stream after (None when `value` is blank); InvalidRequest
+    naming `name` for anything that is not an id of the stream."""
     if value is None or not value.strip():
         return None
     value = value.strip()
     if not EVENT_ID.match(value):
         raise InvalidRequest(
-            "Last-Event-ID must be an event id of this stream, such as 1733000000000-0",
+            f"{name} must be an event id of this stream, such as 1733000000000-0",
             reason="last_event_id",
         )
     return value

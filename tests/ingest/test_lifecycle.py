@@ -12,10 +12,13 @@ from support import duty_deps, inbox_row, inbox_statuses
 from service.cli.run import periodic_duties
 from service.config import Settings
 from service.ingest.lifecycle import (
+    NotReplayable,
     counts_by_status,
     events_with_status,
+    find_event,
     prune,
     replay,
+    replay_event,
     reset_for_replay,
 )
 from service.models import ActivityRemoval, Athlete, InboxEvent, InboxStatus, utcnow
@@ -83,6 +86,50 @@ def test_a_replay_the_broker_refuses_leaves_the_rest_for_the_relay(engine: Engin
 
     assert replay(engine, refuse, now=NOW) == 0
     assert inbox_statuses(engine, *dead) == ["received", "received"]
+
+
+@pytest.mark.parametrize("status", [InboxStatus.FAILED, InboxStatus.UNCONFIRMED])
+def test_one_event_is_replayed_as_a_status_of_them_would_be(
+    engine: Engine, status: InboxStatus
+) -> None:
+    event = row(engine, status, attempts=8, last_error="Transient: 503")
+    other = row(engine, status)
+    sent: list[int] = []
+
+    taken = replay_event(engine, event, sent.append, now=NOW)
+
+    assert taken is True
+    assert sent == [event]
+    assert inbox_statuses(engine, event, other) == ["enqueued", status.value]
+    replayed = find_event(engine, event)
+    assert replayed is not None
+    assert (replayed.attempts, replayed.last_error) == (0, "Transient: 503")
+
+
+def test_one_event_the_broker_refuses_is_left_received_for_the_relay(engine: Engine) -> None:
+    event = row(engine, InboxStatus.FAILED)
+
+    def refuse(_: int) -> None:
+        raise ConnectionError("broker down")
+
+    assert replay_event(engine, event, refuse, now=NOW) is False
+    assert inbox_statuses(engine, event) == ["received"]
+
+
+@pytest.mark.parametrize("status", [InboxStatus.RECEIVED, InboxStatus.ENQUEUED])
+def test_one_event_still_waiting_or_unknown_is_not_replayed(
+    engine: Engine, status: InboxStatus
+) -> None:
+    waiting = row(engine, status)
+    sent: list[int] = []
+
+    for inbox_id in (waiting, waiting + 1000):
+        with pytest.raises(NotReplayable):
+            replay_event(engine, inbox_id, sent.append, now=NOW)
+
+    assert sent == []
+    assert inbox_statuses(engine, waiting) == [status.value]
+    assert find_event(engine, waiting + 1000) is None
 
 
 def test_prune_deletes_finished_rows_older_than_the_retention(engine: Engine) -> None:

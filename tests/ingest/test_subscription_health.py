@@ -23,7 +23,7 @@ from service.cli.run import DutyDeps, periodic_duties
 from service.config import Settings
 from service.emulator.state import Subscription
 from service.ingest.subscription import save_subscription
-from service.ingest.subscription_health import Level, shown, watch
+from service.ingest.subscription_health import Level, shown, stored_findings, watch
 from service.messaging import Dispatcher, build_broker
 from service.models import InboxStatus, utcnow
 from service.strava.client import StravaClient
@@ -150,6 +150,44 @@ def test_the_watch_is_a_duty_of_the_scheduler_that_asks_strava(
 
     assert duty.every == settings.subscription_check_interval_seconds == 3600
     assert strava.emulator.calls["GET /push_subscriptions"] == 1
+
+
+def test_the_stored_subscription_is_checked_without_asking_strava(
+    engine: Engine, strava: FakeStrava, settings: Settings, subscribed: None
+) -> None:
+    connect_emulator_athlete(engine, strava)
+    inbox_row(engine, InboxStatus.PROCESSED, received_at=utcnow() - timedelta(minutes=5))
+    calls = sum(strava.emulator.calls.values())
+
+    found = stored_findings(settings, engine, utcnow())
+
+    assert {f.check: f.level for f in found} == {
+        "listed": Level.OK,
+        "callback": Level.OK,
+        "subscription_id": Level.OK,
+        "last_event": Level.OK,
+    }
+    assert "subscription 120475, as Strava listed it on" in found[0].detail
+    assert sum(strava.emulator.calls.values()) == calls
+
+
+def test_a_stored_subscription_of_another_callback_or_none_at_all_is_an_error(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(public_url=PUBLIC, strava_subscription_id=None)
+    nothing = stored_findings(settings, engine, utcnow())
+    save_subscription(engine, 120475, f"{PUBLIC}/webhooks/strava/another-secret-segment")
+
+    other = {f.check: f for f in stored_findings(settings, engine, utcnow())}
+
+    assert [(f.check, f.level) for f in nothing] == [
+        ("listed", Level.ERROR),
+        ("last_event", Level.OK),
+    ]
+    assert "no subscription stored" in nothing[0].detail
+    assert other["callback"].level is Level.ERROR
+    assert "another secret segment" in other["callback"].detail
+    assert other["subscription_id"].level is Level.OK
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from service.strava.quota.scheduler import (
     TierCapacity,
     TierNotSet,
     WindowStatus,
+    WindowUsage,
 )
 from service.strava.quota.tiers import TIERS_BY_PRIORITY, Tier
 
@@ -48,6 +49,7 @@ __all__ = [
     "TierCapacity",
     "TierNotSet",
     "WindowStatus",
+    "WindowUsage",
     "build_scheduler",
     "current_tier",
     "using_tier",

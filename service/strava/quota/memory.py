@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from service.clock import Clock
@@ -12,6 +13,7 @@ from service.strava.quota.scheduler import (
     BUCKETS,
     FIRST_YIELDING,
     FORECAST_WINDOWS,
+    HISTORY_WINDOWS,
     WINDOWS,
     Bucket,
     Counters,
@@ -64,8 +66,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
         super().__init__(config, clock)
         self._lock = threading.Lock()
         self._windows: dict[Window, _WindowCounts] = {}
-        # The short windows before the current one, by index, and the day before the current
-        # one: what the forecast learns from.
+        # The short windows before the current one, by index (what the forecast learns from,
+        # and the chart of the last day shows), and the day before the current one.
         self._history: dict[int, _WindowCounts] = {}
         self._yesterday = _WindowCounts(-1)
         self._limits: dict[tuple[Bucket, Window], int] = {}
@@ -81,7 +83,8 @@ class MemoryQuotaScheduler(QuotaScheduler):
         if counts is None or counts.index != index:
             if window == "short" and counts is not None:
                 self._history[counts.index] = counts
-                for old in [i for i in self._history if i < index - FORECAST_WINDOWS]:
+                kept = max(FORECAST_WINDOWS, HISTORY_WINDOWS)
+                for old in [i for i in self._history if i < index - kept]:
                     del self._history[old]
             if window == "daily" and counts is not None:
                 self._yesterday = counts
@@ -174,3 +177,9 @@ class MemoryQuotaScheduler(QuotaScheduler):
     def _counters(self, now: float) -> Counters:
         with self._lock:
             return self._read(now)
+
+    def _usage_by_window(self, now: float, first: int) -> Mapping[int, Mapping[Bucket, int]]:
+        with self._lock:
+            current = self._current("short", now)
+            windows = [*self._history.values(), current]
+            return {counts.index: dict(counts.used) for counts in windows if counts.index >= first}

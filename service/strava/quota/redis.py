@@ -8,8 +8,9 @@ Keys, under ``prefix`` (by default ``strava-ingest:quota:``):
 
 - ``{window}:{length}:{index}``: a hash per window instance with ``overall``, ``read``,
   ``{bucket}:{tier}`` and (short windows) ``denied:{tier}`` counts; it expires shortly after
-  its window ends (a short window's after the ``FORECAST_WINDOWS`` that follow it, whose
-  forecast learns from its counts), so nothing accumulates.
+  its window ends (a short window's after the ``HISTORY_WINDOWS`` that follow it: the
+  forecast learns from the last ``FORECAST_WINDOWS`` of them, and the operator's chart of the
+  last day shows them all), so at most a day of them is kept.
 - ``limits``: a hash of limits adopted from Strava's headers (``overall:short`` ...).
 - ``throttled``: the number of 429s seen (a metric); ``denials``: refusals per tier.
 - ``tickets:{tier}``: admission's ticket book of a tier (admission.py), a cursor of six fields.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 
 import redis
 
@@ -30,6 +32,7 @@ from service.strava.quota.scheduler import (
     DAY_HEADROOM,
     FIRST_YIELDING,
     FORECAST_WINDOWS,
+    HISTORY_WINDOWS,
     LAST_REALTIME,
     OBSERVED_FLOOR,
     WINDOWS,
@@ -245,14 +248,17 @@ class RedisQuotaScheduler(QuotaScheduler):
             self._client.close()
 
     def _window_key(self, window: Window, now: float) -> str:
-        length = self.config.length(window)
-        return f"{self._prefix}{window}:{length}:{window_index(now, length)}"
+        return self._key(window, window_index(now, self.config.length(window)))
+
+    def _key(self, window: Window, index: int) -> str:
+        return f"{self._prefix}{window}:{self.config.length(window)}:{index}"
 
     def _ttl(self, window: Window, now: float) -> int:
         length = self.config.length(window)
         ends = (window_index(now, length) + 1) * length
-        # The next short windows' forecast reads this one's counts, and tomorrow's today's.
-        kept = length * FORECAST_WINDOWS if window == "short" else length
+        # The next short windows' forecast and the chart of the last day read this one's
+        # counts, and tomorrow's forecast today's.
+        kept = length * max(FORECAST_WINDOWS, HISTORY_WINDOWS) if window == "short" else length
         return max(1, math.ceil(ends - now)) + kept + EXPIRY_GRACE_SECONDS
 
     def _shared_keys(self, now: float) -> list[str]:
@@ -375,6 +381,21 @@ class RedisQuotaScheduler(QuotaScheduler):
                 for bucket in BUCKETS
             },
         )
+
+    def _usage_by_window(self, now: float, first: int) -> Mapping[int, Mapping[Bucket, int]]:
+        indexes = range(first, window_index(now, self.config.window_seconds) + 1)
+        pipe = self._client.pipeline(transaction=False)
+        for index in indexes:
+            pipe.hmget(self._key("short", index), list(BUCKETS))
+        found: dict[int, dict[Bucket, int]] = {}
+        for index, values in zip(indexes, pipe.execute(), strict=True):
+            if any(values):
+                found[index] = {
+                    bucket: int(value)
+                    for bucket, value in zip(BUCKETS, values, strict=True)
+                    if value
+                }
+        return found
 
 
 def _demand(fields: dict[str, int], bucket: Bucket, tier: Tier, *, others: bool = True) -> int:

@@ -56,7 +56,7 @@ def _row(window: WindowStatus) -> list[str]:
         window.bucket,
         window.window,
         f"{window.used}/{window.limit}",
-        _duration(window.seconds_to_reset),
+        duration(window.seconds_to_reset),
         *(f"{window.used_by_tier[tier]}/{window.allowed[tier]}" for tier in TIERS_BY_PRIORITY),
         str(max(0, window.used - ours)),
         str(window.held_for_realtime),
@@ -72,7 +72,8 @@ def _line(cells: list[str], widths: list[int]) -> str:
     ).rstrip()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds as people read a time to reset: 4s, 12m03s, 3h05m00s."""
     total = max(0, round(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

@@ -185,6 +185,11 @@ FIRST_YIELDING = TIERS_BY_PRIORITY[len(REALTIME_TIERS)]
 # real-time tier stops costing the backlog anything within an hour.
 FORECAST_WINDOWS = 4
 
+# Short windows whose counts are kept for the operator's chart of the last day (the /admin
+# page): a day of Strava's quarter hours. A number of windows rather than a duration, so that
+# a sped-up simulation with short windows keeps no more of them.
+HISTORY_WINDOWS = 96
+
 # The rate seen so far in the current window counts as if at least this fraction of it had
 # passed: a burst raises the forecast at once, but one request in the first second does not
 # make the forecast for the window hundreds.
@@ -475,6 +480,15 @@ class WindowStatus:
 
 
 @dataclass(frozen=True)
+class WindowUsage:
+    """What one short window counted per bucket (ours and reported), for the chart of the
+    last day."""
+
+    started_at: datetime
+    used: Mapping[Bucket, int]
+
+
+@dataclass(frozen=True)
 class QuotaStatus:
     """The scheduler's view of every window now; ``as_json`` is what GET /quota returns."""
 
@@ -758,6 +772,22 @@ class QuotaScheduler(ABC):
             denials=plan.counters.denials,
         )
 
+    def usage_history(self) -> list[WindowUsage]:
+        """The last ``HISTORY_WINDOWS`` short windows, the current one last, with what each
+        counted per bucket (0 in a window nothing was counted in)."""
+        now = self._clock()
+        length = self.config.window_seconds
+        current = window_index(now, length)
+        first = current - HISTORY_WINDOWS + 1
+        counted = self._usage_by_window(now, first)
+        return [
+            WindowUsage(
+                started_at=window_start(index, length),
+                used={bucket: counted.get(index, {}).get(bucket, 0) for bucket in BUCKETS},
+            )
+            for index in range(first, current + 1)
+        ]
+
     def tier_capacity(self, tier: Tier, kind: RequestKind = "read") -> TierCapacity:
         """What ``tier`` can expect now and going forward (for admission and ETAs)."""
         now = self._clock()
@@ -787,3 +817,8 @@ class QuotaScheduler(ABC):
     @abstractmethod
     def _counters(self, now: float) -> Counters:
         """The counters of the windows current at ``now``."""
+
+    @abstractmethod
+    def _usage_by_window(self, now: float, first: int) -> Mapping[int, Mapping[Bucket, int]]:
+        """Per short window from index ``first`` to the one current at ``now``, the usage
+        counted per bucket; windows without counts may be left out."""

@@ -22,7 +22,12 @@ from service.strava.quota import (
 )
 from service.strava.quota.memory import MemoryQuotaScheduler
 from service.strava.quota.redis import DEFAULT_PREFIX, EXPIRY_GRACE_SECONDS, RedisQuotaScheduler
-from service.strava.quota.scheduler import FORECAST_WINDOWS, allowance, window_index
+from service.strava.quota.scheduler import (
+    FORECAST_WINDOWS,
+    HISTORY_WINDOWS,
+    allowance,
+    window_index,
+)
 from service.strava.ratelimit import EMPTY_SNAPSHOT, RateLimitSnapshot, WindowPair
 
 MIDNIGHT = 1780272000  # 2026-06-01T00:00:00Z
@@ -749,6 +754,35 @@ def test_status_as_json_has_every_bucket_window_and_tier(make_scheduler: MakeSch
     assert body["denials"] == {tier.value: 0 for tier in Tier}
 
 
+def test_each_window_of_the_last_day_keeps_its_usage_for_the_chart(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON + 60)
+    scheduler = make_scheduler(clock)
+    scheduler.reserve(Tier.WEBHOOK, "read")
+    clock.now = NOON + QUARTER + 60
+    for _ in range(3):
+        scheduler.reserve(Tier.BACKFILL, "read")
+    # Strava's count, other clients included, raises the window's.
+    scheduler.observe("read", 200, snapshot(usage=(7, 50), read_usage=(5, 40)))
+    clock.now = NOON + 2 * QUARTER + 1
+
+    history = scheduler.usage_history()
+    clock.now += 86400 - 2 * QUARTER
+    a_day_later = scheduler.usage_history()
+
+    assert len(history) == HISTORY_WINDOWS
+    assert history[0].started_at == at("2026-05-31T12:45")
+    assert [(h.started_at, dict(h.used)) for h in history[-3:]] == [
+        (at("2026-06-01T12:00"), {"overall": 1, "read": 1}),
+        (at("2026-06-01T12:15"), {"overall": 7, "read": 5}),
+        (at("2026-06-01T12:30"), {"overall": 0, "read": 0}),
+    ]
+    assert sum(h.used["overall"] for h in history) == 8
+    assert a_day_later[0].started_at == at("2026-06-01T12:15")
+    assert [h.used["overall"] for h in a_day_later if h.used["overall"]] == [7]
+
+
 # Redis specifics
 
 
@@ -760,10 +794,10 @@ def test_redis_window_keys_expire_soon_after_they_are_last_read(redis_url: str) 
     ttls = sorted(client.ttl(key) for key in client.keys(f"{DEFAULT_PREFIX}*:*:*"))
 
     # 14 minutes left in the quarter and 11h59m in the day, each plus the grace period; a
-    # quarter's counts are also read by the forecast of the quarters that follow it, and a
-    # day's by the next day's.
+    # quarter's counts are also read by the forecast of the quarters that follow it and by
+    # the chart of the last day, and a day's by the next day's forecast.
     short, daily = ttls
-    assert 840 - 5 <= short - FORECAST_WINDOWS * QUARTER - EXPIRY_GRACE_SECONDS <= 840
+    assert 840 - 5 <= short - HISTORY_WINDOWS * QUARTER - EXPIRY_GRACE_SECONDS <= 840
     assert 43140 - 5 <= daily - 86400 - EXPIRY_GRACE_SECONDS <= 43140  # read again tomorrow
     client.close()
     scheduler.close()
