@@ -75,7 +75,8 @@ def strava() -> Iterator[FakeStrava]:
             athletes=1,
             activities_per_athlete=HISTORY,
             max_stream_points=30,
-            latency=0.01,
+            # Slow enough that a loaded machine's page still sees the bar between 0 and 100.
+            latency=0.05,
             limits=LIMITS,
             delivery_retry_delay=0.2,
         )
