@@ -260,13 +260,17 @@ def test_a_deauthorization_strava_cannot_answer_now_purges_nothing_until_it_can(
 
 
 def test_forged_deauthorizations_past_the_athletes_budget_wait_at_a_lower_tier(
-    ctx: IngestContext, strava: FakeStrava, athlete_with_data: int
+    ctx: IngestContext, strava: FakeStrava, athlete_with_data: int, quota_clock: FakeUtcClock
 ) -> None:
     """Each check of the grant is a call: a flood of forged deauthorizations is bounded by
     the athlete's budget like a flood of creates, and cannot spend the webhook tier's room."""
     with Session(ctx.engine) as session:
         spent = session.get_one(Athlete, athlete_with_data).new_fetch_count
     ctx.webhook_fetches_per_window = spent + 2
+    # At the start of a quarter hour, whatever the time of day: late in one, the room the
+    # `recent` tier leaves for real-time work has shrunk below what it needs refused.
+    now = quota_clock.now
+    quota_clock.now = now.replace(minute=now.minute // 15 * 15, second=0, microsecond=0)
     # 85 of Strava's 100 reads used: the `recent` tier's share is spent, the webhook tier's not.
     ctx.quota.observe(
         "read",

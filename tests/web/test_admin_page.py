@@ -209,7 +209,7 @@ def test_the_athlete_page_shows_the_sync_and_the_job_log(
     assert f'<section id="sync" data-athlete="{athlete_id}" data-phase="listing">' in page.text
     assert '<td class="num" data-counter="listed">0</td>' in page.text
     assert (unknown.status_code, no_such_job.status_code) == (404, 404)
-    assert f"athlete {UNKNOWN} is not known" in unknown.text
+    assert f"athlete {UNKNOWN} is unknown" in unknown.text
 
 
 def test_the_start_button_of_an_unknown_athlete_is_a_404(deployed: Deployed, csrf: str) -> None:
@@ -218,7 +218,7 @@ def test_the_start_button_of_an_unknown_athlete_is_a_404(deployed: Deployed, csr
     )
 
     assert response.status_code == 404
-    assert f"athlete {UNKNOWN} is not known" in response.text
+    assert f"athlete {UNKNOWN} is unknown" in response.text
 
 
 def test_the_replay_button_re_drives_one_event_and_the_page_follows_it(

@@ -47,7 +47,14 @@ from service.web.admin import views
 from service.web.admin.forms import read_form, require_same_origin
 from service.web.admin.session import COOKIE, AdminSession, SessionKeys, clear_cookie, set_cookie
 from service.web.api_keys import key_matches
-from service.web.errors import CredentialRequired, Forbidden, InvalidRequest, NotFound, WebError
+from service.web.errors import (
+    CredentialRequired,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    WebError,
+    unknown_athlete,
+)
 from service.web.rejections import Endpoint, record_rejection
 from service.web.state import WebState, web_state
 
@@ -269,7 +276,7 @@ class AdminPages:
                 views.athlete_detail, web, athlete_id, job_id=job_id, after=after, now=utcnow()
             )
         except NoSuchAthlete:
-            raise _unknown_athlete(athlete_id) from None
+            raise unknown_athlete(athlete_id) from None
         except job_log.UnknownJob:
             raise NotFound(
                 f"athlete {athlete_id} has no job {job_id}", reason="not_found"
@@ -303,7 +310,7 @@ class AdminPages:
         try:
             created = await run_in_threadpool(begin)
         except UnknownAthlete:
-            raise _unknown_athlete(athlete_id) from None
+            raise unknown_athlete(athlete_id) from None
         notice = "sync_started" if created else "sync_active"
         if created:
             log.info("sync started from the operator page athlete_id=%s kind=%s", athlete_id, kind)
@@ -329,7 +336,7 @@ class AdminPages:
         try:
             notice = await run_in_threadpool(stop)
         except UnknownAthlete:
-            raise _unknown_athlete(athlete_id) from None
+            raise unknown_athlete(athlete_id) from None
         return _back(form, athlete_id, notice=notice, athlete=athlete_id)
 
     async def replay(
@@ -411,10 +418,6 @@ def _no_session() -> Forbidden:
     return Forbidden(
         "not logged in, or the session has ended: log in again", reason="admin_session"
     )
-
-
-def _unknown_athlete(athlete_id: int) -> NotFound:
-    return NotFound(f"athlete {athlete_id} is not known", reason="not_found")
 
 
 def _athlete_id(request: Request) -> int:
