@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.processes import Service, connect, subscribe
+from e2e.processes import Service, activity_when, connect, subscribe
 from launch import wait_until
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from sqlmodel import Session, col, select
@@ -202,8 +202,11 @@ def test_a_backfills_progress_bar_moves_to_100_percent(
         timeout=DEADLINE,
         what="the pushed event",
     )
+    # Its streams too: until then the athlete's sync counts it as waiting (99 %).
+    activity_when(production, created["id"], lambda a: a.hydration_status == "complete", DEADLINE)
     page.reload()
     expect(page.locator("#live")).to_have_attribute("data-state", "open", timeout=30_000)
+    expect(row.locator('[data-field="percent"]')).to_have_text("100 %")
     expect(page.locator('#inbox tr[data-status="processed"] td.num')).to_have_text("1")
     expect(page.locator('#subscription li[data-check="last_event"] .badge')).to_have_text("ok")
     expect(page.locator('figure[data-chart="read"] rect.bar')).not_to_have_count(0)
