@@ -258,14 +258,6 @@ class Settings(DatabaseSettings):
     quota_read_limit_daily: Annotated[int, Field(gt=0)] = 1000
     # Never spent, whatever the tier: room for other clients of the app and for clock skew.
     quota_safety_margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    # The least room the lower tiers leave real-time work at the start of a quarter hour, as a
-    # fraction of its limit, shrinking to nothing as the quarter hour ends (so the backlog
-    # still gets it late in the window). The forecast alone keeps about 3 reads at a webhook
-    # create an hour, less than two creates of two calls; 0.2 keeps 20 reads at the start and
-    # 10 halfway. In the day-scale benchmark no create waited for a quarter hour with 0.2,
-    # and one to four a run did with 0.1, near the ends of quarter hours
-    # (docs/benchmarks/quota.md). 0 keeps only the forecast.
-    quota_realtime_floor: Annotated[float, Field(ge=0, le=0.5)] = 0.2
     # An optional hard cap per tier: the share of each window (short, daily) it may fill,
     # highest tier first; a tier stops once the window's usage, all tiers together, reaches its
     # share. By default none: the lower tiers use whatever the forecast of real-time work and

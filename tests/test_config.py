@@ -144,15 +144,9 @@ def test_parameter_objects_built_without_settings_agree_with_the_default_setting
         configured.window_seconds,
         configured.day_seconds,
     )
-    assert (
-        defaults.limit,
-        defaults.read_limit,
-        defaults.safety_margin,
-        defaults.realtime_floor,
-    ) == (
+    assert (defaults.limit, defaults.read_limit, defaults.safety_margin) == (
         configured.limit,
         configured.read_limit,
         configured.safety_margin,
-        configured.realtime_floor,
     )
     assert defaults.shares == configured.shares

@@ -70,6 +70,6 @@ def test_each_tier_with_work_waiting_gets_an_estimate(engine: Engine) -> None:
     # Recent hydrations fetch streams too (two calls each), backfill ones only the detail.
     recent = rows[Tier.RECENT].estimate.finishes_at
     assert recent == NOW + timedelta(
-        seconds=900 * 6 / scheduler.tier_capacity(Tier.RECENT).window_room
+        seconds=900 * 6 / scheduler.tier_capacity(Tier.RECENT).room_now
     )
     assert rows[Tier.BACKFILL].as_json()["waiting"] == 5

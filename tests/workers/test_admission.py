@@ -25,11 +25,10 @@ from service.periodic import Duty, run_duties
 
 WINDOW = 5
 ACTIVITIES = 20
-# Backfill may fill floor(10 x 0.95) = 9 reads of a window (its day, floor(960 x 0.95) = 912,
-# spread over 96 windows is 9.5), less the floor kept for real-time work, 2 at a window's start:
-# spread over 0.9 of each window after this one, its places fit 8 of them
-# (scheduler.paced_room). The hydrations need three windows.
-PER_WINDOW = 8
+# Backfill may fill floor(10 x 0.95) = 9 reads of a window, and with no real-time demand
+# forecast expects that many of every window after this one (its day, floor(960 x 0.95) = 912,
+# spread over 96 windows is 9.5: scheduler.WindowPlan.capacity): the hydrations need three.
+PER_WINDOW = 9
 LIMITS = RateLimits(overall_short=20, overall_daily=20 * 96, read_short=10, read_daily=10 * 96)
 DEADLINE = 12 * WINDOW
 
@@ -110,7 +109,7 @@ def assert_delivered_in_windows_without_a_refusal(workers: Workers, strava: Fake
     assert refused <= strava.emulator.calls["GET /athlete/activities"]
     assert all(row.hydrate_attempts == 0 and row.retry_after is None for row in rows)
     assert strava.emulator.calls["GET /activities/{id}"] == ACTIVITIES
-    # Queued, not sent at once: no window held more than the backfill's eight, give or take the
+    # Queued, not sent at once: no window held more than the backfill's nine, give or take the
     # one a loaded machine may store just after the window its call was made in ended.
     per_window = Counter(
         int(row.hydrated_at.timestamp() // WINDOW) for row in rows if row.hydrated_at is not None
@@ -146,7 +145,7 @@ def test_places_beyond_the_horizon_wait_in_their_rows_until_the_release_duty_sen
     duties = threading.Thread(target=run_duties, args=([duty], stop), daemon=True)
 
     start_backfill(workers)
-    # Twenty places at eight a window (fewer in the first, where the list call went) reach two
+    # Twenty places at nine a window (fewer in the first, where the list call went) reach two
     # windows ahead, beyond the horizon of one and a half: the last ones are held.
     wait_until(
         lambda: any(row.hydration_held_until is not None for row in hydrations(workers)),

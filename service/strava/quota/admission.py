@@ -103,7 +103,7 @@ class Outlook:
 
 def outlook(scheduler: QuotaScheduler, tier: Tier) -> Outlook:
     """The tier's capacity and its allowance of a whole UTC day, read from the scheduler."""
-    capacity = scheduler.tier_capacity(tier, spread=SPREAD)
+    capacity = scheduler.tier_capacity(tier)
     status = scheduler.status()
     per_day = min(status.window(bucket, "daily").allowed[tier] for bucket in BUCKETS)
     return Outlook(capacity, per_day)

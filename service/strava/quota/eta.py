@@ -81,7 +81,7 @@ def finish_time(
     budget."""
     if requests <= 0:
         return now
-    this_window = min(capacity.window_room, capacity.daily_room)
+    this_window = min(capacity.room_now, capacity.daily_room)
     if requests <= this_window:
         # Spent over what is left of this window, as the work arrives.
         left = (capacity.window_resets_at - now).total_seconds()

@@ -70,9 +70,8 @@ local yields = ARGV[7] == '1'
 local realtime_factor = {short = tonumber(ARGV[8]), daily = tonumber(ARGV[9])}
 local elapsed, left, floor = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local day_elapsed, day_headroom = tonumber(ARGV[13]), tonumber(ARGV[14])
-local realtime_floor = tonumber(ARGV[15])
 local above = {}
-for name in string.gmatch(ARGV[16], '[^,]+') do
+for name in string.gmatch(ARGV[15], '[^,]+') do
   table.insert(above, name)
 end
 local all_tiers = {@ALL_TIERS@}
@@ -82,11 +81,8 @@ local windows = {
   {key = KEYS[2], name = 'daily', factor = tonumber(ARGV[3]), ttl = ARGV[5]},
 }
 local buckets = {}
-for i = 17, #ARGV, 3 do
+for i = 16, #ARGV, 3 do
   table.insert(buckets, {name = ARGV[i], short = ARGV[i + 1], daily = ARGV[i + 2]})
-end
-local function limit_of(b, window)
-  return tonumber(redis.call('HGET', KEYS[3], b.name .. ':' .. window) or b[window])
 end
 local function counts(key)
   local flat = redis.call('HGETALL', key)
@@ -116,8 +112,7 @@ for i = 6, #KEYS do
 end
 local current = counts(KEYS[1])
 local today, yesterday = counts(KEYS[2]), counts(KEYS[5])
-local function kept(b)
-  local bucket = b.name
+local function kept(bucket)
   local peak = 0
   for _, fields in ipairs(history) do
     peak = math.max(peak, demand(fields, bucket, realtime_tiers, false))
@@ -127,11 +122,7 @@ local function kept(b)
   local windows_per_day = left / (1.0 - day_elapsed)
   local rate = math.max(peak, demand(current, bucket, above, true) / math.max(elapsed, floor))
   local in_window = daily_rate / windows_per_day * (1.0 - elapsed)
-  local short = math.max(
-    rate * (1.0 - elapsed),
-    in_window + day_headroom * math.sqrt(in_window),
-    realtime_floor * limit_of(b, 'short') * (1.0 - elapsed)
-  )
+  local short = math.max(rate * (1.0 - elapsed), in_window + day_headroom * math.sqrt(in_window))
   local expected = daily_rate * (1.0 - day_elapsed)
   local daily = math.max(expected + day_headroom * math.sqrt(expected), short)
   return {short = short, daily = daily}
@@ -139,12 +130,12 @@ end
 local blocked = {}
 for _, w in ipairs(windows) do
   for _, b in ipairs(buckets) do
-    local limit = limit_of(b, w.name)
+    local limit = tonumber(redis.call('HGET', KEYS[3], b.name .. ':' .. w.name) or b[w.name])
     local used = tonumber(redis.call('HGET', w.key, b.name) or '0')
     local full = used + 1 > math.floor(limit * w.factor + tolerance)
     if not full and yields then
       local top = math.floor(limit * realtime_factor[w.name] + tolerance) + tolerance
-      full = used + 1 + kept(b)[w.name] > top
+      full = used + 1 + kept(b.name)[w.name] > top
     end
     if full then
       table.insert(blocked, w.name)
@@ -302,7 +293,6 @@ class RedisQuotaScheduler(QuotaScheduler):
             repr(OBSERVED_FLOOR),
             repr(day_elapsed),
             repr(DAY_HEADROOM),
-            repr(self.config.realtime_floor),
             ",".join(higher.value for higher in above(tier)),
         ]
         for bucket in buckets:

@@ -17,10 +17,9 @@ window and the day (other clients included), and yesterday
 (``forecast_demand``, ``kept_for_realtime``): in the short window its recent peak (or this
 window's rate so far when that runs hotter) times the fraction of the window still to come;
 in the day the daily rate times the fraction of the day left; both with Poisson headroom for
-bursts, and in the short window never less than a floor (``QuotaConfig.realtime_floor``) for a
-burst of units of work. It shrinks to nothing as the window and the day end, and after a quiet
-day only the floor is left, which the backlog takes as the window runs out; what real-time
-work will not need before midnight goes to the backlog. Real-time work is never held back by the
+bursts. It shrinks to nothing as the window and the day end, and after a quiet day it is
+nothing at all, so an idle real-time tier costs the backlog nothing and what real-time work
+will not need before midnight goes to the backlog. Real-time work is never held back by the
 forecast; the safety margin, never spent, covers usage of other clients not yet reported.
 Shares (``QUOTA_SHARES``) are optional hard caps per tier; by default there is none below the
 forecast (docs/benchmarks/quota.md).
@@ -106,9 +105,6 @@ class QuotaConfig:
         limit: overall limits until a response reports others (§2.1 defaults 200/2000).
         read_limit: read ("non-upload") limits until a response reports others (100/1000).
         safety_margin: fraction of every limit that is never spent.
-        realtime_floor: fraction of the short window's limit the lower tiers leave free for
-            real-time work at the start of a window whatever the forecast, shrinking to
-            nothing as the window ends (``kept_for_realtime``).
         shares: per tier, the (short, daily) fraction of the spendable budget it may fill,
             counting all tiers' usage together: a hard cap, 1.0 (none) by default.
     """
@@ -118,7 +114,6 @@ class QuotaConfig:
     limit: WindowPair = STRAVA_LIMIT
     read_limit: WindowPair = STRAVA_READ_LIMIT
     safety_margin: float = default("quota_safety_margin")
-    realtime_floor: float = default("quota_realtime_floor")
     shares: Mapping[Tier, tuple[float, float]] = field(
         default_factory=lambda: {
             Tier(name): (short, daily) for name, (short, daily) in default("quota_shares").items()
@@ -133,7 +128,6 @@ class QuotaConfig:
             limit=WindowPair(settings.quota_limit_short, settings.quota_limit_daily),
             read_limit=WindowPair(settings.quota_read_limit_short, settings.quota_read_limit_daily),
             safety_margin=settings.quota_safety_margin,
-            realtime_floor=settings.quota_realtime_floor,
             shares={Tier(name): share for name, share in settings.quota_shares.items()},
         )
 
@@ -270,7 +264,6 @@ def kept_for_realtime(
     windows_left_today: float,
     day: DayDemand,
     day_elapsed: float,
-    floor: float,
 ) -> Kept:
     """The room kept for real-time work and other clients for the rest of the window and day.
 
@@ -279,10 +272,7 @@ def kept_for_realtime(
     remainder included. The daily rate is yesterday's demand, or today's so far when that runs
     hotter. In the short window: the rate per window (the recent peak, or this window's demand
     so far when that runs hotter) times what is left of it, and at least the daily rate's
-    share of what is left plus ``DAY_HEADROOM`` deviations, and at least ``floor`` (requests)
-    times what is left: the deviations are counted in requests, but real-time work comes in
-    units of several (a webhook create is a detail and its streams), so for sparse work they
-    keep less than two or three units arriving together. In the day: the daily rate times
+    share of what is left plus ``DAY_HEADROOM`` deviations. In the day: the daily rate times
     what is left of the day, plus ``DAY_HEADROOM`` deviations; never less than the short
     window's. All reach nothing at their boundary.
     The Lua script of the Redis backend repeats this arithmetic step for step.
@@ -291,11 +281,7 @@ def kept_for_realtime(
     windows_per_day = windows_left_today / (1.0 - day_elapsed)
     rate = max(forecast.peak, demand_now / max(elapsed, OBSERVED_FLOOR))
     in_window = daily_rate / windows_per_day * (1.0 - elapsed)
-    short = max(
-        rate * (1.0 - elapsed),
-        in_window + DAY_HEADROOM * math.sqrt(in_window),
-        floor * (1.0 - elapsed),
-    )
+    short = max(rate * (1.0 - elapsed), in_window + DAY_HEADROOM * math.sqrt(in_window))
     expected = daily_rate * (1.0 - day_elapsed)
     daily = max(expected + DAY_HEADROOM * math.sqrt(expected), short)
     return Kept(short=short, daily=daily)
@@ -332,20 +318,6 @@ def _blocked_by(
     if yields_to_realtime(tier) and after + kept > realtime_allowance(config, limit, window):
         return "kept"
     return ""
-
-
-def paced_room(top: float, floor: float, spread: float) -> float:
-    """The most requests a short window gives a lower tier whose requests are spread evenly
-    over its first ``spread``, when it must leave ``floor`` free at the window's start,
-    shrinking to nothing at its end, under ``top``: the floor still holds a little when the
-    last of them goes, so the largest ``n`` with ``n + floor x (1 - spread x (n - 1) / n)``
-    within ``top`` (``top`` itself without a floor)."""
-    if floor <= 0:
-        return top
-    n = math.floor(top)
-    while n > 0 and n + floor * (1.0 - spread * (n - 1) / n) > top:
-        n -= 1
-    return float(n)
 
 
 def realtime_allowance(config: QuotaConfig, limit: int, window: Window) -> float:
@@ -554,14 +526,9 @@ class TierCapacity:
 
     Parameters:
         room_now: requests it could reserve at once (both buckets, both windows).
-        window_room: requests it can expect in the rest of the short window: ``room_now``
-            and the floor kept for a burst of real-time work (``QuotaConfig.realtime_floor``),
-            which is not forecast use and comes back to the tier as the window runs out.
         per_window: requests per short window it can expect going forward: the real-time
-            allowance less the mean forecast demand (for a lower tier), within its share, no
-            more than its expected daily room spread over the day's windows, and no more than
-            fit under the floor when spread evenly over the first ``spread`` of each window
-            (``paced_room``).
+            allowance less the mean forecast demand (for a lower tier), within its share, and
+            no more than its expected daily room spread over the day's windows.
         window_resets_at: when the current short window ends.
         daily_room: requests it can expect for the rest of the UTC day: the daily allowance
             less what is used and what is kept for real-time work until midnight.
@@ -569,7 +536,6 @@ class TierCapacity:
     """
 
     room_now: int
-    window_room: int
     per_window: float
     window_resets_at: datetime
     daily_room: int
@@ -626,9 +592,9 @@ class WindowPlan:
         length = self.config.length(window)
         return window_start(window_index(self.now, length) + offset, length)
 
-    def kept_at(self, bucket: Bucket, tier: Tier, moment: float, *, floor: bool = True) -> Kept:
+    def kept_at(self, bucket: Bucket, tier: Tier, moment: float) -> Kept:
         """The room ``tier`` keeps at ``moment`` of the same windows (now, or later if
-        nothing else is spent); without the floor for a burst unless ``floor``."""
+        nothing else is spent)."""
         elapsed, windows_left, day_elapsed = window_position(self.config, moment)
         return kept_for_realtime(
             self.forecasts[bucket],
@@ -637,7 +603,6 @@ class WindowPlan:
             windows_left,
             self.counters.day_demand.get(bucket, DayDemand()),
             day_elapsed,
-            self.config.realtime_floor * self.limit(bucket, "short") if floor else 0.0,
         )
 
     def fits_again_at(self, tier: Tier, buckets: tuple[Bucket, ...], window: Window) -> datetime:
@@ -669,17 +634,17 @@ class WindowPlan:
             at = max(at, high)
         return min(datetime.fromtimestamp(at, UTC), self.start(window, 1))
 
-    def capacity(self, tier: Tier, buckets: tuple[Bucket, ...], spread: float) -> TierCapacity:
+    def capacity(self, tier: Tier, buckets: tuple[Bucket, ...]) -> TierCapacity:
         yields = yields_to_realtime(tier)
         per_day = self.config.day_seconds / self.config.window_seconds
 
-        def room_in(bucket: Bucket, window: Window, kept: float | None = None) -> int:
+        def room_in(bucket: Bucket, window: Window) -> int:
             return room(
                 self.config,
                 tier,
                 self.used(bucket, window),
                 self.limit(bucket, window),
-                self.kept_in(bucket, window, tier) if kept is None else kept,
+                self.kept_in(bucket, window, tier),
                 window,
             )
 
@@ -689,22 +654,12 @@ class WindowPlan:
             others = self.forecasts[bucket].mean * (1 if window == "short" else per_day)
             own: float = allowance(limit, self.config.factor(tier, window))
             if yields:
-                top = realtime_allowance(self.config, limit, window)
-                own = min(own, top - others)
-                if window == "short":
-                    floor = self.config.realtime_floor * limit
-                    own = min(own, paced_room(top, floor, spread))
+                own = min(own, realtime_allowance(self.config, limit, window) - others)
             return max(0.0, float(own))
-
-        def forecast_only(bucket: Bucket) -> float:
-            return self.kept_at(bucket, tier, self.now, floor=False).short
 
         per_window = min(min(expected(b, "short"), expected(b, "daily") / per_day) for b in buckets)
         return TierCapacity(
             room_now=min(room_in(b, w) for b in buckets for w in WINDOWS),
-            window_room=min(
-                min(room_in(b, "short", forecast_only(b)), room_in(b, "daily")) for b in buckets
-            ),
             per_window=per_window,
             window_resets_at=self.start("short", 1),
             daily_room=min(room_in(b, "daily") for b in buckets),
@@ -833,14 +788,10 @@ class QuotaScheduler(ABC):
             for index in range(first, current + 1)
         ]
 
-    def tier_capacity(
-        self, tier: Tier, kind: RequestKind = "read", *, spread: float = 1.0
-    ) -> TierCapacity:
-        """What ``tier`` can expect now and going forward (for admission and ETAs), its work
-        spread evenly over the first ``spread`` of each window."""
+    def tier_capacity(self, tier: Tier, kind: RequestKind = "read") -> TierCapacity:
+        """What ``tier`` can expect now and going forward (for admission and ETAs)."""
         now = self._clock()
-        plan = self._plan(now, self._counters(now))
-        return plan.capacity(tier, buckets_spent(kind) or BUCKETS, spread)
+        return self._plan(now, self._counters(now)).capacity(tier, buckets_spent(kind) or BUCKETS)
 
     def _plan(self, now: float, counters: Counters) -> WindowPlan:
         return WindowPlan(self.config, now, counters)

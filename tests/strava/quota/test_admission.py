@@ -39,20 +39,20 @@ CONFIG = QuotaConfig(
     shares=TIER_SHARES,
 )
 
-Build = Callable[..., tuple[QuotaScheduler, Admission]]
+Build = Callable[[FakeClock], tuple[QuotaScheduler, Admission]]
 
 
 @pytest.fixture(params=["memory", "redis"])
 def build(request: pytest.FixtureRequest) -> Iterator[Build]:
     made: list[QuotaScheduler] = []
 
-    def make(clock: FakeClock, config: QuotaConfig = CONFIG) -> tuple[QuotaScheduler, Admission]:
+    def make(clock: FakeClock) -> tuple[QuotaScheduler, Admission]:
         scheduler: QuotaScheduler
         if request.param == "memory":
-            scheduler = MemoryQuotaScheduler(config, clock)
+            scheduler = MemoryQuotaScheduler(CONFIG, clock)
         else:
             scheduler = RedisQuotaScheduler.from_url(
-                request.getfixturevalue("redis_url"), config, clock
+                request.getfixturevalue("redis_url"), CONFIG, clock
             )
         made.append(scheduler)
         return scheduler, build_admission(scheduler)
@@ -149,27 +149,6 @@ def test_queued_work_is_delivered_in_its_window_without_a_refusal(build: Build) 
     assert windows(tickets)[1] == 5
 
 
-def test_windows_filled_under_the_floor_kept_for_real_time_work_refuse_nothing(
-    build: Build,
-) -> None:
-    clock = FakeClock(NOON)
-    # No shares and a day that never binds: each window is the backlog's but for the floor
-    # kept for a burst of real-time work, 20 at its start, shrinking to nothing at its end.
-    no_caps = QuotaConfig(
-        limit=WindowPair(short=100, daily=100 * 96),
-        read_limit=WindowPair(short=100, daily=100 * 96),
-        realtime_floor=0.2,
-    )
-    scheduler, admission = build(clock, no_caps)
-
-    tickets = admission.admit(Tier.BACKFILL, 300)
-
-    # This window: 95 less the 20 kept now. Each next one: 92, not 95, as its places are
-    # spread over 0.9 of it and the floor still holds 2.2 when the 92nd goes.
-    assert windows(tickets) == {0: 75, 1: 92, 2: 92, 3: 41}
-    assert deliver(clock, scheduler, tickets) == 0
-
-
 def test_real_time_work_goes_ahead_and_refused_work_takes_the_next_free_place(
     build: Build,
 ) -> None:
@@ -250,15 +229,14 @@ def test_concurrent_processes_never_share_a_place(redis_url: str) -> None:
 def test_a_lower_queued_tier_gets_the_room_the_tiers_above_it_left(build: Build) -> None:
     clock = FakeClock(NOON)
     _, admission = build(clock)
-    # Recent work may fill floor(100 x 0.95 x 0.85) = 80 of a window, but at the start of this
-    # one 20 are kept for real-time work (the floor): 75 now. Then it may expect its day,
+    # Recent work may fill floor(100 x 0.95 x 0.85) = 80 of this window, then expect its day,
     # floor(1000 x 0.95 x 0.8) = 760, over 96 windows: 7.92 a window (7, then 8 a window with
-    # the fraction carried). 115 places reach six windows ahead, where the last one is.
-    recent = admission.admit(Tier.RECENT, 115)
+    # the fraction carried). 120 places reach six windows ahead, where the last one is.
+    recent = admission.admit(Tier.RECENT, 120)
 
     backfill = admission.admit(Tier.BACKFILL, 30)
 
-    assert windows(recent) == {0: 75, 1: 7, 2: 8, 3: 8, 4: 8, 5: 8, 6: 1}
+    assert windows(recent) == {0: 80, 1: 7, 2: 8, 3: 8, 4: 8, 5: 8, 6: 1}
     # Backfill starts in recent's last window: its 5.9375 less recent's 1 leave 4; the rest
     # goes to the windows after, 6 a window with the fraction carried.
     last_window = recent[-1].window

@@ -62,7 +62,6 @@ def test_capacity_of_a_fresh_day_is_the_tiers_shares(make_scheduler: MakeSchedul
 
     assert scheduler.tier_capacity(Tier.BACKFILL) == TierCapacity(
         room_now=66,
-        window_room=66,
         per_window=570 / 96,
         window_resets_at=at(NOON + 900),
         daily_room=570,

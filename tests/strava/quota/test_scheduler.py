@@ -26,7 +26,6 @@ from service.strava.quota.scheduler import (
     FORECAST_WINDOWS,
     HISTORY_WINDOWS,
     allowance,
-    paced_room,
     window_index,
 )
 from service.strava.ratelimit import EMPTY_SNAPSHOT, RateLimitSnapshot, WindowPair
@@ -35,12 +34,10 @@ MIDNIGHT = 1780272000  # 2026-06-01T00:00:00Z
 NOON = MIDNIGHT + 12 * 3600
 QUARTER = 900
 
-# Round numbers so that shares are easy to check: 100 per window and bucket, 1000 a day; at the
-# start of a window at least 20 of it kept for real-time work (the default floor).
+# Round numbers so that shares are easy to check: 100 per window and bucket, 1000 a day.
 CONFIG = QuotaConfig(
     limit=WindowPair(short=100, daily=1000),
     read_limit=WindowPair(short=100, daily=1000),
-    realtime_floor=0.2,
     shares=TIER_SHARES,
 )
 
@@ -115,13 +112,6 @@ def test_epoch_multiples_of_the_window_lengths_are_quarter_hours_and_utc_midnigh
     assert datetime.fromtimestamp(window_index(NOON, 86400) * 86400, UTC) == at("2026-06-01")
 
 
-def test_paced_work_leaves_what_the_floor_holds_when_its_last_request_goes() -> None:
-    # 92 spread over 0.9 of the window: the last goes at 0.89 of it, when 2.2 are still kept.
-    assert paced_room(95, 20, 0.9) == 92
-    assert paced_room(95, 20, 1.0) == 94  # the last at 0.99: 0.2 kept
-    assert paced_room(95, 0, 0.9) == 95
-
-
 def test_allowance_is_not_lost_to_floating_point_error() -> None:
     # 200 x 0.95 x 0.7 is 132.99999999999997 in binary floating point.
     assert allowance(200, (1 - 0.05) * 0.7) == 133
@@ -130,15 +120,12 @@ def test_allowance_is_not_lost_to_floating_point_error() -> None:
 def test_config_from_settings_takes_every_quota_setting(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(
-        quota_window_seconds=9, quota_read_limit_short=42, quota_realtime_floor=0.3
-    )
+    settings = make_settings(quota_window_seconds=9, quota_read_limit_short=42)
 
     config = QuotaConfig.from_settings(settings)
 
     assert config.window_seconds == 9
     assert config.read_limit == WindowPair(42, 1000)
-    assert config.realtime_floor == 0.3
     assert config.shares[Tier.BACKFILL] == (1.0, 1.0)  # no hard cap unless set
     assert config.shares == QuotaConfig().shares
 
@@ -243,9 +230,7 @@ def test_sped_up_windows_roll_at_their_configured_length(make_scheduler: MakeSch
 def test_each_tier_stops_at_its_share_of_the_short_window(
     make_scheduler: MakeScheduler, tier: Tier, expected: int
 ) -> None:
-    # Halfway through the window the floor kept for real-time work, 10 by then, is below
-    # every share.
-    scheduler = make_scheduler(FakeClock(NOON + QUARTER / 2))
+    scheduler = make_scheduler(FakeClock(NOON))
 
     assert reserve_until_denied(scheduler, tier) == expected
 
@@ -289,8 +274,6 @@ def test_a_tier_stops_at_its_daily_share_across_short_windows(
 
 # No shares: every tier may fill the budget (95 of 100), less the room kept.
 UNCAPPED = replace(CONFIG, shares={tier: (1.0, 1.0) for tier in Tier})
-# The forecast alone, without the floor kept for bursts at the start of every window.
-FORECAST_ONLY = replace(UNCAPPED, realtime_floor=0.0)
 
 
 def webhooks_in(
@@ -340,11 +323,11 @@ def test_the_room_kept_shrinks_as_the_window_ends(make_scheduler: MakeScheduler)
     assert held(scheduler) == 1
 
 
-def test_the_forecast_shrinks_to_nothing_when_real_time_demand_stops(
+def test_the_room_kept_shrinks_to_nothing_when_real_time_demand_stops(
     make_scheduler: MakeScheduler,
 ) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock, FORECAST_ONLY)
+    scheduler = make_scheduler(clock, UNCAPPED)
     webhooks_in(scheduler, clock, NOON - QUARTER, [40])
 
     kept = []
@@ -394,7 +377,7 @@ def test_what_was_refused_to_real_time_work_counts_as_demand(
     make_scheduler: MakeScheduler,
 ) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock, FORECAST_ONLY)
+    scheduler = make_scheduler(clock, UNCAPPED)
     assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95  # nothing forecast yet
     for _ in range(10):
         with pytest.raises(QuotaExceeded):
@@ -416,10 +399,9 @@ def test_the_backfill_yields_to_recent_work_while_it_lasts(make_scheduler: MakeS
     clock.now = NOON + QUARTER
     next_window = reserve_until_denied(scheduler, Tier.BACKFILL)
 
-    # 30 recent in half a window: 30 more kept for the other half, of which recent itself
-    # leaves the floor's half, 10, to real-time work. Recent hydrations are work that ends, not
-    # a rate: the next window forecasts none of it and keeps only the floor.
-    assert (backfill, recent, next_window) == (95 - 30 - 30, 30 - 10, 95 - 20)
+    # 30 recent in half a window: 30 more kept for the other half. Recent hydrations are work
+    # that ends, not a rate: the next window forecasts none of it.
+    assert (backfill, recent, next_window) == (95 - 30 - 30, 30, 95)
 
 
 def test_real_time_tiers_themselves_are_never_held_back(make_scheduler: MakeScheduler) -> None:
@@ -474,90 +456,10 @@ def test_the_days_remainder_flows_to_the_backlog_before_midnight(
 
     clock.now = MIDNIGHT + 86400 - QUARTER
     used_today = scheduler.status().window("read", "daily").used
-    # One quarter hour left: 1 expected and four deviations, 5, but at the start of a quarter
-    # hour the floor kept for a burst, 20, is more; the rest goes to the backlog.
-    assert held(scheduler, "daily") == 20
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 950 - used_today - 20 == 56
-    # Both shrink with the quarter hour: a second before midnight the backlog has all but
-    # the request a fraction of which is still kept.
-    clock.now = MIDNIGHT + 86400 - 1
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 19
-    assert scheduler.status().window("read", "daily").used == 949
-
-
-def test_a_floor_is_kept_at_the_start_of_a_window_and_shrinks_to_nothing_at_its_end(
-    make_scheduler: MakeScheduler,
-) -> None:
-    clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock, UNCAPPED)  # no real-time history: nothing forecast
-
-    kept, granted = [], []
-    for elapsed in (0.0, 0.5, 0.75):
-        clock.now = NOON + elapsed * QUARTER
-        kept.append(held(scheduler))
-        granted.append(reserve_until_denied(scheduler, Tier.BACKFILL))
-    clock.now = NOON + QUARTER - 1
-    last = reserve_until_denied(scheduler, Tier.BACKFILL)
-
-    # 20 % of the window's 100, times what is left of the window; the backlog fills the rest.
-    assert kept == [20, 10, 5]
-    assert granted == [95 - 20, 10, 5]
-    # A second before the end a fiftieth of a request is kept: all but the last one is spent.
-    assert last == 4
-    assert scheduler.status().window("read", "short").used == 94
-    clock.now = NOON + QUARTER
-    assert held(scheduler) == 20  # the next window keeps it again
-
-
-def test_the_backlog_held_back_by_the_floor_is_asked_back_within_the_window(
-    make_scheduler: MakeScheduler,
-) -> None:
-    clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock, UNCAPPED)
-    reserve_until_denied(scheduler, Tier.BACKFILL)
-
-    with pytest.raises(QuotaExceeded) as denied:
-        scheduler.reserve(Tier.BACKFILL, "read")
-
-    # 75 used, 20 kept: one more fits once 19 are kept, 1/20 of the window in, but a refused
-    # tier is not asked back sooner than 1/8 of a window.
-    assert denied.value.window == "short"
-    assert denied.value.retry_at == at("2026-06-01T12:01:52.500")
-
-
-def test_the_floor_is_a_share_of_the_limit_strava_reports(make_scheduler: MakeScheduler) -> None:
-    clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock, UNCAPPED)
-    scheduler.observe("read", 200, snapshot(limit=(400, 4000), read_limit=(200, 2000)))
-
-    assert held(scheduler) == 40
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 190 - 40
-
-
-@pytest.mark.parametrize(
-    ("config", "burst"),
-    [
-        # Yesterday's 48 calls a day: 0.5 a quarter hour with four deviations keeps 3.3, so
-        # the forecast alone leaves room for two creates of two calls, not three.
-        (FORECAST_ONLY, 4),
-        (UNCAPPED, 20),  # the floor: ten creates
-    ],
-)
-def test_a_burst_within_the_floor_goes_through_right_after_the_backlog_filled_its_part(
-    make_scheduler: MakeScheduler, config: QuotaConfig, burst: int
-) -> None:
-    clock = FakeClock(MIDNIGHT - 86400)
-    scheduler = make_scheduler(clock, config)
-    # Yesterday a webhook create, a detail and its streams, every hour.
-    webhooks_in(scheduler, clock, MIDNIGHT - 86400, [2, 0, 0, 0] * 24)
-    clock.now = MIDNIGHT + 4 * QUARTER  # 01:00, an import waiting since midnight
-    reserve_until_denied(scheduler, Tier.BACKFILL)
-
-    clock.now += 30
-    granted = reserve_until_denied(scheduler, Tier.WEBHOOK)
-
-    assert granted == burst
-    assert scheduler.status().window("read", "short").used == 95
+    # One quarter hour left: 1 expected and four deviations; the rest goes to the backlog.
+    assert held(scheduler, "daily") == 5
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 950 - used_today - 5 == 71
+    assert scheduler.status().window("read", "daily").used == 945
 
 
 def test_usage_other_clients_reported_counts_against_the_forecast(
@@ -580,7 +482,7 @@ def test_a_sudden_external_spender_never_takes_us_past_the_budget(
     make_scheduler: MakeScheduler,
 ) -> None:
     clock = FakeClock(NOON)
-    scheduler = make_scheduler(clock, FORECAST_ONLY)
+    scheduler = make_scheduler(clock, UNCAPPED)
     assert reserve_until_denied(scheduler, Tier.BACKFILL) == 95
 
     # Other clients spent 40 more than they ever did; the headers say so.
@@ -606,15 +508,12 @@ def test_tier_capacity_gives_room_now_and_the_rate_expected_going_forward(
     backfill = scheduler.tier_capacity(Tier.BACKFILL)
     webhook = scheduler.tier_capacity(Tier.WEBHOOK)
 
-    # Now the floor for a burst, 20, is kept, more than the peak of 5; but it is not forecast
-    # use, and the backlog gets it as the window runs out.
-    assert backfill.room_now == 95 - 20
-    assert backfill.window_room == 95 - 5
+    assert backfill.room_now == 95 - 5
     # A day of 96 quarter hours at 5 each leaves 950 - 480 for the backlog: 4.9 a window.
     assert backfill.per_window == pytest.approx((950 - 480) / 96)
     # Today's 20 in half a day: 20 more expected by midnight, with four deviations of headroom.
     assert backfill.daily_room == math.floor(950 - 20 - (20 + 4 * math.sqrt(20)))
-    assert webhook.room_now == webhook.window_room == 95
+    assert webhook.room_now == 95
     assert webhook.per_window == pytest.approx(950 / 96)
     assert backfill.window_resets_at == at("2026-06-01T12:15:00")
     assert backfill.day_resets_at == at("2026-06-02T00:00:00")
