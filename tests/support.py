@@ -303,3 +303,9 @@ def duty_deps(settings: Settings, engine: Engine) -> DutyDeps:
         Dispatcher(StubBroker()),
         metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))),
     )
+
+
+def rejected(client: TestClient) -> dict[str, int]:
+    """The app's rejected requests by reason, as GET /stats/webhooks counts them."""
+    counts: dict[str, int] = client.get("/stats/webhooks", headers=ADMIN).json()["rejected"]
+    return counts

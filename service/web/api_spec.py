@@ -140,13 +140,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     content_type = request.headers.get("content-type", "application/json")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("the body must be application/json", reason="content_type")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ContentTooLarge(
-                f"the body must be at most {MAX_BODY_BYTES} bytes", reason="body_size"
-            )
+    raw = await bounded_body(request, MAX_BODY_BYTES, "body")
     try:
         data = json.loads(raw) if raw.strip() else {}
     except (UnicodeDecodeError, ValueError):
@@ -157,6 +151,17 @@ async def parse_body(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as error:
         raise _invalid("body", _problems(error)) from None
+
+
+async def bounded_body(request: Request, limit: int, what: str) -> bytes:
+    """The request's body, read no further than ``limit`` bytes: ContentTooLarge (413, reason
+    ``body_size``) naming ``what`` past it."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise ContentTooLarge(f"the {what} must be at most {limit} bytes", reason="body_size")
+    return raw
 
 
 def json_response(

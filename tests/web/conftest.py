@@ -50,3 +50,21 @@ def deployed(
     assert settings.mode.value == request.param
     with TestClient(create_app(settings, engine=engine)) as client:
         yield Deployed(client, engine, webhook)
+
+
+@pytest.fixture
+def start(
+    make_settings: Callable[..., Settings], engine: Engine
+) -> Iterator[Callable[..., TestClient]]:
+    """Starts an app with these settings overridden (on PostgreSQL); closed after the test."""
+    clients: list[TestClient] = []
+
+    def started(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides), engine=engine))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield started
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -5,43 +5,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.cookies import SimpleCookie
-from typing import Any
 
 import pytest
 from admin_support import ORIGIN, csrf_of, log_in
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
-from support import ADMIN, ADMIN_KEY, Deployed, FakeStrava, connect_emulator_athlete
+from support import ADMIN_KEY, Deployed, FakeStrava, connect_emulator_athlete, rejected
 
 from service.config import Settings
 from service.models import SyncJob
 from service.web.admin.session import COOKIE, SESSION_SECONDS, SessionKeys
-from service.web.app import create_app
-
-
-@pytest.fixture
-def start(
-    make_settings: Callable[..., Settings], engine: Engine
-) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def started(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides), engine=engine))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield started
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-def rejected(client: TestClient) -> dict[str, int]:
-    counts: dict[str, int] = client.get("/stats/webhooks", headers=ADMIN).json()["rejected"]
-    return counts
 
 
 def session_cookie(set_cookie: str) -> SimpleCookie:

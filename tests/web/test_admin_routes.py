@@ -4,43 +4,18 @@ ADMIN_API_KEYS, in both modes; without the setting they answer no one. Health st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
-from support import ADMIN, ADMIN_KEY, Deployed
+from support import ADMIN, ADMIN_KEY, Deployed, rejected
 
 from service.config import Settings, describe_validation_error
 from service.web.api_keys import bearer_key, key_matches
-from service.web.app import create_app
 
 ADMIN_ROUTES = ["/quota", "/stats/webhooks", "/metrics"]
 SECOND_KEY = "second-admin-key-abcdefghij"
-
-
-@pytest.fixture
-def start(
-    make_settings: Callable[..., Settings], engine: Engine
-) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def started(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides), engine=engine))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield started
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-def rejected(client: TestClient) -> dict[str, int]:
-    counts: dict[str, int] = client.get("/stats/webhooks", headers=ADMIN).json()["rejected"]
-    return counts
 
 
 @pytest.mark.parametrize("route", ADMIN_ROUTES)

@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 
 from service.config import Settings
-from service.web.errors import ContentTooLarge, Forbidden, InvalidRequest, UnsupportedMediaType
+from service.web.api_spec import bounded_body
+from service.web.errors import Forbidden, InvalidRequest, UnsupportedMediaType
 
 # The page's forms hold a key or a token and a word or two.
 MAX_FORM_BYTES = 4096
@@ -22,13 +23,7 @@ async def read_form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != FORM_TYPE:
         raise UnsupportedMediaType(f"the form must be sent as {FORM_TYPE}", reason="content_type")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_FORM_BYTES:
-            raise ContentTooLarge(
-                f"the form must be at most {MAX_FORM_BYTES} bytes", reason="body_size"
-            )
+    raw = await bounded_body(request, MAX_FORM_BYTES, "form")
     try:
         return dict(parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=_MAX_FIELDS))
     except (UnicodeDecodeError, ValueError):
