@@ -5,7 +5,8 @@ Refusing such work and re-sending it for the next window hands a large backlog t
 once per window per unit, thousands of refusals to complete a few hundred hydrations. A
 ticket is handed out instead, from the tier's capacity (``QuotaScheduler.tier_capacity``):
 the rest of this window's room, then a window's room at a time, never more in a UTC day than
-the tier's daily allowance; within a window the tickets are spread evenly over most of it.
+the tier's daily allowance. Places in this window are for now; in a later window the tickets
+are spread evenly over most of it.
 
 A ticket is a forecast, not a reservation: nothing is held in the scheduler's counters, so
 real-time work (which never takes a ticket) always goes ahead of queued work. When its window
@@ -176,9 +177,10 @@ def issue(
             # windows): the part of a place a full window could not give goes to the next one,
             # so over many windows the tier gets ``per_window`` a window, not its floor.
             move_to(window + 1, max(0.0, room - in_window) if in_window + cost > room else 0.0)
-        start = window * length
-        offset = SPREAD * length * in_window / room
-        at = max(now, start + offset)
+        # This window's room is what could be reserved now: work that fits it goes at once,
+        # so a small import is not paced over a quarter hour nobody else needs.
+        spread = SPREAD * length * in_window / room
+        at = now if window == current else window * length + spread
         tickets.append(Ticket(datetime.fromtimestamp(at, UTC), window, taken))
         taken += cost
         day_taken += cost

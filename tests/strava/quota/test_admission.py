@@ -97,6 +97,16 @@ def test_tickets_fill_this_windows_room_then_a_windows_room_each(build: Build) -
     assert [t.position for t in second] == list(range(5))
 
 
+def test_work_that_fits_this_windows_room_goes_at_once(build: Build) -> None:
+    # The first second of a quarter hour: a small import is not paced over the window.
+    clock = FakeClock(NOON + 1)
+    _, admission = build(clock)
+
+    tickets = admission.admit(Tier.BACKFILL, 20, cost=2)
+
+    assert {t.at.timestamp() for t in tickets} == {NOON + 1}
+
+
 def test_a_second_request_continues_where_the_first_stopped(build: Build) -> None:
     clock = FakeClock(NOON)
     _, admission = build(clock)
