@@ -1,21 +1,21 @@
 #!/usr/bin/env python3
 """Day-scale benchmark of the quota scheduler: simulated UTC days in which the daily limit binds.
 
-A 10,000-activity athlete imports (list pages, then one detail call per activity, at
+A 10,000-activity athlete imports (list pages at `recent`, then one detail call per activity at
 `backfill` tier) while webhook creates arrive at random through the day (detail and streams,
 two calls at `webhook` tier) and another client of the same app spends a little of the daily
 limit. Strava's 900 s windows and UTC days are simulated, not waited for: the scheduler is the
 service's own (Redis backend by default, on a flushed Redis db), run in this process with an
 injected clock that jumps from one event to the next; Strava's counting is the emulator's
 rate limiter on the same clock, and every call of ours is reconciled with the usage it
-reports, as the HTTP hooks do. A call takes `--latency` seconds of simulated time, and at most
-`--concurrency` backlog calls are in flight.
+reports, as the HTTP hooks do. A call takes `--latency` seconds of simulated time.
 
-What is simplified, so that eleven simulated days run in seconds: the backlog is one queue
-whose head is retried when the scheduler says it fits again (with the retry scatter of
-service/ingest/retry.py), not one message per activity each refused in turn, so refusals and
-re-deliveries are not measured here (scripts/bench_quota.py measures them with real
-processes). The service's own webhook coalescing, database and broker are not in the loop.
+The backlog goes through the service's own admission (service/strava/quota/admission.py), as
+the workers do: each list call takes its place at `recent` (the tier a backfill lists at) and
+the page's hydrations then take theirs at `backfill`; each is tried at its place, and one the
+scheduler refuses takes the next free place (a refusal is one re-delivery). What is left out,
+so that eleven simulated days run in seconds: the broker, the database and the webhook
+coalescing (scripts/bench_quota.py runs them, with real processes).
 
 Printed: per day, the requests Strava counted (ours by tier, and the other client's) against
 the daily budget (Strava's daily limit less the margin); the share of the daily budget used on
@@ -45,7 +45,10 @@ from bench_quota import percentile
 from service.emulator.config import RateLimits
 from service.emulator.ratelimits import RateLimiter
 from service.ingest.retry import Backoff, WaitForQuota, next_step
+from service.ingest.sync import LIST_TIERS
+from service.models import SyncKind
 from service.strava.quota import QuotaConfig, QuotaExceeded, QuotaScheduler, Tier
+from service.strava.quota.admission import build_admission
 from service.strava.quota.memory import MemoryQuotaScheduler
 from service.strava.quota.redis import RedisQuotaScheduler
 from service.strava.quota.scheduler import allowance
@@ -58,6 +61,7 @@ IMPORT_STARTS = MIDNIGHT + 86400
 WINDOW = 900
 DAY = 86400
 PAGE = 200  # activities per list page (the service's page size)
+LIST_TIER = LIST_TIERS[SyncKind.BACKFILL]
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,6 @@ class Options:
     creates_per_day: float
     external_per_day: float
     latency: float
-    concurrency: int
     max_days: int
     seed: int
     backend: str
@@ -83,7 +86,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--creates-per-day", type=float, default=24, help="webhook creates (2 calls each)")
     add("--external-per-day", type=float, default=10, help="other clients' requests a day")
     add("--latency", type=float, default=0.1, help="seconds per Strava call")
-    add("--concurrency", type=int, default=16, help="backlog calls in flight at most")
     add("--max-days", type=int, default=14, help="stop after this many days")
     add("--seed", type=int, default=1, help="of arrivals and retry scatter")
     add("--backend", choices=("redis", "memory"), default="redis")
@@ -94,7 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         creates_per_day=args.creates_per_day,
         external_per_day=args.external_per_day,
         latency=args.latency,
-        concurrency=args.concurrency,
         max_days=args.max_days,
         seed=args.seed,
         backend=args.backend,
@@ -203,37 +204,17 @@ def simulate(options: Options, config: QuotaConfig, *, backlog: bool) -> Outcome
 
     pages = math.ceil(options.activities / PAGE)
     units = pages + options.activities if backlog else 0
-    started = 0  # backlog calls admitted (list pages first, in order, then hydrations)
-    listed = 0  # activities listed so far: hydrations may not overtake their page
-    in_flight = 0
+    listed = 0  # activities listed so far
     done = 0
     import_done_at: float | None = None
     denials = 0
-    head_waiting = False
-    page_in_flight = False
     if backlog:
-        at(IMPORT_STARTS, "backlog")
+        at(IMPORT_STARTS, "page")
 
-    def try_backlog() -> None:
-        nonlocal started, in_flight, denials, head_waiting, page_in_flight
-        while started < units and in_flight < options.concurrency:
-            is_page = started < pages
-            if not is_page and started - pages >= listed:
-                return  # the next hydration's page is still being listed
-            if is_page and page_in_flight:
-                return  # pages are listed one after another
-            try:
-                scheduler.reserve(Tier.BACKFILL, "read")
-            except QuotaExceeded as error:
-                denials += 1
-                head_waiting = True
-                at(wait(error, 1), "backlog")
-                return
-            strava.call("backfill", clock.now)
-            started += 1
-            in_flight += 1
-            page_in_flight = page_in_flight or is_page
-            at(clock.now + options.latency, "backlog-done", int(is_page))
+    admission = build_admission(scheduler)
+
+    def place(tier: Tier, count: int = 1) -> list[float]:
+        return [ticket.at.timestamp() for ticket in admission.admit(tier, count)]
 
     while events:
         moment, _, kind, payload = heapq.heappop(events)
@@ -254,19 +235,31 @@ def simulate(options: Options, config: QuotaConfig, *, backlog: bool) -> Outcome
                 at(moment + options.latency, "create-retry", payload)
             else:
                 latencies.append(moment + options.latency - creates[payload])
-        elif kind == "backlog":
-            head_waiting = False
-            try_backlog()
-        elif kind == "backlog-done":
-            in_flight -= 1
+        elif kind == "page":
+            # The next list call takes its place first, at `recent` as a backfill lists.
+            at(place(LIST_TIER)[0], "list")
+        elif kind in ("list", "hydrate"):
+            tier = LIST_TIER if kind == "list" else Tier.BACKFILL
+            try:
+                scheduler.reserve(tier, "read")
+            except QuotaExceeded:
+                # Refused at its place: the next free one (the worker's `_next_place`).
+                denials += 1
+                at(admission.next_place(tier, refused=True).timestamp(), kind)
+                continue
+            strava.call("backfill", moment)
+            at(moment + options.latency, f"{kind}-done")
+        elif kind in ("list-done", "hydrate-done"):
             done += 1
-            if payload:
-                listed = min(options.activities, listed + PAGE)
-                page_in_flight = False
+            if kind == "list-done":
+                count = min(PAGE, options.activities - listed)
+                listed += count
+                for placed in place(Tier.BACKFILL, count):
+                    at(placed, "hydrate")
+                if listed < options.activities:
+                    at(moment, "page")
             if done == units:
                 import_done_at = moment
-            if not head_waiting:
-                try_backlog()
     scheduler.close()
     return Outcome(
         latencies=latencies,
@@ -323,7 +316,10 @@ def report(options: Options, config: QuotaConfig, run: Outcome, quiet: Outcome) 
         f"({budget} - {rt_per_day:.0f} - {ext_per_day:.0f}) = "
         f"{units / (budget - rt_per_day - ext_per_day):.2f} days)"
     )
-    print(f"  scheduler refusals of the backlog's head: {run.denials}; 429s: {run.throttled}")
+    print(
+        f"  refusals of queued work (each a re-delivery) per unit: {run.denials}/{units} = "
+        f"{run.denials / units:.3f}; 429s: {run.throttled}"
+    )
 
     def line(label: str, outcome: Outcome) -> str:
         v = outcome.latencies

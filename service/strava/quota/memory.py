@@ -23,6 +23,7 @@ from service.strava.quota.scheduler import (
     Reconciliation,
     WindowPlan,
     blocking_windows,
+    other_usage,
     window_demand,
     window_index,
 )
@@ -39,11 +40,17 @@ class _WindowCounts:
     by_tier: Counter[tuple[Bucket, Tier]] = field(default_factory=Counter)
     denied: Counter[Tier] = field(default_factory=Counter)
 
+    def ours(self, bucket: Bucket) -> int:
+        return sum(count for (b, _tier), count in self.by_tier.items() if b == bucket)
+
+    def other_usage(self, bucket: Bucket) -> int:
+        return other_usage(self.used[bucket], self.ours(bucket))
+
     def demand(self, bucket: Bucket, tier: Tier, *, others: bool = True) -> int:
         """``window_demand`` of the tiers above ``tier``."""
         return window_demand(
             self.used[bucket],
-            sum(count for (b, _tier), count in self.by_tier.items() if b == bucket),
+            self.ours(bucket),
             sum(self.by_tier[(bucket, higher)] for higher in above(tier)),
             sum(self.denied[higher] for higher in above(tier)),
             others=others,
@@ -115,6 +122,10 @@ class MemoryQuotaScheduler(QuotaScheduler):
                     0 if past is None else past.demand(bucket, FIRST_YIELDING, others=False)
                     for past in history
                 )
+                for bucket in BUCKETS
+            },
+            other_usage_history={
+                bucket: tuple(0 if past is None else past.other_usage(bucket) for past in history)
                 for bucket in BUCKETS
             },
             demand_now={

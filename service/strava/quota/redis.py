@@ -42,6 +42,7 @@ from service.strava.quota.scheduler import (
     QuotaConfig,
     QuotaScheduler,
     Reconciliation,
+    other_usage,
     window_demand,
     window_index,
     window_position,
@@ -368,6 +369,12 @@ class RedisQuotaScheduler(QuotaScheduler):
                 )
                 for bucket in BUCKETS
             },
+            other_usage_history={
+                bucket: tuple(
+                    other_usage(fields.get(bucket, 0), _ours(fields, bucket)) for fields in past
+                )
+                for bucket in BUCKETS
+            },
             demand_now={
                 (bucket, tier): _demand(_decoded(short), bucket, tier)
                 for bucket in BUCKETS
@@ -402,11 +409,16 @@ def _demand(fields: dict[str, int], bucket: Bucket, tier: Tier, *, others: bool 
     """``window_demand`` of the tiers above ``tier`` in one window's hash."""
     return window_demand(
         fields.get(bucket, 0),
-        sum(fields.get(f"{bucket}:{each.value}", 0) for each in TIERS_BY_PRIORITY),
+        _ours(fields, bucket),
         sum(fields.get(f"{bucket}:{higher.value}", 0) for higher in above(tier)),
         sum(fields.get(f"denied:{higher.value}", 0) for higher in above(tier)),
         others=others,
     )
+
+
+def _ours(fields: dict[str, int], bucket: Bucket) -> int:
+    """Our own reservations in one window's hash."""
+    return sum(fields.get(f"{bucket}:{each.value}", 0) for each in TIERS_BY_PRIORITY)
 
 
 def _decoded(fields: dict[bytes, bytes]) -> dict[str, int]:

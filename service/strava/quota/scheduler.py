@@ -12,8 +12,9 @@ to need for the rest of the window; for ``recent`` that is the real-time tiers a
 clients, and ``backfill`` and ``reconcile`` also leave ``recent`` what it is doing in the
 current window. The expected need is a forecast of *demand* (used, refused, and the usage
 Strava reported beyond ours; ``window_demand``) learned from the last few short windows
-(real-time work only: another client's full window is not forecast to recur), the current
-window and the day (other clients included), and yesterday
+(their peak of real-time work only: another client's full window is not forecast to recur as
+a burst; their mean with other clients), the current window and the day (other clients
+included), and yesterday
 (``forecast_demand``, ``kept_for_realtime``): in the short window its recent peak (or this
 window's rate so far when that runs hotter) times the fraction of the window still to come;
 in the day the daily rate times the fraction of the day left; both with Poisson headroom for
@@ -219,7 +220,13 @@ def window_demand(
     hydrations is work that ends, not a rate that comes back. Other clients' usage counts in
     the current window and the day (``others``), not in the recent windows' peak: one window
     another client filled is not forecast to recur in each of the next four."""
-    return above_used + above_denied + (max(0, used - ours) if others else 0)
+    return above_used + above_denied + (other_usage(used, ours) if others else 0)
+
+
+def other_usage(used: int, ours: int) -> int:
+    """The usage Strava reported in a window beyond our own reservations: other clients of
+    the same app."""
+    return max(0, used - ours)
 
 
 @dataclass(frozen=True)
@@ -227,18 +234,23 @@ class Forecast:
     """Demand per short window, learned from recent windows (``window_demand`` of each).
 
     Parameters:
-        peak: the highest of the recent windows: the headroom for bursts.
-        mean: their mean: the rate expected over many windows (the rest of the day).
+        peak: the highest real-time demand of the recent windows: the headroom for bursts.
+        mean: the mean of their demand with other clients' usage: what a lower tier cannot
+            expect of a window over many windows (the rest of the day).
     """
 
     peak: float
     mean: float
 
 
-def forecast_demand(history: Sequence[int]) -> Forecast:
-    """The forecast from the last ``FORECAST_WINDOWS`` windows' demand (missing ones are 0)."""
+def forecast_demand(history: Sequence[int], others: Sequence[int] = ()) -> Forecast:
+    """The forecast from the last ``FORECAST_WINDOWS`` windows' real-time demand and other
+    clients' usage (missing windows are 0). Other clients count in the mean only: a lower
+    tier's places in later windows must leave what they spend on average, but one window
+    another client filled is no burst to keep room for."""
     recent = [*history[:FORECAST_WINDOWS]] + [0] * (FORECAST_WINDOWS - len(history))
-    return Forecast(peak=float(max(recent)), mean=sum(recent) / FORECAST_WINDOWS)
+    spent = sum(recent) + sum(others[:FORECAST_WINDOWS])
+    return Forecast(peak=float(max(recent)), mean=spent / FORECAST_WINDOWS)
 
 
 @dataclass(frozen=True)
@@ -255,6 +267,13 @@ class DayDemand:
 
     yesterday: int = 0
     today: int = 0
+
+
+def daily_rate(day: DayDemand, day_elapsed: float) -> float:
+    """Real-time demand and other clients' usage expected in a whole UTC day: yesterday's, or
+    today's so far when that runs hotter (counted as if at least ``OBSERVED_FLOOR`` of the day
+    had passed)."""
+    return max(float(day.yesterday), day.today / max(day_elapsed, OBSERVED_FLOOR))
 
 
 def kept_for_realtime(
@@ -277,12 +296,12 @@ def kept_for_realtime(
     window's. All reach nothing at their boundary.
     The Lua script of the Redis backend repeats this arithmetic step for step.
     """
-    daily_rate = max(float(day.yesterday), day.today / max(day_elapsed, OBSERVED_FLOOR))
+    rate_of_day = daily_rate(day, day_elapsed)
     windows_per_day = windows_left_today / (1.0 - day_elapsed)
     rate = max(forecast.peak, demand_now / max(elapsed, OBSERVED_FLOOR))
-    in_window = daily_rate / windows_per_day * (1.0 - elapsed)
+    in_window = rate_of_day / windows_per_day * (1.0 - elapsed)
     short = max(rate * (1.0 - elapsed), in_window + DAY_HEADROOM * math.sqrt(in_window))
-    expected = daily_rate * (1.0 - day_elapsed)
+    expected = rate_of_day * (1.0 - day_elapsed)
     daily = max(expected + DAY_HEADROOM * math.sqrt(expected), short)
     return Kept(short=short, daily=daily)
 
@@ -428,6 +447,7 @@ class Counters:
         demand_history: per bucket, the real-time demand (``window_demand`` of the tiers
             above ``FIRST_YIELDING``, other clients not included) of the previous short windows,
             the most recent first (``FORECAST_WINDOWS`` of them; a window without counts is 0).
+        other_usage_history: per bucket, ``other_usage`` of the same previous windows.
         demand_now: per (bucket, tier), ``window_demand`` of the tiers above ``tier`` in the
             current short window so far.
         day_demand: per bucket, the real-time demand, other clients included, yesterday and
@@ -440,6 +460,7 @@ class Counters:
     throttled: int
     denials: Mapping[Tier, int]
     demand_history: Mapping[Bucket, tuple[int, ...]] = field(default_factory=dict)
+    other_usage_history: Mapping[Bucket, tuple[int, ...]] = field(default_factory=dict)
     demand_now: Mapping[tuple[Bucket, Tier], int] = field(default_factory=dict)
     day_demand: Mapping[Bucket, DayDemand] = field(default_factory=dict)
 
@@ -569,7 +590,11 @@ class WindowPlan:
         self.short_index = window_index(now, config.window_seconds)
         self.elapsed, self.windows_left_today, self.day_elapsed = window_position(config, now)
         self.forecasts = {
-            bucket: forecast_demand(counters.demand_history.get(bucket, ())) for bucket in BUCKETS
+            bucket: forecast_demand(
+                counters.demand_history.get(bucket, ()),
+                counters.other_usage_history.get(bucket, ()),
+            )
+            for bucket in BUCKETS
         }
         self.kept = {
             (bucket, tier): self.kept_at(bucket, tier, now)
@@ -649,9 +674,14 @@ class WindowPlan:
             )
 
         def expected(bucket: Bucket, window: Window) -> float:
-            # A whole future window (or day): the allowance less the mean demand of others.
+            # A whole future window (or day): the allowance less the demand of others, a day's
+            # forecast from whole days (a few quarter hours' mean times 96 is mostly noise).
             limit = self.limit(bucket, window)
-            others = self.forecasts[bucket].mean * (1 if window == "short" else per_day)
+            others = (
+                self.forecasts[bucket].mean
+                if window == "short"
+                else daily_rate(self.counters.day_demand.get(bucket, DayDemand()), self.day_elapsed)
+            )
             own: float = allowance(limit, self.config.factor(tier, window))
             if yields:
                 own = min(own, realtime_allowance(self.config, limit, window) - others)

@@ -83,11 +83,11 @@ def test_capacity_counts_todays_usage_and_what_realtime_work_wanted(
     capacity = scheduler.tier_capacity(Tier.BACKFILL)
 
     # The 30 webhook calls of the last window are held free (its peak of 30 over the whole
-    # window just begun): 95 - 30 - 10 used = 55 now. Going forward the mean of the last four
-    # windows' real-time demand, 30 / 4 = 7.5, is forecast for every window of a day: backfill
-    # can expect 950 - 96 x 7.5 = 230 of a day (under its 570), 230 / 96 a window.
+    # window just begun): 95 - 30 - 10 used = 55 now. Going forward a whole day is forecast
+    # at today's rate, 30 in the half day gone: 60 of the 950 leave backfill its share, 570
+    # of a day, 5.9375 a window.
     assert capacity.room_now == 55
-    assert capacity.per_window == pytest.approx(230 / 96)
+    assert capacity.per_window == pytest.approx(570 / 96)
     assert capacity.daily_room == 570 - 40
 
 

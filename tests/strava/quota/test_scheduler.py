@@ -478,6 +478,25 @@ def test_usage_other_clients_reported_counts_against_the_forecast(
     assert (kept, backfill) == (30, 95 - 31 - 30)
 
 
+def test_other_clients_usage_of_recent_windows_lowers_what_the_backlog_can_expect(
+    make_scheduler: MakeScheduler,
+) -> None:
+    clock = FakeClock(NOON - 4 * QUARTER)
+    # A day that never binds: the short window's forecast decides.
+    roomy_day = WindowPair(short=100, daily=100_000)
+    scheduler = make_scheduler(clock, replace(UNCAPPED, limit=roomy_day, read_limit=roomy_day))
+    for quarter in range(4):
+        clock.now = NOON - (4 - quarter) * QUARTER
+        scheduler.reserve(Tier.WEBHOOK, "read")
+        # Strava counted 3 in the window: our webhook call and two of another client.
+        daily = 3 * (quarter + 1)
+        scheduler.observe("read", 200, snapshot(usage=(3, daily), read_usage=(3, daily)))
+    clock.now = NOON
+
+    # Three a window expected, two of them the other client's.
+    assert scheduler.tier_capacity(Tier.BACKFILL).per_window == pytest.approx(95 - 3)
+
+
 def test_a_sudden_external_spender_never_takes_us_past_the_budget(
     make_scheduler: MakeScheduler,
 ) -> None:
@@ -509,8 +528,9 @@ def test_tier_capacity_gives_room_now_and_the_rate_expected_going_forward(
     webhook = scheduler.tier_capacity(Tier.WEBHOOK)
 
     assert backfill.room_now == 95 - 5
-    # A day of 96 quarter hours at 5 each leaves 950 - 480 for the backlog: 4.9 a window.
-    assert backfill.per_window == pytest.approx((950 - 480) / 96)
+    # Today's 20 in half a day: 40 expected in a whole day, which leaves the backlog 950 - 40
+    # of a day (a few quarter hours' mean times 96, 480, would be mostly noise).
+    assert backfill.per_window == pytest.approx((950 - 40) / 96)
     # Today's 20 in half a day: 20 more expected by midnight, with four deviations of headroom.
     assert backfill.daily_room == math.floor(950 - 20 - (20 + 4 * math.sqrt(20)))
     assert webhook.room_now == 95
