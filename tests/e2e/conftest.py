@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,25 @@ from sqlalchemy.engine import Engine
 from support import FakeStrava, service_env
 
 from service.db import create_db_engine, upgrade_schema
+
+# How much of each process's log a failure report shows: the end, where it went wrong.
+LOG_TAIL_CHARS = 6000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the end of every process log it wrote under its
+    ``tmp_path``: the processes ran outside pytest's capture, and CI keeps only the report."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    tmp_path = funcargs.get("tmp_path")
+    if report.failed and isinstance(tmp_path, Path):
+        for log_file in sorted(tmp_path.rglob("*.log")):
+            tail = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+            report.sections.append((f"process log {log_file.relative_to(tmp_path)}", tail))
+    return report
 
 
 @pytest.fixture
