@@ -23,6 +23,7 @@ from service.metrics.exposition import serve_metrics
 from workers import liveness
 from workers.actors import setup_workers
 from workers.broker import setup_broker
+from workers.stop_signal import treat_copies_as_one_stop
 
 
 def start() -> dramatiq.Broker:
@@ -33,6 +34,7 @@ def start() -> dramatiq.Broker:
     except ConfigError as error:
         sys.exit(str(error))
     configure_logging(settings.log_level, settings.log_format_in_effect)
+    treat_copies_as_one_stop()
     broker = setup_broker(settings.broker_url)
     # Started when this process's worker boots and closed when it shuts down.
     metrics = EventMetrics(build_event_store(settings.broker_url))
