@@ -113,7 +113,7 @@ class Dispatcher:
                 kwargs={},
                 options={},
             ),
-            delay=delay_ms,
+            delay=_delay(delay_ms),
         )
 
     def send_hydration(self, activity_id: int, tier: str, delay_ms: int | None = None) -> None:
@@ -127,7 +127,7 @@ class Dispatcher:
                 kwargs={},
                 options={},
             ),
-            delay=delay_ms,
+            delay=_delay(delay_ms),
         )
 
     def send_sync(self, job_id: int, delay_ms: int | None = None) -> None:
@@ -139,5 +139,11 @@ class Dispatcher:
                 kwargs={},
                 options={},
             ),
-            delay=delay_ms,
+            delay=_delay(delay_ms),
         )
+
+
+def _delay(delay_ms: int | None) -> int | None:
+    # dramatiq's Redis broker routes any delay, 0 included, through its delay queue, which a
+    # worker moves to the queue proper only on its next poll: work due now skips it.
+    return delay_ms if delay_ms else None

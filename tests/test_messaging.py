@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.messaging import async_twin, build_broker
+from service.messaging import EVENTS_QUEUE, Dispatcher, async_twin, build_broker
 
 
 def test_the_async_twin_reaches_the_brokers_server_and_database(redis_url: str) -> None:
@@ -40,3 +40,18 @@ def test_the_async_twin_fails_fast_like_the_broker_when_redis_is_down() -> None:
     with pytest.raises(RedisConnectionError):
         asyncio.run(ping())
     broker.close()
+
+
+def test_work_due_now_goes_to_the_queue_itself_not_the_delay_queue(redis_url: str) -> None:
+    broker = build_broker(redis_url)
+    client = broker.client
+    client.flushdb()
+    try:
+        Dispatcher(broker).send_event(1, 0)
+        Dispatcher(broker).send_event(2, 60_000)
+
+        assert client.llen(f"dramatiq:{EVENTS_QUEUE}") == 1
+        assert client.llen(f"dramatiq:{EVENTS_QUEUE}.DQ") == 1
+    finally:
+        client.flushdb()
+        broker.close()
