@@ -105,45 +105,26 @@ class Dispatcher:
         self.broker = broker
 
     def send_event(self, inbox_id: int, delay_ms: int | None = None) -> None:
-        self.broker.enqueue(
-            dramatiq.Message(
-                queue_name=EVENTS_QUEUE,
-                actor_name=PROCESS_EVENT,
-                args=(inbox_id,),
-                kwargs={},
-                options={},
-            ),
-            delay=_delay(delay_ms),
-        )
+        self._send(EVENTS_QUEUE, PROCESS_EVENT, (inbox_id,), delay_ms)
 
     def send_hydration(self, activity_id: int, tier: str, delay_ms: int | None = None) -> None:
         """Queue the activity's hydration at `tier`: on-demand ones on their own queue."""
         on_demand = tier == ON_DEMAND_TIER
-        self.broker.enqueue(
-            dramatiq.Message(
-                queue_name=ON_DEMAND_QUEUE if on_demand else HYDRATE_QUEUE,
-                actor_name=HYDRATE_ON_DEMAND if on_demand else HYDRATE_ACTIVITY,
-                args=(activity_id, tier),
-                kwargs={},
-                options={},
-            ),
-            delay=_delay(delay_ms),
+        self._send(
+            ON_DEMAND_QUEUE if on_demand else HYDRATE_QUEUE,
+            HYDRATE_ON_DEMAND if on_demand else HYDRATE_ACTIVITY,
+            (activity_id, tier),
+            delay_ms,
         )
 
     def send_sync(self, job_id: int, delay_ms: int | None = None) -> None:
-        self.broker.enqueue(
-            dramatiq.Message(
-                queue_name=SYNC_QUEUE,
-                actor_name=RUN_SYNC_JOB,
-                args=(job_id,),
-                kwargs={},
-                options={},
-            ),
-            delay=_delay(delay_ms),
+        self._send(SYNC_QUEUE, RUN_SYNC_JOB, (job_id,), delay_ms)
+
+    def _send(self, queue: str, actor: str, args: tuple[object, ...], delay_ms: int | None) -> None:
+        message: dramatiq.Message[object] = dramatiq.Message(
+            queue_name=queue, actor_name=actor, args=args, kwargs={}, options={}
         )
-
-
-def _delay(delay_ms: int | None) -> int | None:
-    # dramatiq's Redis broker routes any delay, 0 included, through its delay queue, which a
-    # worker moves to the queue proper only on its next poll: work due now skips it.
-    return delay_ms if delay_ms else None
+        # dramatiq's Redis broker routes any delay, 0 included, through its delay queue,
+        # which a worker moves to the queue proper only on its next poll: work due now
+        # skips it.
+        self.broker.enqueue(message, delay=delay_ms or None)

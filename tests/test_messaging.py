@@ -47,8 +47,9 @@ def test_work_due_now_goes_to_the_queue_itself_not_the_delay_queue(redis_url: st
     client = broker.client
     client.flushdb()
     try:
-        Dispatcher(broker).send_event(1, 0)
-        Dispatcher(broker).send_event(2, 60_000)
+        dispatcher = Dispatcher(broker)
+        dispatcher.send_event(1, 0)
+        dispatcher.send_event(2, 60_000)
 
         assert client.llen(f"dramatiq:{EVENTS_QUEUE}") == 1
         assert client.llen(f"dramatiq:{EVENTS_QUEUE}.DQ") == 1
