@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
 """Benchmark of the app-wide quota scheduler: a sped-up day against the Strava emulator.
 
-The service runs in production mode, as the Procfile runs it (`strava-ingest serve` and
-several `strava-ingest worker` processes on PostgreSQL and Redis), against the emulator served
-in this process on a loopback port, with Strava's limits and a window of a few seconds instead
-of fifteen minutes. Both sides count the same epoch-aligned windows.
+The service runs in production mode, as the Procfile runs it (`strava-ingest serve`, several
+`strava-ingest worker` processes and `strava-ingest scheduler` on PostgreSQL and Redis), against
+the emulator served in this process on a loopback port, with Strava's limits and a window of a
+few seconds instead of fifteen minutes. Both sides count the same epoch-aligned windows.
 
 Phase A: a Poisson stream of webhook creates for one connected athlete, nothing else.
 Phase B: the same stream while a backlog far larger than one window waits: a second athlete
-with a long history connects, and the service's own backfill lists it and queues the
-hydrations (recent ones at `recent` tier, older ones at `backfill`).
+with a long history connects, and the service's own backfill lists it; its hydrations (recent
+ones at `recent` tier, with streams, older ones at `backfill`) wait in their rows, and the
+scheduler process's release duty admits them every release tick, their requests reserved,
+and sends them to the workers prepaid (service/ingest/held.py).
 
 Printed: per window the requests Strava counted (by tier), its 429s, the scheduler's own
 count, denials, and the budget of the tiers with waiting work; then the share of that budget
-used while work waited, and webhook-to-hydrated latency percentiles (detail and streams, both
-fetched at webhook priority) without and with the backlog, each against its target
-(PASS/FAIL); the latency to the detail alone is shown too.
+used while work waited, the refusals (the scheduler's denials) per completed unit of work,
+and webhook-to-hydrated latency percentiles (detail and streams, both fetched at webhook
+priority) without and with the backlog, each against its target (PASS/FAIL); the latency to
+the detail alone is shown too. A backlog hydration counts as done when its row is `complete`.
 
 Needs PostgreSQL and Redis; the database named in --database-url is dropped and recreated
 and the Redis db in --redis-url is flushed. Run: `.venv/bin/python scripts/bench_quota.py`.
@@ -57,8 +60,10 @@ from service.emulator import Emulator, EmulatorConfig
 from service.emulator.config import RateLimits
 from service.emulator.ratelimits import RateLimiter, Usage
 from service.emulator.server import BackgroundServer
+from service.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
+from service.heartbeats import SCHEDULER
 from service.ingest.policy import HydrationPolicy, plan_hydration
-from service.models import Activity, InboxEvent
+from service.models import Activity, HydrationStatus, InboxEvent
 from service.strava.quota import QuotaConfig, Tier
 from service.strava.quota.redis import RedisQuotaScheduler
 from service.strava.quota.scheduler import allowance
@@ -103,7 +108,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--window-seconds", type=int, default=6, help="length of the short window (Strava: 900)")
     add("--baseline-windows", type=int, default=4, help="windows of phase A (no backlog)")
     add("--windows", type=int, default=12, help="windows of phase B (backlog waiting)")
-    add("--backlog", type=int, default=1500, help="activities queued as backfill in phase B")
+    add(
+        "--backlog",
+        type=int,
+        default=1500,
+        help="activities of the athlete who connects in phase B",
+    )
     add("--events-per-window", type=int, default=15, help="webhook creates per window")
     add("--workers", type=int, default=2, help="`strava-ingest worker` processes")
     add("--threads", type=int, default=8, help="dramatiq threads per worker process")
@@ -232,7 +242,8 @@ def daily_limit(short: int) -> int:
 
 @contextmanager
 def service(options: Options, env: dict[str, str], logs: Path) -> Iterator[str]:
-    """Web and worker processes, as the Procfile starts them; yields the web app's URL."""
+    """Web, worker and scheduler processes, as the Procfile starts them; yields the web app's
+    URL. Without the scheduler process no waiting hydration would ever be admitted."""
     heartbeats = redis.Redis.from_url(options.redis_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -251,6 +262,15 @@ def service(options: Options, env: dict[str, str], logs: Path) -> Iterator[str]:
             lambda: heartbeats.zcard("dramatiq:__heartbeats__") >= options.workers,
             timeout=60,
             what="the workers",
+        )
+        stack.enter_context(
+            running(
+                command("scheduler"),
+                env=env,
+                log_file=logs / "scheduler.log",
+                cwd=logs,
+                ready=lambda: bool(heartbeats.keys(f"{HEARTBEAT_PREFIX}{SCHEDULER}:*")),
+            )
         )
         stack.enter_context(
             running(
@@ -432,8 +452,10 @@ def classify(path: str, tiers: dict[int, Tier]) -> str:
     if path == EXTERNAL:
         return EXTERNAL
     prefix = "/api/v3/activities/"
-    if path.startswith(prefix) and path[len(prefix) :].isdigit():
-        tier = tiers.get(int(path[len(prefix) :]))
+    # A detail or its streams: the work is the activity's hydration either way.
+    activity = path[len(prefix) :].removesuffix("/streams")
+    if path.startswith(prefix) and activity.isdigit():
+        tier = tiers.get(int(activity))
         return tier.value if tier is not None else "webhook"
     return "list" if path == "/api/v3/athlete/activities" else "other"
 
@@ -506,7 +528,8 @@ class Outcome:
     # When the backfill had listed every page (its job finished); None if it never did.
     listed_at: float | None
     tiers: dict[int, Tier]
-    # Per backlog activity: when its row was stored by the listing, when it was hydrated.
+    # Per backlog activity: when its row was stored by the listing, when it was hydrated
+    # (its row `complete`: the detail, and the streams its tier fetches).
     listed: dict[int, float]
     hydrated: dict[int, float]
     hits: list[Hit]
@@ -646,7 +669,7 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
         "  emulator; sched: the scheduler's own count 50 ms before the window ended; budget:\n"
         "  Strava's limit less the margin, in windows where backlog waited throughout; used:\n"
         "  min(sent, budget) / budget; denied: reservations the scheduler refused; left:\n"
-        "  backlog listed, not yet hydrated"
+        "  backlog listed, not yet complete"
     )
 
     waiting = [row for row in rows if row.budget is not None]
@@ -670,7 +693,7 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
     )
     print(
         f"  backlog: {len(outcome.tiers)} activities to hydrate ({per_tier[Tier.RECENT]} recent, "
-        f"{per_tier[Tier.BACKFILL]} backfill), {listed}; {done} hydrated by the end"
+        f"{per_tier[Tier.BACKFILL]} backfill), {listed}; {done} complete by the end"
     )
     if waiting:
         totals = [row.total for row in waiting]
@@ -692,7 +715,7 @@ def report(outcome: Outcome, options: Options, config: QuotaConfig) -> bool:
     units = done + sum(1 for _, detail, _ in outcome.events if detail is not None)
     denials = sum(outcome.denials.values())
     print(
-        f"  refusals (quota denials, each a re-delivery) per completed unit of work: "
+        f"  refusals (the scheduler's quota denials, all tiers) per completed unit of work: "
         f"{denials}/{units} = {denials / units if units else math.nan:.2f}"
     )
     print(
@@ -750,7 +773,7 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
             # The one seeded athlete carries the backlog; the webhook athlete is added empty.
             athletes=1,
             activities_per_athlete=options.backlog,
-            # Streams are not fetched; short tracks keep each detail cheap to render.
+            # Short tracks keep each detail and stream cheap to render.
             max_stream_points=50,
             window_seconds=length,
             limits=RateLimits(
@@ -831,7 +854,12 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
                 listed_at=listed_at(engine, backlog_athlete),
                 tiers=tiers,
                 listed=column_times(engine, col(Activity.created_at), list(tiers)),
-                hydrated=column_times(engine, col(Activity.hydrated_at), list(tiers)),
+                hydrated=column_times(
+                    engine,
+                    col(Activity.hydrated_at),
+                    list(tiers),
+                    col(Activity.hydration_status) == HydrationStatus.COMPLETE.value,
+                ),
                 hits=limiter.snapshot(),
                 samples=dict(sampler.samples),
                 events=event_times(engine),
@@ -855,17 +883,22 @@ def simulate(options: Options, config: QuotaConfig, logs: Path) -> Outcome:
 
 def hydrated_count(engine: Engine, ids: list[int]) -> int:
     query = sa.select(sa.func.count()).where(
-        col(Activity.id).in_(ids), col(Activity.hydrated_at).is_not(None)
+        col(Activity.id).in_(ids),
+        col(Activity.hydration_status) == HydrationStatus.COMPLETE.value,
     )
     with engine.connect() as connection:
         return int(connection.execute(query).scalar_one())
 
 
 def column_times(
-    engine: Engine, column: Mapped[datetime] | Mapped[datetime | None], ids: list[int]
+    engine: Engine,
+    column: Mapped[datetime] | Mapped[datetime | None],
+    ids: list[int],
+    *conditions: sa.ColumnElement[bool],
 ) -> dict[int, float]:
-    """A timestamp column of the given activities, as epoch seconds, where it is set."""
-    query = sa.select(col(Activity.id), column).where(col(Activity.id).in_(ids))
+    """A timestamp column of the given activities (those that meet `conditions`), as epoch
+    seconds, where it is set."""
+    query = sa.select(col(Activity.id), column).where(col(Activity.id).in_(ids), *conditions)
     with engine.connect() as connection:
         return {
             activity_id: moment.timestamp()
@@ -901,7 +934,9 @@ def event_times(engine: Engine) -> list[tuple[float, float | None, float | None]
             (
                 received.timestamp(),
                 processed.timestamp() if processed else None,
-                hydrated.timestamp() if hydrated and status == "complete" else None,
+                hydrated.timestamp()
+                if hydrated and status == HydrationStatus.COMPLETE.value
+                else None,
             )
             for received, processed, hydrated, status in connection.execute(query)
         ]

@@ -197,10 +197,6 @@ class Settings(DatabaseSettings):
     # A job's log (service/ingest/job_log.py) is for watching and diagnosing recent syncs,
     # not an archive: its entries are pruned by the scheduler once older than this.
     sync_log_retention_days: Annotated[float, Field(gt=0)] = 7.0
-    # Work waiting for quota is delivered when its place in the queue comes (a delayed
-    # message); a hydration whose place is further ahead than this waits in its row instead,
-    # so Redis holds at most this much of a large backlog (service/ingest/held.py).
-    admission_horizon_seconds: Annotated[float, Field(gt=0)] = 3600.0
     # Sync progress streams (service/ingest/progress.py, service/web/progress_fanout.py): how
     # many progress events Redis keeps (a reconnect further behind than that gets the latest
     # state instead of every event), how many events one subscriber may have waiting before

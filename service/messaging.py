@@ -107,22 +107,38 @@ class Dispatcher:
     def send_event(self, inbox_id: int, delay_ms: int | None = None) -> None:
         self._send(EVENTS_QUEUE, PROCESS_EVENT, (inbox_id,), delay_ms)
 
-    def send_hydration(self, activity_id: int, tier: str, delay_ms: int | None = None) -> None:
-        """Queue the activity's hydration at `tier`: on-demand ones on their own queue."""
+    def send_hydration(
+        self,
+        activity_id: int,
+        tier: str,
+        delay_ms: int | None = None,
+        prepaid: tuple[int, int] | None = None,
+    ) -> None:
+        """Queue the activity's hydration at `tier`: on-demand ones on their own queue.
+        `prepaid` (short window, requests): admission reserved that many of its requests in
+        that window (service/strava/quota/admission.py)."""
         on_demand = tier == ON_DEMAND_TIER
         self._send(
             ON_DEMAND_QUEUE if on_demand else HYDRATE_QUEUE,
             HYDRATE_ON_DEMAND if on_demand else HYDRATE_ACTIVITY,
             (activity_id, tier),
             delay_ms,
+            {} if prepaid is None else {"prepaid": list(prepaid)},
         )
 
     def send_sync(self, job_id: int, delay_ms: int | None = None) -> None:
         self._send(SYNC_QUEUE, RUN_SYNC_JOB, (job_id,), delay_ms)
 
-    def _send(self, queue: str, actor: str, args: tuple[object, ...], delay_ms: int | None) -> None:
+    def _send(
+        self,
+        queue: str,
+        actor: str,
+        args: tuple[object, ...],
+        delay_ms: int | None,
+        kwargs: dict[str, object] | None = None,
+    ) -> None:
         message: dramatiq.Message[object] = dramatiq.Message(
-            queue_name=queue, actor_name=actor, args=args, kwargs={}, options={}
+            queue_name=queue, actor_name=actor, args=args, kwargs=kwargs or {}, options={}
         )
         # dramatiq's Redis broker routes any delay, 0 included, through its delay queue,
         # which a worker moves to the queue proper only on its next poll: work due now

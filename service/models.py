@@ -168,9 +168,17 @@ class Activity(SQLModel, table=True):
             postgresql_where=sa.text(_HYDRATING),
             sqlite_where=sa.text(_HYDRATING),
         ),
+        # The hydrations waiting for quota, longest waiting first (service/ingest/held.py);
+        # `recent` ones by start date, so that finding them never scans a backlog of old ones.
         sa.Index(
             "ix_activities_hydration_held_until",
             "hydration_held_until",
+            postgresql_where=sa.text(_HELD),
+            sqlite_where=sa.text(_HELD),
+        ),
+        sa.Index(
+            "ix_activities_waiting_start",
+            "start_date",
             postgresql_where=sa.text(_HELD),
             sqlite_where=sa.text(_HELD),
         ),
@@ -218,9 +226,8 @@ class Activity(SQLModel, table=True):
     # When a reader last queued an on-demand hydration (service/ingest/on_demand.py): while
     # it is recent, no other reader queues another.
     on_demand_requested_at: datetime | None = _timestamp()
-    # Set while the hydration waits outside the broker: its place in the quota queue is
-    # beyond ADMISSION_HORIZON_SECONDS; the release duty sends it when the place is near
-    # (service/ingest/held.py).
+    # Set while the hydration waits for quota outside the broker: when it began to wait, its
+    # place in the queue; the release duty admits it (service/ingest/held.py).
     hydration_held_until: datetime | None = _timestamp()
     # Webhook event ordering (service/ingest/events.py, docs/events.md), in Strava's
     # event_time (unix seconds): the newest event seen for this activity; the event time the

@@ -296,12 +296,10 @@ class LoopbackProxy:
 
 def duty_deps(settings: Settings, engine: Engine) -> DutyDeps:
     """The periodic duties' dependencies: no broker behind the dispatcher, and Strava's client
-    metered by an in-memory quota."""
+    metered by an in-memory quota, the one that admits waiting hydrations."""
+    quota = MemoryQuotaScheduler(QuotaConfig.from_settings(settings))
     return DutyDeps(
-        settings,
-        engine,
-        Dispatcher(StubBroker()),
-        metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))),
+        settings, engine, Dispatcher(StubBroker()), metered_client(settings, quota), quota
     )
 
 

@@ -8,8 +8,9 @@ decorator binds to the global broker at once, creating a default one when none i
 
 Dramatiq's own retries are off: a unit of work that waits for quota or backs off is sent
 again with a delay and its row says why (`rate_limited` / `retry_after`), so a worker never
-sleeps and a long rate limit never dead-letters anything. Work below the real-time tiers is
-sent for its place in the tier's queue (admission), so a backlog is not refused every window.
+sleeps and a long rate limit never dead-letters anything. Hydrations below the real-time
+tiers wait in their rows instead, and the release duty admits them with their quota reserved
+(service/ingest/held.py), so a backlog is not refused every window.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 import dramatiq
 
 from service.ingest import held, hydrate, process, sync
 from service.ingest.context import IngestContext
 from service.ingest.policy import streams_for
-from service.ingest.retry import Backoff, GiveUp, delay_ms, next_step
+from service.ingest.retry import Backoff, GiveUp, Step, WaitForQuota, delay_ms, next_step
 from service.ingest.sync_status import publish_hydration_state
 from service.ingest.workitems import EVENTS, HYDRATIONS, WorkItems
 from service.messaging import (
@@ -38,8 +38,8 @@ from service.messaging import (
     SYNC_QUEUE,
     Dispatcher,
 )
-from service.strava.quota import Tier, using_tier
-from service.strava.quota.admission import build_admission
+from service.strava.quota import Tier, using_prepaid, using_tier
+from service.strava.quota.admission import QUEUED_TIERS
 from workers import log_ids, runtime
 from workers.runtime import Runtime
 
@@ -64,20 +64,31 @@ def process_event(inbox_id: int) -> None:
         inbox_id,
         Tier.WEBHOOK,
         work,
-        lambda delay: dispatcher.send_event(inbox_id, delay),
+        lambda _step, delay: dispatcher.send_event(inbox_id, delay),
     )
 
 
-def hydrate_activity(activity_id: int, tier: str) -> None:
+def hydrate_activity(activity_id: int, tier: str, prepaid: list[int] | None = None) -> None:
+    """`prepaid` (short window, requests): admission reserved that many of the hydration's
+    requests in that window (service/strava/quota/admission.py)."""
     run = runtime.current()
     keys = streams_for(run.sync_options.policy, Tier(tier))
+
+    def work() -> None:
+        if prepaid is None:
+            hydrate.hydrate_stored(run.ctx, activity_id, keys)
+            return
+        window, requests = prepaid
+        with using_prepaid(window, requests):
+            hydrate.hydrate_stored(run.ctx, activity_id, keys)
+
     _attempt(
         run,
         HYDRATIONS,
         activity_id,
         Tier(tier),
-        lambda: hydrate.hydrate_stored(run.ctx, activity_id, keys),
-        lambda delay: _resend_hydration(run, activity_id, Tier(tier), delay),
+        work,
+        lambda step, delay: _resend_hydration(run, activity_id, Tier(tier), step, delay),
     )
     run.hydration_progress.record(run.ctx.engine, activity_id, Tier(tier), run.ctx.clock())
     # Hydrations are the phase after a sync's listing: its progress streams count them.
@@ -94,9 +105,8 @@ def run_sync_job(job_id: int) -> None:
         job_id,
         owner=owner,
         options=run.sync_options,
-        send_hydration=lambda activity_id, tier: _send_admitted(run, [(activity_id, tier)]),
-        place=run.admission.next_place,
-        send_hydrations=lambda hydrations: _send_admitted(run, hydrations),
+        send_hydration=lambda activity_id, tier: _queue_hydrations(run, [(activity_id, tier)]),
+        send_hydrations=lambda hydrations: _queue_hydrations(run, hydrations),
     )
     match outcome:
         case sync.Wait(at):
@@ -106,9 +116,8 @@ def run_sync_job(job_id: int) -> None:
 
 
 # Every actor, by its message's name and queue, with its dramatiq priority (lower first):
-# queued hydrations come due in bursts at their places, and a webhook event or a reader's
-# on-demand hydration that a worker has pulled beside them must not wait behind them
-# (scripts/bench_admission.py measured webhook p99 5-7 s worse with equal priorities).
+# admitted hydrations come in bursts at each release, and a webhook event or a reader's
+# on-demand hydration that a worker has pulled beside them must not wait behind them.
 ACTORS: tuple[tuple[Callable[..., None], str, str, int], ...] = (
     (process_event, PROCESS_EVENT, EVENTS_QUEUE, 0),
     (hydrate_activity, HYDRATE_ON_DEMAND, ON_DEMAND_QUEUE, 0),
@@ -131,7 +140,6 @@ def setup_workers(
             backoff=backoff or Backoff(max_attempts=ctx.retry_max_attempts),
             sync_options=sync_options or sync.SyncOptions(),
             dispatcher=Dispatcher(broker),
-            admission=build_admission(ctx.quota),
         )
     )
     log_ids.install(broker)
@@ -141,43 +149,21 @@ def setup_workers(
         )(function)
 
 
-def _send_admitted(run: Runtime, hydrations: list[tuple[int, str]]) -> None:
-    # A hydration is delivered when its place in the tier's queue comes, not refused until
-    # then (service/strava/quota/admission.py); a page's take their places in one step per
-    # tier, and those placed beyond the horizon wait in their rows (held.py).
+def _queue_hydrations(run: Runtime, hydrations: list[tuple[int, str]]) -> None:
+    # Below the real-time tiers a hydration waits in its row for the release duty to admit
+    # it (service/ingest/held.py); a page's rows are put in the queue in one statement.
     ctx = run.ctx
-    by_tier: dict[Tier, list[int]] = {}
+    waiting = [activity_id for activity_id, tier in hydrations if Tier(tier) in QUEUED_TIERS]
+    held.wait_for_place(ctx.engine, waiting, ctx.clock())
     for activity_id, tier in hydrations:
-        by_tier.setdefault(Tier(tier), []).append(activity_id)
-    now = ctx.clock()
-    kept: list[tuple[int, datetime]] = []
-    for tier, ids in by_tier.items():
-        tickets = run.admission.admit(tier, len(ids), _hydration_cost(run, tier))
-        for activity_id, ticket in zip(ids, tickets, strict=True):
-            if ticket.at - now > ctx.admission_horizon:
-                kept.append((activity_id, ticket.at))
-            else:
-                run.dispatcher.send_hydration(activity_id, tier.value, ticket.delay_ms(now))
-    held.hold_many(ctx.engine, kept, now)
+        if Tier(tier) not in QUEUED_TIERS:
+            run.dispatcher.send_hydration(activity_id, tier)
 
 
-def _hydration_cost(run: Runtime, tier: Tier) -> int:
-    # The detail, and the streams when the policy fetches them at this tier.
-    return 2 if streams_for(run.sync_options.policy, tier) else 1
-
-
-def _next_place(run: Runtime, tier: Tier) -> datetime:
-    # Only after a refusal: the current window is full for the tier.
-    return run.admission.next_place(tier, _hydration_cost(run, tier), refused=True)
-
-
-def _resend_hydration(run: Runtime, activity_id: int, tier: Tier, delay: int) -> None:
-    # A place beyond the horizon waits in the row, not in Redis (service/ingest/held.py).
-    ctx = run.ctx
-    wait = timedelta(milliseconds=delay)
-    if wait > ctx.admission_horizon:
-        now = ctx.clock()
-        held.hold(ctx.engine, activity_id, now + wait, now)
+def _resend_hydration(run: Runtime, activity_id: int, tier: Tier, step: Step, delay: int) -> None:
+    # Refused quota below the real-time tiers: back to the queue, admitted when room exists.
+    if isinstance(step, WaitForQuota) and tier in QUEUED_TIERS:
+        held.wait_for_place(run.ctx.engine, [activity_id], run.ctx.clock())
     else:
         run.dispatcher.send_hydration(activity_id, tier.value, delay)
 
@@ -199,7 +185,7 @@ def _fetch_webhook_streams(activity_id: int, tier: Tier) -> None:
         activity_id,
         tier,
         lambda: hydrate.hydrate_missing_streams(run.ctx, activity_id, keys),
-        lambda delay: _resend_hydration(run, activity_id, tier, delay),
+        lambda step, delay: _resend_hydration(run, activity_id, tier, step, delay),
     )
 
 
@@ -209,7 +195,7 @@ def _attempt(
     item_id: int,
     tier: Tier,
     work: Callable[[], object],
-    resend: Callable[[int], object],
+    resend: Callable[[Step, int], object],
 ) -> None:
     ctx = run.ctx
     try:
@@ -224,7 +210,6 @@ def _attempt(
             window_reset=ctx.quota.retry_at,
             backoff=run.backoff,
             rng=run.rng,
-            next_place=lambda tier: _next_place(run, tier),
         )
         # The exception's type and message only: Strava's fault, never request data.
         items.record(ctx.engine, item_id, step, f"{type(error).__name__}: {error}"[:2000], now)
@@ -235,4 +220,4 @@ def _attempt(
         log.info(
             "work deferred item_id=%s step=%s delay_ms=%s", item_id, type(step).__name__, delay
         )
-        resend(delay)
+        resend(step, delay)

@@ -1,8 +1,7 @@
 """What the actors run with besides their message: set by the worker's start-up, not at import.
 
 dramatiq calls an actor with its message's arguments only. Its other dependencies (the
-IngestContext, the retry backoff, the sync options, the dispatcher that re-sends work, the
-admission that gives waiting work its place) are
+IngestContext, the retry backoff, the sync options, the dispatcher that re-sends work) are
 put here once per process by `workers.actors.setup_workers`, called by `workers.main.start`
 in the worker processes and by `strava-ingest serve` in embedded mode.
 """
@@ -18,7 +17,6 @@ from service.ingest.job_log import HydrationProgress
 from service.ingest.retry import Backoff
 from service.ingest.sync import SyncOptions
 from service.messaging import Dispatcher
-from service.strava.quota.admission import Admission
 
 
 def _process_id() -> str:
@@ -32,8 +30,6 @@ class Runtime:
     backoff: Backoff
     sync_options: SyncOptions
     dispatcher: Dispatcher
-    # Places in the queue for work the quota cannot take now (service/strava/quota/admission.py).
-    admission: Admission
     # Who holds a sync job's lease: this process, with the thread added per job.
     worker_id: str = field(default_factory=_process_id)
     rng: random.Random = field(default_factory=random.Random)

@@ -57,6 +57,8 @@ class DutyDeps:
     dispatcher: Dispatcher
     # For the subscription watch's one call (its calls pass through the quota scheduler).
     strava: StravaClient
+    # Admits waiting hydrations (service/strava/quota/admission.py).
+    quota: QuotaScheduler
 
 
 def periodic_duties(deps: DutyDeps) -> list[Duty]:
@@ -71,6 +73,7 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
     from service.ingest.retention import RetentionPolicy, enforce
     from service.ingest.sync import sweep
     from service.models import utcnow
+    from service.strava.quota.admission import admit_now, release_tick
 
     settings = deps.settings
     return [
@@ -118,15 +121,15 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
             settings.sync_sweep_interval_seconds,
             lambda: sweep(deps.engine, utcnow(), deps.dispatcher.send_sync),
         ),
-        # Hydrations held in their rows whose place in the quota queue is now near.
+        # Hydrations waiting in their rows, admitted as the quota takes them.
         Duty(
             "hydration-release",
-            min(60.0, settings.admission_horizon_seconds / 4),
+            release_tick(settings.quota_window_seconds),
             lambda: release(
                 deps.engine,
                 HydrationPolicy.from_settings(settings),
                 utcnow(),
-                timedelta(seconds=settings.admission_horizon_seconds),
+                functools.partial(admit_now, deps.quota),
                 deps.dispatcher.send_hydration,
             ),
         ),
@@ -216,7 +219,7 @@ def _embedded_runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     liveness.install(broker, Heartbeat.for_settings(heartbeats, WORKER, settings))
     worker = start_embedded_worker(broker, settings.worker_threads)
     try:
-        deps = DutyDeps(settings, context.engine, Dispatcher(broker), context.strava)
+        deps = DutyDeps(settings, context.engine, Dispatcher(broker), context.strava, context.quota)
         with _duties_thread(deps, heartbeats):
             yield EmbeddedRuntime(broker, context.quota, heartbeats, context.progress, metrics)
     finally:
@@ -370,7 +373,7 @@ def _shared_deps() -> Iterator[DutyDeps]:
     quota = build_scheduler(settings)
     strava = metered_client(settings, quota)
     try:
-        yield DutyDeps(settings, engine, Dispatcher(broker), strava)
+        yield DutyDeps(settings, engine, Dispatcher(broker), strava, quota)
     finally:
         strava.close()
         quota.close()

@@ -37,8 +37,6 @@ class IngestContext:
       webhook_fetches_per_window: per athlete and quota window, webhook-priority calls its
         events cause; the rest wait at the `recent` tier (budget.py).
       forged_creates_to_flag: creates Strava answers 404 for before the athlete is flagged.
-      admission_horizon: a hydration whose place in the quota queue is further ahead waits
-        in its row rather than as a delayed message (held.py).
       progress: where sync progress is published for the web processes to stream.
     """
 
@@ -54,7 +52,6 @@ class IngestContext:
     retry_max_attempts: int = default("retry_max_attempts")
     webhook_fetches_per_window: int = default("webhook_fetches_per_athlete_per_window")
     forged_creates_to_flag: int = default("forged_creates_to_flag")
-    admission_horizon: timedelta = timedelta(seconds=default("admission_horizon_seconds"))
     progress: ProgressLog = field(default_factory=MemoryProgressLog)
 
     def close(self) -> None:
@@ -83,6 +80,5 @@ def build_context(
         retry_max_attempts=settings.retry_max_attempts,
         webhook_fetches_per_window=settings.webhook_fetches_per_athlete_per_window,
         forged_creates_to_flag=settings.forged_creates_to_flag,
-        admission_horizon=timedelta(seconds=settings.admission_horizon_seconds),
         progress=progress or build_progress_log(settings),
     )

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from service.config import default
 from service.strava.errors import RateLimited, Transient
 from service.strava.quota import QuotaExceeded
-from service.strava.quota.tiers import REALTIME_TIERS, Tier
+from service.strava.quota.tiers import REALTIME_TIERS
 from service.strava.ratelimit import Window
 
 
@@ -77,17 +77,10 @@ def next_step(
     window_reset: Callable[[Window], datetime],
     backoff: Backoff,
     rng: random.Random,
-    next_place: Callable[[Tier], datetime] | None = None,
 ) -> Step:
-    """Decide after a failed attempt; `attempts` counts failed attempts including this one.
-
-    With `next_place` (admission's ticket for one more unit of a tier), work below the
-    real-time tiers that the quota refused waits for its place in the queue rather than
-    for the next window, where every other refused unit would wake with it."""
+    """Decide after a failed attempt; `attempts` counts failed attempts including this one."""
     spread = backoff.spread * rng.random()
     if isinstance(error, QuotaExceeded):
-        if next_place is not None and error.tier not in REALTIME_TIERS:
-            return WaitForQuota(next_place(error.tier))
         if error.tier in REALTIME_TIERS:
             spread = backoff.realtime_spread * rng.random()
         return WaitForQuota(error.retry_at + spread)

@@ -362,25 +362,21 @@ def run_job(
     options: SyncOptions,
     send_hydration: SendHydration,
     rng: random.Random | None = None,
-    place: Callable[[Tier], datetime] | None = None,
     send_hydrations: SendHydrations | None = None,
 ) -> Outcome:
     """Work on the job for up to a time slice: claim it, then list and store page after
     page until it ends, waits for quota, is cancelled, or the slice is over. Its progress
     is published when it is claimed, after every page and when it lets go.
 
-    With `place` (admission's ticket for one request of a tier), each list call first takes
-    its place in the queue of its tier, and the job waits for it when it is not now: the
-    call then finds the room its place promised instead of taking room promised to queued
-    hydrations. With `send_hydrations`, a page's hydrations are handed over in one call
-    instead of one `send_hydration` each."""
+    With `send_hydrations`, a page's hydrations are handed over in one call instead of one
+    `send_hydration` each."""
     with log_ids(job_id=job_id):
         now = ctx.clock()
         if not claim(ctx.engine, job_id, owner, now, options.lease):
             return NotClaimed()
         _publish(ctx, job_id)
         try:
-            hand_over = _HandOver(send_hydration, send_hydrations, place)
+            hand_over = _HandOver(send_hydration, send_hydrations)
             return _work(ctx, job_id, now, owner, options, hand_over, rng)
         finally:
             _publish(ctx, job_id)
@@ -388,12 +384,10 @@ def run_job(
 
 @dataclass(frozen=True)
 class _HandOver:
-    """How a job hands its work on: hydrations one by one or a page at once, and, with
-    admission, the place each list call must wait for."""
+    """How a job hands its work on: hydrations one by one or a page at once."""
 
     send_hydration: SendHydration
     send_hydrations: SendHydrations | None
-    place: Callable[[Tier], datetime] | None
 
 
 def _publish(ctx: IngestContext, job_id: int) -> None:
@@ -422,14 +416,6 @@ def _work(
             cursor = Cursor.from_json(job.cursor)
             if cursor.done:
                 return _complete(ctx, job, owner)
-            if (place := hand_over.place) is not None and (
-                at := place(LIST_TIERS[SyncKind(job.kind)])
-            ) > ctx.clock():
-                with session_scope(ctx.engine) as session:
-                    _release(
-                        session, job_id, owner, SyncStatus.RATE_LIMITED, ctx.clock(), retry_after=at
-                    )
-                return Wait(at)
             cursor = within_retention(cursor, options.keep_activities, ctx.clock())
             _list_and_store(
                 ctx,

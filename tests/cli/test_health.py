@@ -7,21 +7,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 from click.testing import CliRunner, Result
-from e2e.processes import web, worker
-from launch import command, running, wait_until
+from e2e.processes import scheduler, web, worker
+from launch import wait_until
 from sqlalchemy.engine import Engine
 from support import FakeStrava, service_env
 
 from service.cli import main
 from service.db import upgrade_schema
-from service.heartbeats import KEY_PREFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -32,23 +28,6 @@ DEADLINE = 20.0
 
 def health(env: dict[str, str], *args: str) -> Result:
     return CliRunner().invoke(main, ["health", *args], env=env)
-
-
-@contextmanager
-def scheduler(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[None]:
-    """`strava-ingest scheduler`, ready once its heartbeat is in Redis."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        with running(
-            command("scheduler"),
-            env=env,
-            cwd=tmp_path,
-            log_file=tmp_path / "scheduler.log",
-            ready=lambda: bool(client.keys(f"{KEY_PREFIX}scheduler:*")),
-        ):
-            yield
-    finally:
-        client.close()
 
 
 def test_health_names_a_killed_worker_once_its_heartbeat_expires(

@@ -6,7 +6,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from e2e.processes import Service, web, worker
+from e2e.processes import Service, scheduler, web, worker
 from sqlalchemy.engine import Engine
 from support import FakeStrava, service_env
 
@@ -47,9 +47,13 @@ def production(
     tmp_path: Path,
     service_settings: dict[str, str],
 ) -> Iterator[Service]:
-    """PostgreSQL, Redis, and the web and worker processes of the Procfile."""
+    """PostgreSQL, Redis, and the web, worker and scheduler processes of the Procfile."""
     env = service_env(database_url, strava, redis_url, **service_settings)
-    with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
+    with (
+        worker(env, tmp_path, redis_url),
+        scheduler(env, tmp_path, redis_url),
+        web(env, tmp_path) as url,
+    ):
         yield Service(url, engine, env)
 
 

@@ -14,6 +14,7 @@ from launch import answers, command, free_port, running, wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from service.heartbeats import KEY_PREFIX
 from service.models import Activity
 
 
@@ -63,6 +64,24 @@ def worker(
             yield process
     finally:
         heartbeats.close()
+
+
+@contextmanager
+def scheduler(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[None]:
+    """`strava-ingest scheduler`, ready once its heartbeat is in Redis. In production mode it
+    runs the periodic duties, among them the release of a backfill's waiting hydrations."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with running(
+            command("scheduler"),
+            env=env,
+            cwd=tmp_path,
+            log_file=tmp_path / "scheduler.log",
+            ready=lambda: bool(client.keys(f"{KEY_PREFIX}scheduler:*")),
+        ):
+            yield
+    finally:
+        client.close()
 
 
 def connect(url: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e.processes import Service, connect, web, worker
+from e2e.processes import Service, connect, scheduler, web, worker
 from launch import wait_until
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -36,7 +36,11 @@ def service(
         engine: Engine = request.getfixturevalue("engine")
         redis_url: str = request.getfixturevalue("redis_url")
         env = service_env(database_url, strava, redis_url, **ON_DEMAND_ONLY)
-        with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
+        with (
+            worker(env, tmp_path, redis_url),
+            scheduler(env, tmp_path, redis_url),
+            web(env, tmp_path) as url,
+        ):
             yield Service(url, engine, env)
         return
     database_url = f"sqlite:///{tmp_path / 'strava_ingest.db'}"

@@ -1,5 +1,6 @@
 """The operator page in a real browser: Debian's chromium, driven by Playwright, against the
-service's real processes (`serve` and `worker`, PostgreSQL, Redis) with the emulator as Strava.
+service's real processes (`serve`, `worker` and `scheduler`, PostgreSQL, Redis) with the
+emulator as Strava.
 
 An operator logs in, watches a real backfill's progress bar move to 100 % over the page's
 event stream, replays a failed event and watches its row turn processed, and starts a sync

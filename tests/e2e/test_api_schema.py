@@ -1,12 +1,13 @@
 """The running service answers every operation of its OpenAPI document as the document says.
 
-`strava-ingest serve` and `strava-ingest worker` in production mode (PostgreSQL, Redis), with
-both keys configured and three athletes connected through OAuth, whose histories the worker
-has stored. Schemathesis reads /openapi.json from the process and, for every operation it
-holds (so every route declared, whichever module declares it), sends requests generated from
-the document with no key, a read key and an admin key: valid ones, also aimed at the stored
-athletes and activities, must be answered without a 5xx, with a documented status, content
-type, headers and body; invalid ones must still never be answered with a 5xx.
+`strava-ingest serve`, `strava-ingest worker` and `strava-ingest scheduler` in production mode
+(PostgreSQL, Redis), with both keys configured and three athletes connected through OAuth,
+whose histories the worker has stored. Schemathesis reads /openapi.json from the process
+and, for every operation it holds (so every route declared, whichever module declares it),
+sends requests generated from the document with no key, a read key and an admin key: valid
+ones, also aimed at the stored athletes and activities, must be answered without a 5xx, with
+a documented status, content type, headers and body; invalid ones must still never be
+answered with a 5xx.
 
 The number of requests is bounded (EXAMPLES), and generation is derandomized, so a run
 takes the same time and finds the same things in CI as here.
@@ -22,11 +23,13 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from e2e.processes import connect, web, worker
+from e2e.processes import connect, scheduler, web, worker
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from launch import wait_until
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.errors import InvalidSchema
+from schemathesis.core.result import Err, Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -98,7 +101,11 @@ def service_url(
         QUOTA_READ_LIMIT_SHORT=str(HIGH),
         QUOTA_READ_LIMIT_DAILY=str(HIGH),
     )
-    with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
+    with (
+        worker(env, tmp_path, redis_url),
+        scheduler(env, tmp_path, redis_url),
+        web(env, tmp_path) as url,
+    ):
         yield url
 
 
@@ -130,7 +137,7 @@ def test_every_operation_answers_as_the_document_says(
 ) -> None:
     document = httpx.get(f"{service_url}/openapi.json").json()
     schema = schemathesis.openapi.from_url(f"{service_url}/openapi.json")
-    operations = sorted((result.ok() for result in schema.get_all_operations()), key=running_order)
+    operations = sorted(map(readable, schema.get_all_operations()), key=running_order)
     described = {(path, method) for path, item in document["paths"].items() for method in item}
 
     assert {(op.path, op.method.lower()) for op in operations} == described
@@ -194,6 +201,13 @@ def run(
         case.call_and_validate(base_url=url, headers=key, checks=checks, timeout=timeout)
 
     answered_as_documented()
+
+
+def readable(result: Ok[Any] | Err[InvalidSchema]) -> Any:
+    """The operation, or the error schemathesis found in the document's description of it."""
+    if isinstance(result, Err):
+        raise result.err()
+    return result.ok()
 
 
 def running_order(operation: Any) -> tuple[bool, bool, str]:

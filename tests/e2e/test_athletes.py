@@ -1,7 +1,7 @@
 """The athletes routes through the real processes: an athlete connects, their backfill runs,
 `GET /athletes/{id}` and `GET /athletes` show it, and the product's disconnect revokes the
 grant at the emulator and purges them. Once per deployment (production: PostgreSQL, Redis,
-web and worker processes; embedded: one `serve` process on SQLite)."""
+web, worker and scheduler processes; embedded: one `serve` process on SQLite)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """A new athlete connects and the whole history lands, through real processes.
 
-The Procfile's web and worker processes on PostgreSQL and Redis: the athlete goes through
-/auth/strava/connect and the emulator's authorize page; the callback starts the backfill; the
-worker lists the 450-activity history in pages of 100 and hydrates the recent window with
-its streams, while older activities stay summaries (HYDRATE_OLDER=on_demand).
+The Procfile's web, worker and scheduler processes on PostgreSQL and Redis: the athlete goes
+through /auth/strava/connect and the emulator's authorize page; the callback starts the
+backfill; the worker lists the 450-activity history in pages of 100 and hydrates the recent
+window with its streams as the scheduler releases them, while older activities stay summaries
+(HYDRATE_OLDER=on_demand).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from e2e.processes import connect, worker
+from e2e.processes import connect, scheduler, worker
 from e2e.processes import web as start_web
 from launch import command, wait_until
 from sqlalchemy.engine import Engine
@@ -71,8 +72,13 @@ def env(strava: FakeStrava, database_url: str, redis_url: str, engine: Engine) -
 
 @pytest.fixture
 def web(env: dict[str, str], redis_url: str, tmp_path: Path) -> Iterator[str]:
-    """`strava-ingest worker` and `strava-ingest serve`, as the Procfile starts them."""
-    with worker(env, tmp_path, redis_url), start_web(env, tmp_path) as url:
+    """`strava-ingest worker`, `strava-ingest scheduler` and `strava-ingest serve`, as the
+    Procfile starts them."""
+    with (
+        worker(env, tmp_path, redis_url),
+        scheduler(env, tmp_path, redis_url),
+        start_web(env, tmp_path) as url,
+    ):
         yield url
 
 

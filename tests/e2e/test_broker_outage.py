@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.processes import connect, subscribe, web, worker
-from launch import command, running, wait_until
+from e2e.processes import connect, scheduler, subscribe, web, worker
+from launch import wait_until
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, select
 from support import FakeStrava, LoopbackProxy, service_env
@@ -57,12 +57,7 @@ def test_a_burst_during_a_broker_outage_is_processed_after_it_returns(
     with (
         worker(env, tmp_path, redis_url),
         web(through_proxy, tmp_path) as url,
-        running(
-            command("scheduler"),
-            env=through_proxy,
-            cwd=tmp_path,
-            log_file=tmp_path / "scheduler.log",
-        ),
+        scheduler(through_proxy, tmp_path, redis_url),
     ):
         athlete_id = connect(url)
         subscribe(url, env)

@@ -1,8 +1,8 @@
 """A Strava event travels from the webhook to a hydrated row, through real processes.
 
 The service is started exactly as the Procfile does (`strava-ingest serve`, and in production
-mode `strava-ingest worker`), speaking real HTTP on loopback to the Strava emulator; every
-test runs once per deployment (tests/e2e/conftest.py).
+mode `strava-ingest worker` and `strava-ingest scheduler`), speaking real HTTP on loopback to
+the Strava emulator; every test runs once per deployment (tests/e2e/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Production logs are JSON lines carrying the ids of their work, and no secret: a full flow
 (connect with its backfill, `subscription create`, a webhook create hydrated by the worker)
-through real `serve` and `worker` processes, LOG_FORMAT left at production's default."""
+through real `serve`, `worker` and `scheduler` processes, LOG_FORMAT left at production's
+default."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Event semantics through the real processes (`serve`, `worker`) and the emulator's pushes."""
+"""Event semantics through the real processes (`serve`, `worker`, `scheduler`) and the
+emulator's pushes."""
 
 from __future__ import annotations
 

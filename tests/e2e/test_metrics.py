@@ -1,11 +1,11 @@
 """GET /metrics after a full flow, with two web and two worker processes.
 
-Two `serve` and two `worker` processes on PostgreSQL and Redis, the emulator as Strava. The
-first athlete connects through one web process and is synced by the first worker; the second
-worker then takes over (the first stops) and the second athlete connects through the other web
-process; a webhook create follows, whose fetch Strava first answers 503. Whatever process did
-the work, the Strava calls /metrics reports equal, per endpoint, the calls the emulator
-received, and the rejections sent to both web processes add up.
+Two `serve` and two `worker` processes and a `scheduler` on PostgreSQL and Redis, the emulator
+as Strava. The first athlete connects through one web process and is synced by the first
+worker; the second worker then takes over (the first stops) and the second athlete connects
+through the other web process; a webhook create follows, whose fetch Strava first answers 503.
+Whatever process did the work, the Strava calls /metrics reports equal, per endpoint, the calls
+the emulator received, and the rejections sent to both web processes add up.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 import sqlalchemy as sa
-from e2e.processes import connect, subscribe
+from e2e.processes import connect, scheduler, subscribe
 from e2e.processes import web as start_web
 from launch import DeadlineExceeded, command, free_port, running, wait_until
 from prometheus_client.parser import text_string_to_metric_families
@@ -152,9 +152,10 @@ def all_complete(engine: Engine, athlete_id: int) -> bool:
 
 def hydrated_count(engine: Engine) -> int:
     with Session(engine) as session:
-        return session.execute(
+        count: int = session.execute(
             sa.select(sa.func.count()).where(col(Activity.hydration_status) == "complete")
         ).scalar_one()
+    return count
 
 
 def test_metrics_add_up_across_two_web_and_two_worker_processes(
@@ -169,6 +170,7 @@ def test_metrics_add_up_across_two_web_and_two_worker_processes(
         first_worker = contextlib.ExitStack()
         processes.push(first_worker)
         first_worker.enter_context(worker(env, tmp_path / "w1", "worker-1", consumers=1))
+        processes.enter_context(scheduler(env, tmp_path, redis_url))
         web_a = processes.enter_context(
             start_web({**env, "METRICS_PORT": str(metrics_port)}, tmp_path / "a")
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.processes import Service, connect, web, worker
+from e2e.processes import Service, connect, scheduler, web, worker
 from launch import wait_until
 from sqlalchemy.engine import Engine
 from support import CLIENT_ID, CLIENT_SECRET, READ, FakeStrava, service_env
@@ -68,7 +68,11 @@ def service(
         database_url: str = request.getfixturevalue("database_url")
         redis_url: str = request.getfixturevalue("redis_url")
         env = service_env(database_url, strava, redis_url, **settings())
-        with worker(env, tmp_path, redis_url), web(env, tmp_path) as url:
+        with (
+            worker(env, tmp_path, redis_url),
+            scheduler(env, tmp_path, redis_url),
+            web(env, tmp_path) as url,
+        ):
             yield Service(url, engine, env)
         return
     database_url = f"sqlite:///{tmp_path / 'strava_ingest.db'}"

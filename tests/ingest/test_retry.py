@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from service.ingest.retry import Backoff, GiveUp, RetryLater, WaitForQuota, next_step
-from service.strava.errors import BadRequest, NotFound, RateLimited, Transient
+from service.strava.errors import BadRequest, NotFound, RateLimited, StravaError, Transient
 from service.strava.quota import QuotaExceeded, Tier
 from service.strava.ratelimit import Window
 
@@ -62,46 +62,6 @@ def test_denied_real_time_work_comes_back_right_after_the_boundary(tier: Tier) -
     )
 
 
-def test_denied_backlog_work_waits_for_its_place_in_the_queue_not_the_next_window() -> None:
-    place = datetime(2026, 11, 25, 3, 40, 12, tzinfo=UTC)
-    asked: list[Tier] = []
-
-    def next_place(tier: Tier) -> datetime:
-        asked.append(tier)
-        return place
-
-    step = next_step(
-        QuotaExceeded(Tier.BACKFILL, "short", NEXT_QUARTER),
-        attempts=1,
-        now=NOW,
-        window_reset=reset,
-        backoff=POLICY,
-        rng=random.Random(7),
-        next_place=next_place,
-    )
-
-    assert step == WaitForQuota(place)
-    assert asked == [Tier.BACKFILL]
-
-
-def test_denied_real_time_work_never_takes_a_place_in_the_queue() -> None:
-    def next_place(tier: Tier) -> datetime:
-        raise AssertionError(f"{tier} work was queued")
-
-    step = next_step(
-        QuotaExceeded(Tier.WEBHOOK, "short", NEXT_QUARTER),
-        attempts=1,
-        now=NOW,
-        window_reset=reset,
-        backoff=POLICY,
-        rng=random.Random(7),
-        next_place=next_place,
-    )
-
-    assert isinstance(step, WaitForQuota)
-    assert NEXT_QUARTER <= step.at <= NEXT_QUARTER + POLICY.realtime_spread
-
-
 @pytest.mark.parametrize(("window", "expected"), [("short", NEXT_QUARTER), ("daily", NEXT_DAY)])
 def test_a_429_waits_until_its_window_resets(window: Window, expected: datetime) -> None:
     error = RateLimited("429", status_code=429)
@@ -150,7 +110,7 @@ def test_transient_faults_give_up_after_the_last_attempt() -> None:
 
 
 @pytest.mark.parametrize("kind", [BadRequest, NotFound])
-def test_permanent_errors_fail_at_once_keeping_stravas_message(kind: type[Exception]) -> None:
+def test_permanent_errors_fail_at_once_keeping_stravas_message(kind: type[StravaError]) -> None:
     error = kind("Record Not Found", status_code=404)
 
     step = decide(error)

@@ -41,8 +41,13 @@ def settings(make_settings: Callable[..., Settings], strava: FakeStrava) -> Sett
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[StravaClient]:
-    with metered_client(settings, MemoryQuotaScheduler(QuotaConfig.from_settings(settings))) as c:
+def quota(settings: Settings) -> MemoryQuotaScheduler:
+    return MemoryQuotaScheduler(QuotaConfig.from_settings(settings))
+
+
+@pytest.fixture
+def client(settings: Settings, quota: MemoryQuotaScheduler) -> Iterator[StravaClient]:
+    with metered_client(settings, quota) as c:
         yield c
 
 
@@ -137,14 +142,16 @@ def test_without_public_url_the_scheduler_compares_with_the_stored_callback(
 
 
 def test_the_watch_is_a_duty_of_the_scheduler_that_asks_strava(
-    engine: Engine, settings: Settings, client: StravaClient, strava: FakeStrava, subscribed: None
+    engine: Engine,
+    settings: Settings,
+    quota: MemoryQuotaScheduler,
+    client: StravaClient,
+    strava: FakeStrava,
+    subscribed: None,
 ) -> None:
     broker = build_broker("memory://")
-    duty = next(
-        d
-        for d in periodic_duties(DutyDeps(settings, engine, Dispatcher(broker), client))
-        if d.name == "subscription-watch"
-    )
+    deps = DutyDeps(settings, engine, Dispatcher(broker), client, quota)
+    duty = next(d for d in periodic_duties(deps) if d.name == "subscription-watch")
 
     duty.run()
 

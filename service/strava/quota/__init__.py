@@ -17,7 +17,13 @@ import time
 from typing import TYPE_CHECKING
 
 from service.clock import Clock
-from service.strava.quota.hooks import AsyncQuotaHooks, QuotaHooks, current_tier, using_tier
+from service.strava.quota.hooks import (
+    AsyncQuotaHooks,
+    QuotaHooks,
+    current_tier,
+    using_prepaid,
+    using_tier,
+)
 from service.strava.quota.scheduler import (
     Bucket,
     QuotaConfig,
@@ -52,6 +58,7 @@ __all__ = [
     "WindowUsage",
     "build_scheduler",
     "current_tier",
+    "using_prepaid",
     "using_tier",
 ]
 

@@ -4,6 +4,8 @@ The tier of a call is not a client argument: it is set by whoever starts the wor
 a web handler) with ``using_tier`` and travels in a context variable, so domain code that
 calls Strava does not need to pass it along. Each thread starts without a tier and each
 asyncio task gets a copy of its creator's, so concurrent work never borrows another's tier.
+Work admitted from the queue (admission.py) had its requests reserved when it was admitted;
+``using_prepaid`` says so, and its calls spend that reservation instead of reserving again.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from service.strava.client import AsyncRequestHooks, RequestHooks, RequestInfo
-from service.strava.quota.scheduler import QuotaScheduler, TierNotSet
+from service.strava.quota.scheduler import QuotaScheduler, TierNotSet, window_index
 from service.strava.quota.tiers import Tier
 from service.strava.ratelimit import RateLimitSnapshot
 
@@ -27,6 +30,15 @@ _tier: ContextVar[Tier | None] = ContextVar("strava_quota_tier", default=None)
 _sent_at: ContextVar[float | None] = ContextVar("strava_quota_sent_at", default=None)
 
 
+@dataclass
+class _Prepaid:
+    window: int
+    requests: int
+
+
+_prepaid: ContextVar[_Prepaid | None] = ContextVar("strava_quota_prepaid", default=None)
+
+
 @contextmanager
 def using_tier(tier: Tier) -> Iterator[None]:
     """Strava calls made inside are charged to ``tier``; the previous tier is restored after."""
@@ -35,6 +47,32 @@ def using_tier(tier: Tier) -> Iterator[None]:
         yield
     finally:
         _tier.reset(token)
+
+
+@contextmanager
+def using_prepaid(window: int, requests: int) -> Iterator[None]:
+    """The first ``requests`` read calls made inside, while short window ``window`` lasts,
+    were reserved when the work was admitted: they do not reserve again. Calls beyond them,
+    or made once the window has passed (the reservation was counted there), reserve as usual.
+    """
+    token = _prepaid.set(_Prepaid(window, requests))
+    try:
+        yield
+    finally:
+        _prepaid.reset(token)
+
+
+def _reserve(scheduler: QuotaScheduler, request: RequestInfo, now: float) -> None:
+    prepaid = _prepaid.get()
+    if (
+        prepaid is not None
+        and request.kind == "read"
+        and prepaid.requests > 0
+        and prepaid.window == window_index(now, scheduler.config.window_seconds)
+    ):
+        prepaid.requests -= 1
+        return
+    scheduler.reserve(_tier_for(request), request.kind)
 
 
 def current_tier() -> Tier:
@@ -74,8 +112,9 @@ class QuotaHooks(RequestHooks):
         self.scheduler = scheduler
 
     def before_request(self, request: RequestInfo) -> None:
-        _sent_at.set(self.scheduler.now())
-        self.scheduler.reserve(_tier_for(request), request.kind)
+        now = self.scheduler.now()
+        _sent_at.set(now)
+        _reserve(self.scheduler, request, now)
 
     def after_response(
         self, request: RequestInfo, status_code: int | None, rate_limit: RateLimitSnapshot
@@ -102,8 +141,9 @@ class AsyncQuotaHooks(AsyncRequestHooks):
         self.scheduler = scheduler
 
     async def before_request(self, request: RequestInfo) -> None:
-        _sent_at.set(self.scheduler.now())
-        await asyncio.to_thread(self.scheduler.reserve, _tier_for(request), request.kind)
+        now = self.scheduler.now()
+        _sent_at.set(now)
+        await asyncio.to_thread(_reserve, self.scheduler, request, now)
 
     async def after_response(
         self, request: RequestInfo, status_code: int | None, rate_limit: RateLimitSnapshot

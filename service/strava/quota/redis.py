@@ -13,7 +13,6 @@ Keys, under ``prefix`` (by default ``strava-ingest:quota:``):
   last day shows them all), so at most a day of them is kept.
 - ``limits``: a hash of limits adopted from Strava's headers (``overall:short`` ...).
 - ``throttled``: the number of 429s seen (a metric); ``denials``: refusals per tier.
-- ``tickets:{tier}``: admission's ticket book of a tier (admission.py), a cursor of six fields.
 """
 
 from __future__ import annotations

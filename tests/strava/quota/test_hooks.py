@@ -20,14 +20,19 @@ from service.strava.quota import (
     Tier,
     TierNotSet,
     current_tier,
+    using_prepaid,
     using_tier,
 )
 from service.strava.quota.memory import MemoryQuotaScheduler
+from service.strava.quota.scheduler import window_index
 from service.strava.ratelimit import EMPTY_SNAPSHOT, WindowPair
 
 NOON = 1780272000 + 12 * 3600  # 2026-06-01T12:00:00Z
 READ = RequestInfo("list_activity_laps", "read", "GET")
 TOKEN_CALL = RequestInfo("refresh_token", "oauth", "POST")
+WRITE = RequestInfo("create_subscription", "write", "POST")
+# The short window current at NOON, in which admission reserved the prepaid requests.
+THIS_WINDOW = window_index(NOON, QuotaConfig().window_seconds)
 HEADERS = {
     "X-Ratelimit-Limit": "300,3000",
     "X-Ratelimit-Usage": "40,400",
@@ -208,7 +213,7 @@ def test_a_failed_reconcile_is_logged_and_the_response_still_returned(
     def broken(*args: object) -> None:
         raise ConnectionError("backend down")
 
-    scheduler.observe = broken  # type: ignore[method-assign]
+    scheduler.observe = broken  # type: ignore[method-assign, assignment]
     with client(scheduler, CountingTransport()) as strava, using_tier(Tier.WEBHOOK):
         result = strava.list_activity_laps("token", 1)
 
@@ -254,3 +259,113 @@ def test_a_response_that_never_arrived_changes_nothing(scheduler: MemoryQuotaSch
     hooks.after_response(READ, None, EMPTY_SNAPSHOT)
 
     assert reads(scheduler) == 1
+
+
+# Work admitted prepaid (service/strava/quota/admission.py)
+
+
+def test_prepaid_reads_are_not_reserved_again_until_the_prepaid_ones_are_spent(
+    scheduler: MemoryQuotaScheduler,
+) -> None:
+    transport = CountingTransport()
+    with (
+        client(scheduler, transport) as strava,
+        using_tier(Tier.BACKFILL),
+        using_prepaid(THIS_WINDOW, 2),
+    ):
+        strava.list_activity_laps("token", 1)
+        strava.list_activity_laps("token", 1)
+        assert reads(scheduler) == 0
+
+        strava.list_activity_laps("token", 1)
+
+    assert transport.sent == 3
+    assert scheduler.status().window("read", "short").used_by_tier[Tier.BACKFILL] == 1
+
+
+def test_a_call_after_the_prepaid_work_ends_reserves(scheduler: MemoryQuotaScheduler) -> None:
+    with client(scheduler, CountingTransport()) as strava, using_tier(Tier.BACKFILL):
+        with using_prepaid(THIS_WINDOW, 5):
+            strava.list_activity_laps("token", 1)
+        strava.list_activity_laps("token", 1)
+
+    assert reads(scheduler) == 1
+
+
+def test_a_write_is_never_prepaid(scheduler: MemoryQuotaScheduler) -> None:
+    with using_tier(Tier.BACKFILL), using_prepaid(THIS_WINDOW, 2):
+        QuotaHooks(scheduler).before_request(WRITE)
+
+    assert scheduler.status().window("overall", "short").used == 1
+
+
+def test_requests_prepaid_in_a_window_that_has_passed_reserve_again(
+    scheduler: MemoryQuotaScheduler,
+) -> None:
+    transport = CountingTransport()
+    with (
+        client(scheduler, transport) as strava,
+        using_tier(Tier.BACKFILL),
+        using_prepaid(THIS_WINDOW - 1, 2),
+    ):
+        strava.list_activity_laps("token", 1)
+
+    assert transport.sent == 1
+    assert reads(scheduler) == 1
+
+
+def test_a_prepaid_call_beyond_the_budget_still_goes_out(scheduler: MemoryQuotaScheduler) -> None:
+    # Admission counted it when the budget still had room: it is not refused a second time.
+    transport = CountingTransport()
+    with client(scheduler, transport) as strava, using_tier(Tier.WEBHOOK):
+        for _ in range(9):  # floor(10 x 0.95)
+            strava.list_activity_laps("token", 1)
+        with using_prepaid(THIS_WINDOW, 1):
+            strava.list_activity_laps("token", 1)
+        with pytest.raises(QuotaExceeded):
+            strava.list_activity_laps("token", 1)
+
+    assert transport.sent == 10
+
+
+def test_the_async_client_spends_prepaid_requests_too(scheduler: MemoryQuotaScheduler) -> None:
+    transport = CountingTransport()
+
+    async def run() -> None:
+        async with AsyncStravaClient(
+            api_url="https://strava.test/api/v3",
+            oauth_url="https://strava.test/oauth",
+            client_id=1,
+            client_secret="secret",
+            transport=transport,
+            hooks=AsyncQuotaHooks(scheduler),
+        ) as strava:
+            with using_tier(Tier.RECENT), using_prepaid(THIS_WINDOW, 1):
+                await strava.list_activity_laps("token", 1)
+                assert reads(scheduler) == 0
+                await strava.list_activity_laps("token", 1)
+
+    asyncio.run(run())
+
+    assert transport.sent == 2
+    assert scheduler.status().window("read", "short").used_by_tier[Tier.RECENT] == 1
+
+
+def test_two_asyncio_tasks_each_spend_only_their_own_prepaid_requests(
+    scheduler: MemoryQuotaScheduler,
+) -> None:
+    hooks = AsyncQuotaHooks(scheduler)
+
+    async def prepaid_reads(calls: int) -> None:
+        with using_tier(Tier.BACKFILL), using_prepaid(THIS_WINDOW, 1):
+            for _ in range(calls):
+                await hooks.before_request(READ)
+                await asyncio.sleep(0)  # let the other task call in between
+
+    async def both() -> None:
+        await asyncio.gather(prepaid_reads(1), prepaid_reads(3))
+
+    asyncio.run(both())
+
+    # One prepaid each: the second task's two more calls reserve, the first's none.
+    assert reads(scheduler) == 2
