@@ -6,7 +6,11 @@ The service runs in production mode, as the Procfile runs it (`strava-ingest ser
 the emulator served in this process on a loopback port, with Strava's limits and a window of a
 few seconds instead of fifteen minutes. Both sides count the same epoch-aligned windows.
 
-Phase A: a Poisson stream of webhook creates for one connected athlete, nothing else.
+Phase A: a Poisson stream of webhook creates for one connected athlete, nothing else. The
+stream stands for many athletes' creates: the athlete's webhook budget
+(WEBHOOK_FETCHES_PER_ATHLETE_PER_WINDOW, 10 a window by default) is raised to cover it, as
+the per-athlete budget would not bind for a crowd of athletes; left at 10, most of the stream
+would run at `recent`, as a flood of unverified events from one athlete does.
 Phase B: the same stream while a backlog far larger than one window waits: a second athlete
 with a long history connects, and the service's own backfill lists it; its hydrations (recent
 ones at `recent` tier, with streams, older ones at `backfill`) wait in their rows, and the
@@ -231,6 +235,8 @@ def service_env(options: Options, api_url: str, oauth_url: str, client_id: int) 
         "QUOTA_LIMIT_DAILY": str(daily_limit(options.limit_short)),
         "QUOTA_READ_LIMIT_SHORT": str(options.read_limit_short),
         "QUOTA_READ_LIMIT_DAILY": str(daily_limit(options.read_limit_short)),
+        # Two calls a create, and room for a window four times the mean.
+        "WEBHOOK_FETCHES_PER_ATHLETE_PER_WINDOW": str(8 * options.events_per_window),
     }
 
 

@@ -14,9 +14,13 @@ forecast of real-time work and other clients leaves for the rest of the window a
 spread over the next ``PACE_SPAN_SECONDS`` of the window, ``PACE`` ticks' worth at a time.
 Taken all at once, a window's room would land on the workers in one burst and a webhook
 that arrives then would queue behind all of it; spread over the whole quarter hour, a small
-import would crawl through room nobody else wants. Room freed later (the forecast shrinks as
-the window ends) is taken the same way, up to ``DELIVERY_SECONDS`` before the window ends:
-work admitted later might reach Strava in the next window, which Strava would count there.
+import would crawl through room nobody else wants. A part of the window
+(``BURST_RESERVE``) is only released as the window goes by: real-time work is sparse and
+bursty (a webhook or two a quarter hour), its forecast is a few requests, and a burst that
+found the window spent early would wait for the next one. Room freed later (the forecast and
+the reserve shrink as the window ends) is taken the same way, up to ``DELIVERY_SECONDS``
+before the window ends: work admitted later might reach Strava in the next window, which
+Strava would count there.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ PACE_SPAN_SECONDS = 5.0
 
 # ... taking this many ticks' share of it at each tick, so that it is spent before then.
 PACE = 1.5
+
+# The share of a window's budget (``TierCapacity.window_budget``) a queued tier leaves for
+# bursts of real-time work at the window's start, shrinking to nothing at its end.
+BURST_RESERVE = 0.1
 
 
 def release_tick(window_seconds: float) -> float:
@@ -89,9 +97,11 @@ def admit_now(
     usable = (window + 1) * length - now - min(DELIVERY_SECONDS, length / 4)
     if count < 1 or usable <= 0:
         return Admitted(window)
-    room = scheduler.tier_capacity(tier).room_now
-    tick = release_tick(length)
-    share = room * min(1.0, PACE * tick / min(usable, PACE_SPAN_SECONDS)) / cost
+    capacity = scheduler.tier_capacity(tier)
+    room = capacity.room_now
+    reserve = BURST_RESERVE * capacity.window_budget * ((window + 1) * length - now) / length
+    paced = room * min(1.0, PACE * release_tick(length) / min(usable, PACE_SPAN_SECONDS))
+    share = max(0.0, min(paced, room - reserve)) / cost
     whole = math.floor(share)
     if (rng or random).random() < share - whole:
         whole += 1

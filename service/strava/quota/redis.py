@@ -124,7 +124,7 @@ local function kept(bucket)
   local in_window = daily_rate / windows_per_day * (1.0 - elapsed)
   local short = math.max(rate * (1.0 - elapsed), in_window + day_headroom * math.sqrt(in_window))
   local expected = daily_rate * (1.0 - day_elapsed)
-  local daily = math.max(expected + day_headroom * math.sqrt(expected), short)
+  local daily = math.max(expected + day_headroom * math.sqrt(expected + 1.0), short)
   return {short = short, daily = daily}
 end
 local blocked = {}

@@ -18,9 +18,10 @@ included), and yesterday
 (``forecast_demand``, ``kept_for_realtime``): in the short window its recent peak (or this
 window's rate so far when that runs hotter) times the fraction of the window still to come;
 in the day the daily rate times the fraction of the day left; both with Poisson headroom for
-bursts. It shrinks to nothing as the window and the day end, and after a quiet day it is
-nothing at all, so an idle real-time tier costs the backlog nothing and what real-time work
-will not need before midnight goes to the backlog. Real-time work is never held back by the
+bursts. It shrinks as the window and the day end (to nothing in the window, to four requests
+in the day), and after a quiet day it is those four, so an idle real-time tier costs the
+backlog next to nothing and what real-time work will not need before midnight goes to the
+backlog. Real-time work is never held back by the
 forecast; the safety margin, never spent, covers usage of other clients not yet reported.
 Shares (``QUOTA_SHARES``) are optional hard caps per tier; by default there is none below the
 forecast (docs/benchmarks/quota.md).
@@ -200,7 +201,9 @@ OBSERVED_FLOOR = 0.25
 # window and of the day: a request refused waits for the next window or midnight, so both keep
 # room for bursts beyond the mean (Poisson counts: the deviation is the square root of the
 # expected count). For sparse real-time work it is what keeps room at all: a webhook an hour
-# is 0.5 calls a window, and the recent peak is often nothing.
+# is 0.5 calls a window, and the recent peak is often nothing. In the day it is the deviation
+# of one request more than expected, so that a few requests stay kept up to midnight: a
+# webhook that found the day spent in its last minutes would wait for midnight.
 DAY_HEADROOM = 4.0
 
 # A lower tier refused because of the room kept comes back no sooner than this fraction of a
@@ -292,8 +295,9 @@ def kept_for_realtime(
     hotter. In the short window: the rate per window (the recent peak, or this window's demand
     so far when that runs hotter) times what is left of it, and at least the daily rate's
     share of what is left plus ``DAY_HEADROOM`` deviations. In the day: the daily rate times
-    what is left of the day, plus ``DAY_HEADROOM`` deviations; never less than the short
-    window's. All reach nothing at their boundary.
+    what is left of the day, plus ``DAY_HEADROOM`` deviations of one request more; never less
+    than the short window's. The short window's reaches nothing at its end, the day's
+    ``DAY_HEADROOM`` requests.
     The Lua script of the Redis backend repeats this arithmetic step for step.
     """
     rate_of_day = daily_rate(day, day_elapsed)
@@ -302,7 +306,7 @@ def kept_for_realtime(
     in_window = rate_of_day / windows_per_day * (1.0 - elapsed)
     short = max(rate * (1.0 - elapsed), in_window + DAY_HEADROOM * math.sqrt(in_window))
     expected = rate_of_day * (1.0 - day_elapsed)
-    daily = max(expected + DAY_HEADROOM * math.sqrt(expected), short)
+    daily = max(expected + DAY_HEADROOM * math.sqrt(expected + 1.0), short)
     return Kept(short=short, daily=daily)
 
 
@@ -554,6 +558,7 @@ class TierCapacity:
         daily_room: requests it can expect for the rest of the UTC day: the daily allowance
             less what is used and what is kept for real-time work until midnight.
         day_resets_at: the next UTC midnight (the end of the daily window).
+        window_budget: the most a short window may hold (Strava's limit less the margin).
     """
 
     room_now: int
@@ -561,6 +566,7 @@ class TierCapacity:
     window_resets_at: datetime
     daily_room: int
     day_resets_at: datetime
+    window_budget: int
 
 
 def window_position(config: QuotaConfig, now: float) -> tuple[float, float, float]:
@@ -694,6 +700,10 @@ class WindowPlan:
             window_resets_at=self.start("short", 1),
             daily_room=min(room_in(b, "daily") for b in buckets),
             day_resets_at=self.start("daily", 1),
+            window_budget=min(
+                allowance(self.limit(b, "short"), self.config.factor(LAST_REALTIME, "short"))
+                for b in buckets
+            ),
         )
 
     def window_status(self, bucket: Bucket, window: Window) -> WindowStatus:

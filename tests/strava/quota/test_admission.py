@@ -14,6 +14,7 @@ from support import TIER_SHARES, FakeClock
 
 from service.strava.quota import QuotaConfig, QuotaExceeded, QuotaScheduler, Tier
 from service.strava.quota.admission import (
+    BURST_RESERVE,
     DELIVERY_SECONDS,
     PACE,
     PACE_SPAN_SECONDS,
@@ -97,6 +98,27 @@ def test_a_tick_at_the_start_of_a_window_admits_the_paced_share_and_reserves_it(
     assert admitted.window == NOON // QUARTER
     assert admitted.requests == (1,) * admitted.units
     assert used(scheduler, Tier.BACKFILL) == admitted.units
+
+
+def test_early_in_a_window_a_part_of_its_budget_is_left_for_bursts_of_real_time_work(
+    build: Build,
+) -> None:
+    clock = FakeClock(NOON)
+    scheduler = build(clock)
+    for _ in range(BACKFILL_ALLOWANCE - 9):
+        scheduler.reserve(Tier.BACKFILL, "read")
+    assert BURST_RESERVE * REALTIME_ALLOWANCE > 9
+
+    early = admit_now(scheduler, Tier.BACKFILL, 1000)
+    clock.now = NOON + 0.9 * QUARTER
+    later = admit_now(scheduler, Tier.BACKFILL, 1000, rng=Draw(0.999))
+
+    # The reserve shrinks with the window: a tenth of it is left, and the room above it is
+    # admitted at the pace of any other.
+    assert early.units == 0
+    left_for_bursts = BURST_RESERVE * REALTIME_ALLOWANCE * 0.1
+    usable = 0.1 * QUARTER - DELIVERY_SECONDS
+    assert later.units == math.floor(min(paced_share(9, usable), 9 - left_for_bursts)) > 0
 
 
 def test_near_the_end_of_a_window_all_the_room_is_admitted(build: Build) -> None:

@@ -66,6 +66,7 @@ def test_capacity_of_a_fresh_day_is_the_tiers_shares(make_scheduler: MakeSchedul
         window_resets_at=at(NOON + 900),
         daily_room=570,
         day_resets_at=at(MIDNIGHT + 86400),
+        window_budget=95,
     )
 
 

@@ -446,9 +446,9 @@ def test_the_days_remainder_flows_to_the_backlog_before_midnight(
     with pytest.raises(QuotaExceeded) as denied:
         scheduler.reserve(Tier.BACKFILL, "read")
 
-    # At noon, yesterday's 96 at half a day left: 48, and four deviations for bursts; the day,
-    # not the quarter hour, stops the backlog there.
-    assert held(scheduler, "daily") == math.ceil(48 + 4 * math.sqrt(48)) == 76
+    # At noon, yesterday's 96 at half a day left: 48, and four deviations (of one more) for
+    # bursts; the day, not the quarter hour, stops the backlog there.
+    assert held(scheduler, "daily") == math.ceil(48 + 4 * math.sqrt(48 + 1)) == 76
     assert scheduler.status().window("read", "daily").used == 950 - 76
     assert scheduler.tier_capacity(Tier.BACKFILL).daily_room == 0
     assert denied.value.window == "daily"
@@ -456,10 +456,16 @@ def test_the_days_remainder_flows_to_the_backlog_before_midnight(
 
     clock.now = MIDNIGHT + 86400 - QUARTER
     used_today = scheduler.status().window("read", "daily").used
-    # One quarter hour left: 1 expected and four deviations; the rest goes to the backlog.
-    assert held(scheduler, "daily") == 5
-    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 950 - used_today - 5 == 71
-    assert scheduler.status().window("read", "daily").used == 945
+    # One quarter hour left: 1 expected and four deviations of 2; the rest goes to the backlog.
+    assert held(scheduler, "daily") == math.ceil(1 + 4 * math.sqrt(2)) == 7
+    assert reserve_until_denied(scheduler, Tier.BACKFILL) == 950 - used_today - 7 == 69
+    assert scheduler.status().window("read", "daily").used == 943
+
+    # The day's last second: next to nothing expected, and still four deviations of one
+    # request kept, for a webhook that would otherwise wait for midnight.
+    clock.now = MIDNIGHT + 86400 - 1
+    expected = 96 / 86400
+    assert held(scheduler, "daily") == math.ceil(expected + 4 * math.sqrt(expected + 1)) == 5
 
 
 def test_usage_other_clients_reported_counts_against_the_forecast(
@@ -532,7 +538,7 @@ def test_tier_capacity_gives_room_now_and_the_rate_expected_going_forward(
     # of a day (a few quarter hours' mean times 96, 480, would be mostly noise).
     assert backfill.per_window == pytest.approx((950 - 40) / 96)
     # Today's 20 in half a day: 20 more expected by midnight, with four deviations of headroom.
-    assert backfill.daily_room == math.floor(950 - 20 - (20 + 4 * math.sqrt(20)))
+    assert backfill.daily_room == math.floor(950 - 20 - (20 + 4 * math.sqrt(20 + 1)))
     assert webhook.room_now == 95
     assert webhook.per_window == pytest.approx(950 / 96)
     assert backfill.window_resets_at == at("2026-06-01T12:15:00")
