@@ -24,7 +24,7 @@ from sqlmodel import col
 
 from service.db import session_scope
 from service.ingest.policy import HydrationPolicy, streams_for
-from service.models import Activity
+from service.models import Activity, HydrationStatus
 from service.strava.quota.admission import Admitted
 from service.strava.quota.tiers import Tier
 
@@ -35,6 +35,10 @@ RELEASE_BATCH = 1000
 
 # The tiers of waiting hydrations, in the order they are admitted.
 WAITING_TIERS: tuple[Tier, ...] = (Tier.RECENT, Tier.BACKFILL)
+
+# A row hydrated meanwhile (a reader's on-demand hydration) is not admitted: it would spend
+# quota on nothing.
+UNHYDRATED = (HydrationStatus.PENDING.value, HydrationStatus.PARTIAL.value)
 
 # `admit(tier, count, cost)`: how many units the quota takes now, their requests reserved.
 Admit = Callable[[Tier, int, int], Admitted]
@@ -71,7 +75,11 @@ def release(
                     session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
                 waiting = (
                     sa.select(col(Activity.id))
-                    .where(col(Activity.hydration_held_until).is_not(None), _in(tier, policy, now))
+                    .where(
+                        col(Activity.hydration_held_until).is_not(None),
+                        col(Activity.hydration_status).in_(UNHYDRATED),
+                        _in(tier, policy, now),
+                    )
                     .order_by(col(Activity.hydration_held_until), col(Activity.id))
                     .limit(RELEASE_BATCH)
                 )

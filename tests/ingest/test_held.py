@@ -144,6 +144,20 @@ def test_a_second_release_sends_nothing_twice(engine: Engine) -> None:
     assert sorted(message[0] for message in broker.sent) == [1, 10]
 
 
+def test_a_row_hydrated_meanwhile_is_not_admitted(engine: Engine) -> None:
+    seed(engine)
+    queue(engine, 1, 2)
+    with Session(engine) as session:
+        session.get_one(Activity, 1).hydration_status = "complete"  # a reader's, on demand
+        session.commit()
+    quota, broker = Quota(), Broker()
+
+    release(engine, POLICY, NOW, quota, broker)
+
+    assert quota.calls == [(Tier.BACKFILL, 1, 1)]
+    assert [message[0] for message in broker.sent] == [2]
+
+
 def test_rows_a_failing_broker_did_not_take_wait_again_and_go_at_the_next_release(
     engine: Engine,
 ) -> None:
