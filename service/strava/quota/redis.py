@@ -234,15 +234,6 @@ class RedisQuotaScheduler(QuotaScheduler):
         """A scheduler with its own connection pool to ``url``, closed by ``close``."""
         return cls(redis.Redis.from_url(url), config, clock, prefix=prefix, owns_client=True)
 
-    @property
-    def client(self) -> redis.Redis:
-        """The Redis client (admission keeps its ticket books beside the counters)."""
-        return self._client
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
