@@ -56,7 +56,7 @@ from bench_quota import percentile
 
 from service.emulator.config import RateLimits
 from service.emulator.ratelimits import RateLimiter
-from service.ingest.policy import HydrationPolicy, streams_for
+from service.ingest.policy import HydrationPolicy, hydration_cost
 from service.ingest.retry import Backoff, WaitForQuota, next_step
 from service.ingest.sync import LIST_TIERS
 from service.models import SyncKind
@@ -78,7 +78,7 @@ LIST_TIER = LIST_TIERS[SyncKind.BACKFILL]
 # The athlete's history is older than the recent window: every hydration is a backfill one.
 HYDRATION_TIER = Tier.BACKFILL
 # Requests per hydration, as the release counts them (service/ingest/held.py).
-HYDRATION_COST = 2 if streams_for(HydrationPolicy(), HYDRATION_TIER) else 1
+HYDRATION_COST = hydration_cost(HydrationPolicy(), HYDRATION_TIER)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
     from service.strava.quota.admission import admit_now, release_tick
 
     settings = deps.settings
+    # Read once: the release runs every second.
+    hydration_policy = HydrationPolicy.from_settings(settings)
+    admit = functools.partial(admit_now, deps.quota)
     return [
         Duty(
             "relay",
@@ -127,9 +130,9 @@ def periodic_duties(deps: DutyDeps) -> list[Duty]:
             release_tick(settings.quota_window_seconds),
             lambda: release(
                 deps.engine,
-                HydrationPolicy.from_settings(settings),
+                hydration_policy,
                 utcnow(),
-                functools.partial(admit_now, deps.quota),
+                admit,
                 deps.dispatcher.send_hydration,
             ),
         ),

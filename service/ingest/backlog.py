@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from service.db import session_scope
-from service.ingest.policy import HydrationPolicy, streams_for
+from service.ingest.policy import HydrationPolicy, hydration_cost
 from service.ingest.sync import ACTIVE, LIST_TIERS
 from service.models import Activity, HydrationStatus, PendingHydration, SyncJob, SyncKind
 from service.strava.quota.eta import TierBacklog, finish_estimate
@@ -84,10 +84,13 @@ def backlog(
         waiting, jobs = counts.waiting.get(tier, 0), counts.sync_jobs.get(tier, 0)
         if not waiting and not jobs:
             continue
-        # A hydration is the detail, plus one call for the streams when the policy fetches them.
-        calls = 1 + (1 if streams_for(policy, tier) else 0)
         estimate = finish_estimate(
-            scheduler, tier, waiting, counts.done.get(tier, 0), now, calls_per_item=calls
+            scheduler,
+            tier,
+            waiting,
+            counts.done.get(tier, 0),
+            now,
+            calls_per_item=hydration_cost(policy, tier),
         )
         rows.append(TierBacklog(tier=tier, waiting=waiting, sync_jobs=jobs, estimate=estimate))
     return tuple(rows)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from service.db import session_scope
-from service.ingest.policy import HydrationPolicy, streams_for
+from service.ingest.policy import HydrationPolicy, hydration_cost
 from service.models import Activity, HydrationStatus
 from service.strava.quota.admission import Admitted
 from service.strava.quota.tiers import Tier
@@ -64,12 +64,13 @@ def release(
     """Admit waiting hydrations, `recent` ones first, and send them prepaid. Rows are taken
     (their mark cleared) in the transaction that locks them, so two releases never send one
     twice; a row another release has locked is skipped. Returns how many were sent."""
+    postgres = engine.dialect.name == "postgresql"
     sent = 0
     for tier in WAITING_TIERS:
-        cost = 2 if streams_for(policy, tier) else 1
+        cost = hydration_cost(policy, tier)
         while True:
             with session_scope(engine) as session:
-                if engine.dialect.name == "postgresql":
+                if postgres:
                     # The waiting rows' spread of start dates changes as they go: a plan
                     # cached for one range would scan the whole queue for another.
                     session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
@@ -83,7 +84,7 @@ def release(
                     .order_by(col(Activity.hydration_held_until), col(Activity.id))
                     .limit(RELEASE_BATCH)
                 )
-                if engine.dialect.name == "postgresql":
+                if postgres:
                     waiting = waiting.with_for_update(skip_locked=True)
                 ids = list(session.execute(waiting).scalars())
                 if not ids:

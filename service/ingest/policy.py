@@ -74,6 +74,11 @@ def plan_hydration(
     return ON_DEMAND
 
 
+def hydration_cost(policy: HydrationPolicy, tier: Tier) -> int:
+    """Strava calls of one hydration at `tier`: the detail, and the streams when fetched."""
+    return 2 if streams_for(policy, tier) else 1
+
+
 def streams_for(policy: HydrationPolicy, tier: Tier) -> tuple[str, ...]:
     """The stream types a hydration at `tier` fetches after the detail; empty: none."""
     above_backfill = TIERS_BY_PRIORITY.index(tier) < TIERS_BY_PRIORITY.index(Tier.BACKFILL)

@@ -94,12 +94,13 @@ def admit_now(
     now = scheduler.now()
     length = scheduler.config.window_seconds
     window = window_index(now, length)
-    usable = (window + 1) * length - now - min(DELIVERY_SECONDS, length / 4)
+    left = (window + 1) * length - now
+    usable = left - min(DELIVERY_SECONDS, length / 4)
     if count < 1 or usable <= 0:
         return Admitted(window)
     capacity = scheduler.tier_capacity(tier)
     room = capacity.room_now
-    reserve = BURST_RESERVE * capacity.window_budget * ((window + 1) * length - now) / length
+    reserve = BURST_RESERVE * capacity.window_budget * left / length
     paced = room * min(1.0, PACE * release_tick(length) / min(usable, PACE_SPAN_SECONDS))
     share = max(0.0, min(paced, room - reserve)) / cost
     whole = math.floor(share)

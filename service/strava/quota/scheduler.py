@@ -21,8 +21,8 @@ in the day the daily rate times the fraction of the day left; both with Poisson 
 bursts. It shrinks as the window and the day end (to nothing in the window, to four requests
 in the day), and after a quiet day it is those four, so an idle real-time tier costs the
 backlog next to nothing and what real-time work will not need before midnight goes to the
-backlog. Real-time work is never held back by the
-forecast; the safety margin, never spent, covers usage of other clients not yet reported.
+backlog. Real-time work is never held back by the forecast; the safety margin, never spent,
+covers usage of other clients not yet reported.
 Shares (``QUOTA_SHARES``) are optional hard caps per tier; by default there is none below the
 forecast (docs/benchmarks/quota.md).
 
